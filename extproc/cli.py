@@ -43,7 +43,9 @@ def cmd_render(args: argparse.Namespace) -> int:
     rendered = envoy_config.render(gateway.build(loaded.config), addrs)
     text = json.dumps(rendered, indent=2) if args.format == "json" else yaml.safe_dump(rendered, sort_keys=False)
     if args.output:
-        Path(args.output).write_text(text)
+        out = Path(args.output)
+        out.write_text(text)
+        out.chmod(0o644)  # Envoy's container user must be able to read it
     else:
         sys.stdout.write(text)
     return 0

@@ -6,6 +6,8 @@ so the loader records where each mapping key and sequence item came from.
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,21 @@ from pydantic import ValidationError
 from extproc.config.model import GatewayConfig
 
 Loc = tuple[str | int, ...]
+
+# ``${NAME}`` or ``${NAME:-default}`` in any string is read from the environment
+# when the config loads. A bare ``$NAME`` (backendAuth.key) is resolved by the
+# sidecar instead, so a secret never lands in a rendered file.
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_env(value: str) -> str:
+    def sub(m: re.Match[str]) -> str:
+        name, default = m.group(1), m.group(2)
+        if name in os.environ:
+            return os.environ[name]
+        return default if default is not None else m.group(0)
+
+    return _ENV_REF.sub(sub, value)
 
 
 @dataclass(frozen=True)
@@ -70,7 +87,7 @@ def _to_python(node: yaml.Node, loc: Loc, lines: dict[Loc, int], file: str) -> A
         return out
     if isinstance(node, yaml.SequenceNode):
         return [_to_python(item, loc + (i,), lines, file) for i, item in enumerate(node.value)]
-    return yaml.safe_load(yaml.serialize(node)) if node.tag != "tag:yaml.org,2002:str" else node.value
+    return yaml.safe_load(yaml.serialize(node)) if node.tag != "tag:yaml.org,2002:str" else expand_env(node.value)
 
 
 def _fmt(loc: Loc) -> str:

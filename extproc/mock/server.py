@@ -288,25 +288,49 @@ def _fixture_content_type(path: Path, data: bytes) -> str:
     return CT_JSON
 
 
-def load_fixture(state: MockState, spec: str) -> tuple[bytes, str] | None:
-    """Read ``<provider>/<case>`` (.json, .bin or exact name) under the fixture dir; cached."""
-    cached = state.fixtures.get(spec)
+def load_fixture(state: MockState, spec: str, streaming: bool = False) -> tuple[bytes, str] | None:
+    """Read ``<provider>/<case>`` under the fixture dir; cached.
+
+    An explicit ``.json``/``.bin`` suffix picks that file. Otherwise a case that exists in both forms
+    (e.g. ``bedrock/basic``) resolves to ``.bin`` for streaming requests and ``.json`` for the rest.
+    """
+    key = f"{spec}|{streaming}"
+    cached = state.fixtures.get(key)
     if cached is not None:
         return cached
     parts = spec.strip("/").split("/")
     if not all(_FIXTURE_PART.match(p) for p in parts):
         return None  # also rejects "..": no escaping the fixture dir
     base = state.fixture_dir.joinpath(*parts)
-    for candidate in (base.with_name(base.name + ".json"), base.with_name(base.name + ".bin"), base):
+    suffixes = (".bin", ".json") if streaming else (".json", ".bin")
+    candidates = (
+        [base]
+        if base.suffix in (".json", ".bin")
+        else [*(base.with_name(base.name + s) for s in suffixes), base]
+    )
+    for candidate in candidates:
         if candidate.is_file():
             data = candidate.read_bytes()
-            state.fixtures[spec] = (data, _fixture_content_type(candidate, data))
-            return state.fixtures[spec]
+            state.fixtures[key] = (data, _fixture_content_type(candidate, data))
+            return state.fixtures[key]
     return None
 
 
+_STREAM_ACTIONS = frozenset({"converse-stream", "streamGenerateContent", "streamRawPredict"})
+
+
+def _is_streaming_request(ctx: Ctx) -> bool:
+    if ctx.params.get("action") in _STREAM_ACTIONS:
+        return True
+    try:
+        body = orjson.loads(ctx.body)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(body, dict) and body.get("stream") is True
+
+
 async def send_fixture(ctx: Ctx, spec: str) -> web.StreamResponse:
-    found = load_fixture(ctx.state, spec)
+    found = load_fixture(ctx.state, spec, _is_streaming_request(ctx))
     if found is None:
         return await send_error(ctx, 404, f"mock fixture not found: {spec}")
     data, content_type = found
@@ -462,7 +486,7 @@ def _record(state: MockState, request: web.Request, body: bytes) -> None:
         {
             "method": request.method,
             "path": request.raw_path,
-            "headers": dict(request.headers),
+            "headers": {str(k): v for k, v in request.headers.items()},  # istr keys: orjson wants str
             "body": body.decode("utf-8", "replace"),
         }
     )

@@ -111,7 +111,9 @@ def _user_blocks(content: Any) -> list[Json]:
             blocks.append(_image_block(c.image_url(part)))
         elif kind == "file":
             mime, data, _ = c.file_data(part)
-            blocks.append({"type": "document", "source": {"type": "base64", "media_type": mime, "data": data}})
+            blocks.append(
+                {"type": "document", "source": {"type": "base64", "media_type": mime, "data": data}}
+            )
         else:
             raise TranslationError(f"content part {kind!r} is not supported by Anthropic", "messages")
     return blocks
@@ -130,7 +132,11 @@ def _assistant_blocks(msg: Json) -> list[Json]:
     # reasoning cannot be verified by Anthropic, so it is dropped.
     if msg.get("reasoning_content") and msg.get("reasoning_signature"):
         blocks.append(
-            {"type": "thinking", "thinking": msg["reasoning_content"], "signature": msg["reasoning_signature"]}
+            {
+                "type": "thinking",
+                "thinking": msg["reasoning_content"],
+                "signature": msg["reasoning_signature"],
+            }
         )
     text = c.text_content(msg.get("content"))
     if text:
@@ -207,7 +213,9 @@ def chat_response(resp: Json, model: str, *, created: int = 0) -> Json:
             reasoning.append(block.get("thinking") or "")
             signature = block.get("signature") or signature
         elif kind == "tool_use":
-            calls.append(c.tool_call(block.get("id") or c.new_id("call_"), block.get("name"), block.get("input")))
+            calls.append(
+                c.tool_call(block.get("id") or c.new_id("call_"), block.get("name"), block.get("input"))
+            )
     finish = FINISH_REASONS.get(resp.get("stop_reason") or "", "stop")
     text = "".join(texts) if texts else None
     ch = c.choice(0, text, calls, finish, "".join(reasoning) if reasoning else None, signature)

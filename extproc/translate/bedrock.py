@@ -167,13 +167,22 @@ def _assistant_blocks(msg: Json) -> list[Json]:
         blocks.append({"text": text})
     for call in msg.get("tool_calls") or ():
         fn = call.get("function") or {}
-        use = {"toolUseId": call.get("id"), "name": fn.get("name"), "input": c.parse_arguments(fn.get("arguments"))}
+        use = {
+            "toolUseId": call.get("id"),
+            "name": fn.get("name"),
+            "input": c.parse_arguments(fn.get("arguments")),
+        }
         blocks.append({"toolUse": use})
     return blocks
 
 
 def _tool_result(msg: Json) -> Json:
-    return {"toolResult": {"toolUseId": msg.get("tool_call_id"), "content": [{"text": c.text_content(msg.get("content"))}]}}
+    return {
+        "toolResult": {
+            "toolUseId": msg.get("tool_call_id"),
+            "content": [{"text": c.text_content(msg.get("content"))}],
+        }
+    }
 
 
 def _tool_config(req: Json, has_tool_blocks: bool) -> Json | None:
@@ -186,7 +195,9 @@ def _tool_config(req: Json, has_tool_blocks: bool) -> Json | None:
     config: Json = {"tools": tools}
     if choice and choice[0] != "none":
         mode, name = choice
-        config["toolChoice"] = {"auto": {"auto": {}}, "required": {"any": {}}}.get(mode) or {"tool": {"name": name}}
+        config["toolChoice"] = {"auto": {"auto": {}}, "required": {"any": {}}}.get(mode) or {
+            "tool": {"name": name}
+        }
     return config
 
 
@@ -227,7 +238,9 @@ def chat_response(resp: Json, model: str, *, created: int = 0) -> Json:
             texts.append(block["text"])
         elif "toolUse" in block:
             use = block["toolUse"]
-            calls.append(c.tool_call(use.get("toolUseId") or c.new_id("call_"), use.get("name"), use.get("input")))
+            calls.append(
+                c.tool_call(use.get("toolUseId") or c.new_id("call_"), use.get("name"), use.get("input"))
+            )
         elif "reasoningContent" in block:
             rt = block["reasoningContent"].get("reasoningText") or {}
             reasoning.append(rt.get("text") or "")
@@ -260,7 +273,7 @@ def error_response(status: int, body: bytes, error_type: str | None = None) -> t
 
 
 def _shape_name(error_type: str) -> str:
-    """``com.amazon...#ThrottlingException:http://...`` or ``throttlingException`` -> ``ThrottlingException``."""
+    """``ns#ThrottlingException:http://...`` or ``throttlingException`` -> ``ThrottlingException``."""
     name = error_type.split(":", 1)[0].rsplit("#", 1)[-1]
     return name[:1].upper() + name[1:]
 
@@ -296,7 +309,10 @@ class ChatStream:
                     break
         except ParserError as exc:  # bad CRC or framing: the stream cannot be trusted further
             self._done = True
-            out += error_frame(f"invalid upstream event stream: {exc}", "server_error", "bad_event_stream") + DONE
+            out += (
+                error_frame(f"invalid upstream event stream: {exc}", "server_error", "bad_event_stream")
+                + DONE
+            )
         return bytes(out)
 
     def finish(self) -> bytes:
@@ -311,7 +327,9 @@ class ChatStream:
         headers = message.headers
         kind = headers.get(":message-type", "event")
         if kind == "exception":
-            return self._exception(headers.get(":exception-type") or "internalServerException", message.payload)
+            return self._exception(
+                headers.get(":exception-type") or "internalServerException", message.payload
+            )
         if kind == "error":
             code = headers.get(":error-code") or "InternalServerException"
             return self._fail(code, headers.get(":error-message") or code)

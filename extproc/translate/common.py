@@ -13,7 +13,13 @@ from .sse import data_frame
 DEFAULT_MAX_TOKENS = 4096
 
 # reasoning_effort -> thinking budget in tokens; 1024 is Anthropic's minimum budget.
-REASONING_BUDGETS: dict[str, int] = {"minimal": 1024, "low": 1024, "medium": 2048, "high": 4096, "xhigh": 8192}
+REASONING_BUDGETS: dict[str, int] = {
+    "minimal": 1024,
+    "low": 1024,
+    "medium": 2048,
+    "high": 4096,
+    "xhigh": 8192,
+}
 
 _MIME_ALIASES = {"image/jpg": "image/jpeg"}
 _EXT_MIME = {
@@ -228,7 +234,11 @@ def make_usage(
     reasoning: int | None = None,
 ) -> Json:
     """OpenAI usage; ``prompt`` must already include cached and cache-write tokens."""
-    usage: Json = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+    usage: Json = {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
     details: Json = {}
     if cached is not None:
         details["cached_tokens"] = cached
@@ -242,7 +252,13 @@ def make_usage(
 
 
 def completion(id_: str, model: str, created: int, choices: list[Json], usage: Json | None) -> Json:
-    body: Json = {"id": id_, "object": "chat.completion", "created": created, "model": model, "choices": choices}
+    body: Json = {
+        "id": id_,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": choices,
+    }
     if usage is not None:
         body["usage"] = usage
     return body
@@ -309,7 +325,12 @@ class ChunkWriter:
         )
 
     def tool_start(self, tool_index: int, id_: str, name: str, index: int = 0) -> bytes:
-        call = {"index": tool_index, "id": id_, "type": "function", "function": {"name": name, "arguments": ""}}
+        call = {
+            "index": tool_index,
+            "id": id_,
+            "type": "function",
+            "function": {"name": name, "arguments": ""},
+        }
         return self.chunk({"tool_calls": [call]}, index)
 
     def tool_args(self, tool_index: int, fragment: str, index: int = 0) -> bytes:

@@ -209,7 +209,9 @@ def _generation_config(req: Json) -> Json:
             gen["responseSchema"] = gemini_schema(schema)
     budget = c.reasoning_budget(req)
     if budget is not None:
-        gen["thinkingConfig"] = {"thinkingBudget": budget, "includeThoughts": True} if budget else {"thinkingBudget": 0}
+        gen["thinkingConfig"] = (
+            {"thinkingBudget": budget, "includeThoughts": True} if budget else {"thinkingBudget": 0}
+        )
     return gen
 
 
@@ -231,7 +233,9 @@ def chat_response(resp: Json, model: str, *, created: int = 0) -> Json:
         blocked = (resp.get("promptFeedback") or {}).get("blockReason")
         choices = [c.choice(0, "", [], "content_filter" if blocked else "stop")]
     usage = _usage(resp.get("usageMetadata") or {})
-    return c.completion(resp.get("responseId") or c.new_id(), resp.get("modelVersion") or model, created, choices, usage)
+    return c.completion(
+        resp.get("responseId") or c.new_id(), resp.get("modelVersion") or model, created, choices, usage
+    )
 
 
 def _choice(cand: Json, position: int) -> Json:
@@ -254,7 +258,9 @@ def _usage(meta: Json) -> Json:
     prompt = (meta.get("promptTokenCount") or 0) + (meta.get("toolUsePromptTokenCount") or 0)
     thoughts = meta.get("thoughtsTokenCount")
     completion = (meta.get("candidatesTokenCount") or 0) + (thoughts or 0)
-    return c.make_usage(prompt, completion, cached=meta.get("cachedContentTokenCount") or 0, reasoning=thoughts)
+    return c.make_usage(
+        prompt, completion, cached=meta.get("cachedContentTokenCount") or 0, reasoning=thoughts
+    )
 
 
 def error_response(status: int, body: bytes) -> tuple[int, Json]:

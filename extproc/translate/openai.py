@@ -38,7 +38,10 @@ def error_response(status: int, body: bytes) -> tuple[int, Json]:
     err = parsed.get("error") if isinstance(parsed, dict) else None
     if isinstance(err, dict) and err.get("message"):
         return status, openai_error(
-            str(err["message"]), err.get("type") or openai_error_type(status), err.get("code"), err.get("param")
+            str(err["message"]),
+            err.get("type") or openai_error_type(status),
+            err.get("code"),
+            err.get("param"),
         )
     if isinstance(err, str) and err:
         return status, openai_error(err, openai_error_type(status))

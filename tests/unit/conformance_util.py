@@ -187,3 +187,35 @@ def _merge_delta(choices: dict[int, dict[str, Any]], ch: dict[str, Any]) -> None
     if ch.get("finish_reason"):
         assert st["finish_reason"] is None, "finish_reason sent twice"
         st["finish_reason"] = ch["finish_reason"]
+
+
+# ---------------------------------------------------------------- feeding streams
+
+
+def feed(stream: Any, data: bytes, cuts: list[int] | None = None) -> bytes:
+    """Feeds ``data`` split at ``cuts`` (byte offsets), then finishes the stream."""
+    out = bytearray()
+    prev = 0
+    for cut in [*(cuts or []), len(data)]:
+        out += stream.feed(data[prev:cut])
+        prev = cut
+    out += stream.finish()
+    assert stream.finish() == b"", "finish() must be idempotent"
+    return bytes(out)
+
+
+def every_byte(data: bytes) -> list[int]:
+    return list(range(1, len(data)))
+
+
+def frames(out: bytes) -> list[Any]:
+    """Output frames parsed, with the generated response id removed."""
+    result: list[Any] = []
+    for data in sse_events(out.decode()):
+        if data == "[DONE]":
+            result.append(data)
+            continue
+        obj = json.loads(data)
+        obj.pop("id", None)
+        result.append(obj)
+    return result

@@ -55,6 +55,8 @@ COMMANDS = {
         "authz:9002",
         "--output",
         "/etc/envoy/envoy.yaml",
+        "--admin-host",
+        "0.0.0.0",
     ],
     "envoy": ["envoy", "-c", "/etc/envoy/envoy.yaml"],
 }

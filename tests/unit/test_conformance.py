@@ -26,9 +26,11 @@ from .conformance_util import (
     completion_view,
     corpus_dir,
     drop_nulls,
+    every_byte,
+    feed,
+    frames,
     snap_json,
     snap_stream,
-    sse_events,
     stream_view,
     usage_view,
 )
@@ -77,7 +79,9 @@ def _response_cases() -> list[Any]:
             if m:
                 streaming = bool(m["stream"])
                 cases.append(
-                    pytest.param(src_dir, m["case"], m["src"], streaming, id=f"response/{src_dir}/{snap.name}")
+                    pytest.param(
+                        src_dir, m["case"], m["src"], streaming, id=f"response/{src_dir}/{snap.name}"
+                    )
                 )
     assert cases, "no response fixtures found"
     return cases
@@ -125,7 +129,9 @@ def _merge_turns(turns: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _parse_bedrock_schema(body: dict[str, Any]) -> None:
     """Bedrock takes the JSON schema as a string: compare it parsed, not byte for byte."""
-    definition = (((body.get("outputConfig") or {}).get("textFormat") or {}).get("structure") or {}).get("jsonSchema")
+    definition = (((body.get("outputConfig") or {}).get("textFormat") or {}).get("structure") or {}).get(
+        "jsonSchema"
+    )
     if definition and isinstance(definition.get("schema"), str):
         definition["schema"] = json.loads(definition["schema"])
 
@@ -174,27 +180,7 @@ def _provider_body(src_dir: str, case: str, streaming: bool) -> Path:
 
 def _run_stream(module: ModuleType, data: bytes, cuts: list[int]) -> tuple[bytes, Any]:
     stream = module.ChatStream(PEER_MODEL, include_usage=True, created=123)
-    out = bytearray()
-    prev = 0
-    for cut in [*cuts, len(data)]:
-        out += stream.feed(data[prev:cut])
-        prev = cut
-    out += stream.finish()
-    assert stream.finish() == b"", "finish() must be idempotent"
-    return bytes(out), stream
-
-
-def _frames(out: bytes) -> list[Any]:
-    """Output frames with the generated response id removed, for split-invariance."""
-    frames = []
-    for data in sse_events(out.decode()):
-        if data == "[DONE]":
-            frames.append(data)
-            continue
-        obj = json.loads(data)
-        obj.pop("id", None)
-        frames.append(obj)
-    return frames
+    return feed(stream, data, cuts), stream
 
 
 @pytest.mark.parametrize(("src_dir", "case", "src", "streaming"), _response_cases())
@@ -235,10 +221,10 @@ def _check_stream(module: ModuleType, src: str, raw: bytes, snap: Path) -> None:
         assert out == raw, "an OpenAI stream with include_usage passes through byte for byte"
 
     # Frames split at any byte must give the same output.
-    whole = _frames(out)
-    one_byte = _run_stream(module, raw, list(range(1, len(raw))))[0]
-    assert _frames(one_byte) == whole
+    whole = frames(out)
+    one_byte = _run_stream(module, raw, every_byte(raw))[0]
+    assert frames(one_byte) == whole
     rng = random.Random(snap.name)
     for _ in range(5):
         cuts = sorted(rng.sample(range(1, len(raw)), min(len(raw) - 1, rng.randint(1, 40))))
-        assert _frames(_run_stream(module, raw, cuts)[0]) == whole
+        assert frames(_run_stream(module, raw, cuts)[0]) == whole

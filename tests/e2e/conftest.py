@@ -1,0 +1,197 @@
+"""End-to-end fixtures: the real Envoy, both sidecars and mock providers on free ports."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from extproc.supervisor import Stack
+
+OPENAI_KEY = "sk-test-openai-provider-key-0001"
+ANTHROPIC_KEY = "sk-ant-test-provider-key-0002"
+GEMINI_KEY = "AIza-test-gemini-provider-key-0003"
+BEDROCK_KEY = "bedrock-test-api-key-0004"
+PROVIDER_KEYS = (OPENAI_KEY, ANTHROPIC_KEY, GEMINI_KEY, BEDROCK_KEY)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(url)
+
+
+@dataclass
+class Mock:
+    port: int
+    proc: subprocess.Popen[bytes]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def requests(self) -> list[dict]:
+        return httpx.get(f"{self.url}/__mock/requests").json()
+
+    def clear(self) -> None:
+        httpx.delete(f"{self.url}/__mock/requests")
+
+
+def start_mock(*args: str) -> Mock:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "extproc", "mock", "--port", str(port), *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_http(f"http://127.0.0.1:{port}/__mock/health")
+    return Mock(port, proc)
+
+
+def provider_route(name: str, prefix: str, provider: dict, host: str, key: str, **extra: object) -> dict:
+    return {
+        "name": name,
+        "matches": [{"path": {"pathPrefix": prefix}}],
+        "backends": [{"ai": {"name": name, "provider": provider, "hostOverride": host}}],
+        "policies": {"backendAuth": {"key": key}, **extra},
+    }
+
+
+def failover_route(name: str, prefix: str, primary_host: str, secondary_host: str) -> dict:
+    return {
+        "name": name,
+        "matches": [{"path": {"pathPrefix": prefix}}],
+        "policies": {"retry": {"attempts": 2, "codes": [429, 500, 502, 503, 504]}},
+        "backends": [
+            {
+                "ai": {
+                    "groups": [
+                        {
+                            "providers": [
+                                {
+                                    "name": "primary",
+                                    "provider": {"anthropic": {"model": "claude-3-5-haiku-latest"}},
+                                    "hostOverride": primary_host,
+                                    "backendAuth": {"key": ANTHROPIC_KEY},
+                                }
+                            ]
+                        },
+                        {
+                            "providers": [
+                                {
+                                    "name": "secondary",
+                                    "provider": {"openAI": {"model": "gpt-4o"}},
+                                    "hostOverride": secondary_host,
+                                    "backendAuth": {"key": OPENAI_KEY},
+                                }
+                            ]
+                        },
+                    ]
+                }
+            }
+        ],
+    }
+
+
+@dataclass
+class Gateway:
+    url: str
+    stack: Stack
+    mock: Mock
+    config: dict
+    config_path: Path
+    readiness_url: str
+
+
+def gateway_config(port: int, mock: Mock, m429: Mock, m503: Mock, closed_port: int, **globals_: object) -> dict:
+    host = f"127.0.0.1:{mock.port}"
+    routes = [
+        provider_route("openai", "/openai", {"openAI": {}}, host, OPENAI_KEY),
+        provider_route("anthropic", "/anthropic", {"anthropic": {}}, host, ANTHROPIC_KEY),
+        provider_route("gemini", "/gemini", {"gemini": {}}, host, GEMINI_KEY),
+        provider_route("bedrock", "/bedrock", {"bedrock": {"region": "us-east-1"}}, host, BEDROCK_KEY),
+        provider_route("slow", "/slow", {"openAI": {}}, host, OPENAI_KEY, timeout={"requestTimeout": "1s"}),
+        failover_route("failover-429", "/failover/429", f"127.0.0.1:{m429.port}", host),
+        failover_route("failover-503", "/failover/503", f"127.0.0.1:{m503.port}", host),
+        failover_route("failover-refused", "/failover/refused", f"127.0.0.1:{closed_port}", host),
+        provider_route("default", "/v1", {"openAI": {}}, host, OPENAI_KEY),
+    ]
+    return {
+        "config": {
+            "adminPort": free_port(),
+            "metricsPort": free_port(),
+            "readinessPort": free_port(),
+            "limits": {"maxRequestBytes": 256 * 1024, "sidecarTimeout": "2s", **globals_},
+        },
+        "binds": [{"port": port, "listeners": [{"routes": routes}]}],
+    }
+
+
+@pytest.fixture(scope="session")
+def mocks() -> Iterator[tuple[Mock, Mock, Mock]]:
+    started = [start_mock(), start_mock("--force-status", "429"), start_mock("--force-status", "503")]
+    yield started[0], started[1], started[2]
+    for m in started:
+        m.proc.terminate()
+        m.proc.wait(timeout=5)
+
+
+def launch(tmp: Path, config: dict, mock: Mock) -> Gateway:
+    path = tmp / "gateway.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    stack = Stack(
+        config_path=str(path),
+        workdir=tmp,
+        extproc_port=free_port(),
+        authz_port=free_port(),
+        mock_port=None,
+        quiet=True,
+    )
+    stack.start(timeout=30)
+    port = config["binds"][0]["port"]
+    return Gateway(
+        url=f"http://127.0.0.1:{port}",
+        stack=stack,
+        mock=mock,
+        config=config,
+        config_path=path,
+        readiness_url=f"http://127.0.0.1:{config['config']['readinessPort']}/ready",
+    )
+
+
+@pytest.fixture(scope="session")
+def gateway(tmp_path_factory: pytest.TempPathFactory, mocks: tuple[Mock, Mock, Mock]) -> Iterator[Gateway]:
+    mock, m429, m503 = mocks
+    config = gateway_config(free_port(), mock, m429, m503, free_port())
+    gw = launch(tmp_path_factory.mktemp("gateway"), config, mock)
+    yield gw
+    gw.stack.stop()
+
+
+@pytest.fixture
+def private_gateway(tmp_path: Path, mocks: tuple[Mock, Mock, Mock]) -> Iterator[Gateway]:
+    """A gateway of its own, for tests that stop parts of it."""
+    mock, m429, m503 = mocks
+    gw = launch(tmp_path, gateway_config(free_port(), mock, m429, m503, free_port()), mock)
+    yield gw
+    gw.stack.stop()
