@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import sys
@@ -38,10 +39,15 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_render(args: argparse.Namespace) -> int:
     loaded = _load_or_exit(args.config)
     addrs = envoy_config.SidecarAddresses(
-        extproc=args.extproc_addr, authz=args.authz_addr, listen_host=args.listen_host, admin_host=args.admin_host
+        extproc=args.extproc_addr,
+        authz=args.authz_addr,
+        listen_host=args.listen_host,
+        admin_host=args.admin_host,
     )
     rendered = envoy_config.render(gateway.build(loaded.config), addrs)
-    text = json.dumps(rendered, indent=2) if args.format == "json" else yaml.safe_dump(rendered, sort_keys=False)
+    text = (
+        json.dumps(rendered, indent=2) if args.format == "json" else yaml.safe_dump(rendered, sort_keys=False)
+    )
     if args.output:
         out = Path(args.output)
         out.write_text(text)
@@ -58,10 +64,8 @@ def _serve(args: argparse.Namespace, which: str) -> int:
         from extproc.server import serve
     else:
         from extproc.authz.server import serve
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(gw, args.listen))
-    except KeyboardInterrupt:
-        pass
     return 0
 
 

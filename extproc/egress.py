@@ -65,7 +65,9 @@ def chat_path(up: Upstream, model: str, stream: bool) -> str:
         return (up.path_prefix or "/v1").rstrip("/") + "/chat/completions"
     if up.kind == "azure":
         deployment = s.deployment_name or model
-        return f"/openai/deployments/{quote(deployment, safe='')}/chat/completions?api-version={s.api_version}"
+        return (
+            f"/openai/deployments/{quote(deployment, safe='')}/chat/completions?api-version={s.api_version}"
+        )
     if up.kind == "anthropic":
         return (up.path_prefix or "/v1").rstrip("/") + "/messages"
     if up.kind == "gemini":
@@ -121,7 +123,9 @@ def messages_attempt(up: Upstream, req: dict[str, Any]) -> Attempt:
     model = upstream_model(up, req.get("model"))
     if model != req.get("model"):
         req = {**req, "model": model}
-    return Attempt(path=(up.path_prefix or "/v1").rstrip("/") + "/messages", body=orjson.dumps(req), model=model)
+    return Attempt(
+        path=(up.path_prefix or "/v1").rstrip("/") + "/messages", body=orjson.dumps(req), model=model
+    )
 
 
 def passthrough_attempt(up: Upstream, client_path: str, body: bytes | None) -> Attempt:
@@ -137,7 +141,8 @@ def credential_headers(up: Upstream, method: str, path: str, body: bytes | None)
     if missing:
         raise GatewayError(
             500,
-            f"the gateway has no credentials for provider {up.name!r}: environment variable {missing} is not set",
+            f"the gateway has no credentials for provider {up.name!r}: "
+            f"environment variable {missing} is not set",
             code="gateway_missing_credentials",
         )
     headers: dict[str, str] = {}
@@ -152,7 +157,9 @@ def credential_headers(up: Upstream, method: str, path: str, body: bytes | None)
         return headers
     if up.kind in ("openai", "anthropic", "gemini", "azure", "vertex"):
         raise GatewayError(
-            500, f"the gateway has no credentials for provider {up.name!r}: set backendAuth.key", code="gateway_missing_credentials"
+            500,
+            f"the gateway has no credentials for provider {up.name!r}: set backendAuth.key",
+            code="gateway_missing_credentials",
         )
     return headers
 
@@ -172,13 +179,17 @@ def _sigv4(up: Upstream, method: str, path: str, body: bytes) -> dict[str, str]:
     if creds is None:
         raise GatewayError(
             500,
-            f"the gateway has no AWS credentials for provider {up.name!r} (set backendAuth.key to a Bedrock API key, "
+            f"the gateway has no AWS credentials for provider {up.name!r} "
+            "(set backendAuth.key to a Bedrock API key, "
             "or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)",
             code="gateway_missing_credentials",
         )
     scheme = "https" if up.tls else "http"
     request = AWSRequest(
-        method=method, url=f"{scheme}://{up.authority}{path}", data=body, headers={"content-type": "application/json"}
+        method=method,
+        url=f"{scheme}://{up.authority}{path}",
+        data=body,
+        headers={"content-type": "application/json"},
     )
     # content-length is not signed: Envoy may rewrite it (DESIGN.md, lessons from peers).
     SigV4Auth(creds.get_frozen_credentials(), "bedrock", up.settings.region).add_auth(request)

@@ -106,6 +106,7 @@ def _router_ext_proc(gw: Gateway) -> Json:
                 "initial_metadata": [{"key": "x-gw-phase", "value": "router"}],
             },
             "failure_mode_allow": False,
+            "status_on_error": {"code": 503},
             "message_timeout": _seconds(timeout),
             # Headers must be held (SEND) so the body answer can still set routing headers.
             "processing_mode": {
@@ -118,6 +119,7 @@ def _router_ext_proc(gw: Gateway) -> Json:
             },
             "allow_mode_override": True,
             "request_attributes": ["xds.route_name"],
+            "metadata_options": {"receiving_namespaces": {"untyped": [METADATA_NAMESPACE]}},
             "mutation_rules": {"disallow_is_error": False},
         },
     }
@@ -135,6 +137,7 @@ def _upstream_ext_proc(gw: Gateway) -> Json:
                 "initial_metadata": [{"key": "x-gw-phase", "value": "upstream"}],
             },
             "failure_mode_allow": False,
+            "status_on_error": {"code": 503},
             "message_timeout": _seconds(timeout),
             "processing_mode": {
                 "request_header_mode": "SEND",
@@ -146,6 +149,8 @@ def _upstream_ext_proc(gw: Gateway) -> Json:
             },
             "allow_mode_override": True,
             "request_attributes": ["xds.upstream_host_metadata"],
+            # What the router phase decided, for every attempt (headers do not survive retries).
+            "metadata_options": {"forwarding_namespaces": {"untyped": [METADATA_NAMESPACE]}},
             # The upstream phase sets :path per attempt; host comes from auto_host_rewrite.
             "mutation_rules": {"allow_all_routing": True},
         },
@@ -171,20 +176,50 @@ def _ext_authz(gw: Gateway) -> Json:
 
 
 def _cors_filter() -> Json:
-    return {"name": "envoy.filters.http.cors", "typed_config": {"@type": _T + "envoy.extensions.filters.http.cors.v3.Cors"}}
+    return {
+        "name": "envoy.filters.http.cors",
+        "typed_config": {"@type": _T + "envoy.extensions.filters.http.cors.v3.Cors"},
+    }
 
 
 def _router_filter() -> Json:
     return {
         "name": "envoy.filters.http.router",
-        "typed_config": {"@type": _T + "envoy.extensions.filters.http.router.v3.Router", "suppress_envoy_headers": True},
+        "typed_config": {
+            "@type": _T + "envoy.extensions.filters.http.router.v3.Router",
+            "suppress_envoy_headers": True,
+        },
     }
 
 
 # --- errors --------------------------------------------------------------
 
 # Envoy's response flags for replies it generates itself (no route, upstream failures...).
-_ENVOY_FLAGS = ["NR", "UF", "UH", "UT", "URX", "UO", "UC", "LR", "UMSDR", "DPE", "UPE", "NC", "OM", "DF", "UAEX", "RL"]
+ACCESS_LOG_FORMAT = (
+    '[%START_TIME%] "%REQ(:METHOD)% %DYNAMIC_METADATA(io.llm_gateway:path)% %PROTOCOL%" '
+    "%RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT% %DURATION%ms "
+    "route=%ROUTE_NAME% upstream=%UPSTREAM_HOST% "
+    "attempts=%UPSTREAM_REQUEST_ATTEMPT_COUNT% id=%REQ(X-REQUEST-ID)%\n"
+)
+
+_ENVOY_FLAGS = [
+    "NR",
+    "UF",
+    "UH",
+    "UT",
+    "URX",
+    "UO",
+    "UC",
+    "LR",
+    "UMSDR",
+    "DPE",
+    "UPE",
+    "NC",
+    "OM",
+    "DF",
+    "UAEX",
+    "RL",
+]
 
 _OPENAI_TYPES = {
     400: "invalid_request_error",
@@ -220,17 +255,30 @@ def _local_reply_config() -> Json:
         "or_filter": {
             "filters": [
                 {"response_flag_filter": {"flags": _ENVOY_FLAGS}},
-                {"status_code_filter": {"comparison": {"op": "EQ", "value": {"default_value": 413, "runtime_key": "gw.413"}}}},
-                {"status_code_filter": {"comparison": {"op": "EQ", "value": {"default_value": 408, "runtime_key": "gw.408"}}}},
+                {
+                    "status_code_filter": {
+                        "comparison": {"op": "EQ", "value": {"default_value": 413, "runtime_key": "gw.413"}}
+                    }
+                },
+                {
+                    "status_code_filter": {
+                        "comparison": {"op": "EQ", "value": {"default_value": 408, "runtime_key": "gw.408"}}
+                    }
+                },
             ]
         }
     }
-    anthropic_client = {"header_filter": {"header": {"name": ":path", "string_match": {"suffix": "/messages"}}}}
+    anthropic_client = {
+        "header_filter": {"header": {"name": ":path", "string_match": {"suffix": "/messages"}}}
+    }
     mappers = []
     for status in sorted(_OPENAI_TYPES):
         is_status = {
             "status_code_filter": {
-                "comparison": {"op": "EQ", "value": {"default_value": status, "runtime_key": f"gw.status.{status}"}}
+                "comparison": {
+                    "op": "EQ",
+                    "value": {"default_value": status, "runtime_key": f"gw.status.{status}"},
+                }
             }
         }
         mappers.append(
@@ -261,6 +309,39 @@ def _local_reply_config() -> Json:
                 },
             }
         )
+    # A 503 with no response flag is a sidecar that failed (status_on_error): the
+    # gateway's own immediate responses never use 503, and provider 503s are not local replies.
+    sidecar_down = {
+        "status_code_filter": {
+            "comparison": {"op": "EQ", "value": {"default_value": 503, "runtime_key": "gw.sidecar"}}
+        }
+    }
+    message = "the gateway is unavailable: a sidecar did not answer (%RESPONSE_CODE_DETAILS%)"
+    mappers.append(
+        {
+            "filter": {"and_filter": {"filters": [sidecar_down, anthropic_client]}},
+            "body_format_override": {
+                "json_format": {"type": "error", "error": {"type": "overloaded_error", "message": message}},
+                "content_type": "application/json",
+            },
+        }
+    )
+    mappers.append(
+        {
+            "filter": sidecar_down,
+            "body_format_override": {
+                "json_format": {
+                    "error": {
+                        "message": message,
+                        "type": "service_unavailable",
+                        "param": None,
+                        "code": "gateway_unavailable",
+                    }
+                },
+                "content_type": "application/json",
+            },
+        }
+    )
     # Any other Envoy-made status still gets JSON.
     mappers.append(
         {
@@ -310,7 +391,9 @@ def _envoy_match(m: RouteMatch) -> Json:
         out["query_parameters"] = [
             {
                 "name": q.name,
-                "string_match": {"exact": q.value.exact} if q.value.exact is not None else {"safe_regex": {"regex": q.value.regex}},
+                "string_match": {"exact": q.value.exact}
+                if q.value.exact is not None
+                else {"safe_regex": {"regex": q.value.regex}},
             }
             for q in m.query
         ]
@@ -352,14 +435,17 @@ def _retry_policy(route: ResolvedRoute) -> Json | None:
         "retry_priority": {
             "name": "envoy.retry_priorities.previous_priorities",
             "typed_config": {
-                "@type": _T + "envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig",
+                "@type": _T
+                + "envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig",
                 "update_frequency": 1,
             },
         },
         "retry_host_predicate": [
             {
                 "name": "envoy.retry_host_predicates.previous_hosts",
-                "typed_config": {"@type": _T + "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"},
+                "typed_config": {
+                    "@type": _T + "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+                },
             }
         ],
         "host_selection_retry_max_attempts": 5,
@@ -451,7 +537,9 @@ def _backend_cluster(backend: ResolvedBackend, gw: Gateway) -> Json:
                     _upstream_ext_proc(gw),
                     {
                         "name": "envoy.filters.http.upstream_codec",
-                        "typed_config": {"@type": _T + "envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"},
+                        "typed_config": {
+                            "@type": _T + "envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"
+                        },
                     },
                 ],
             }
@@ -467,7 +555,9 @@ def _backend_cluster(backend: ResolvedBackend, gw: Gateway) -> Json:
                         "sni": tls_sni or "",
                         "auto_host_sni": True,
                         "common_tls_context": {
-                            "validation_context": {"trusted_ca": {"filename": "/etc/ssl/certs/ca-certificates.crt"}}
+                            "validation_context": {
+                                "trusted_ca": {"filename": "/etc/ssl/certs/ca-certificates.crt"}
+                            }
                         },
                     },
                 },
@@ -477,7 +567,9 @@ def _backend_cluster(backend: ResolvedBackend, gw: Gateway) -> Json:
                 "match": {},
                 "transport_socket": {
                     "name": "envoy.transport_sockets.raw_buffer",
-                    "typed_config": {"@type": _T + "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer"},
+                    "typed_config": {
+                        "@type": _T + "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer"
+                    },
                 },
             },
         ],
@@ -504,7 +596,10 @@ def _hcm(stat_prefix: str, routes: list[Json], filters: list[Json], extra: Json 
     hcm: Json = {
         "@type": _T + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": stat_prefix,
-        "route_config": {"name": stat_prefix, "virtual_hosts": [{"name": stat_prefix, "domains": ["*"], "routes": routes}]},
+        "route_config": {
+            "name": stat_prefix,
+            "virtual_hosts": [{"name": stat_prefix, "domains": ["*"], "routes": routes}],
+        },
         "http_filters": filters,
     }
     hcm.update(extra or {})
@@ -523,7 +618,8 @@ def _gateway_listener(gw: Gateway, port: int, host: str) -> Json:
             {
                 "name": "envoy.http.early_header_mutation.header_mutation",
                 "typed_config": {
-                    "@type": _T + "envoy.extensions.http.early_header_mutation.header_mutation.v3.HeaderMutation",
+                    "@type": _T
+                    + "envoy.extensions.http.early_header_mutation.header_mutation.v3.HeaderMutation",
                     "mutations": [{"remove": name} for name in INTERNAL_HEADERS],
                 },
             }
@@ -533,16 +629,7 @@ def _gateway_listener(gw: Gateway, port: int, host: str) -> Json:
                 "name": "envoy.access_loggers.stdout",
                 "typed_config": {
                     "@type": _T + "envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
-                    "log_format": {
-                        "text_format_source": {
-                            "inline_string": (
-                                '[%START_TIME%] "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%" '
-                                "%RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT% %DURATION%ms "
-                                'route=%ROUTE_NAME% upstream=%UPSTREAM_HOST% attempts=%UPSTREAM_REQUEST_ATTEMPT_COUNT% '
-                                'id=%REQ(X-REQUEST-ID)%\n'
-                            )
-                        }
-                    },
+                    "log_format": {"text_format_source": {"inline_string": ACCESS_LOG_FORMAT}},
                 },
             }
         ],
@@ -564,10 +651,18 @@ def _readiness_listener(gw: Gateway, host: str) -> Json:
             "pass_through_mode": False,
             "headers": [{"name": ":path", "string_match": {"exact": "/ready"}}],
             # Ready only when Envoy is up and both sidecars pass their gRPC health checks.
-            "cluster_min_healthy_percentages": {EXTPROC_CLUSTER: {"value": 100}, AUTHZ_CLUSTER: {"value": 100}},
+            "cluster_min_healthy_percentages": {
+                EXTPROC_CLUSTER: {"value": 100},
+                AUTHZ_CLUSTER: {"value": 100},
+            },
         },
     }
-    routes = [{"match": {"prefix": "/"}, "direct_response": {"status": 404, "body": {"inline_string": "not found\n"}}}]
+    routes = [
+        {
+            "match": {"prefix": "/"},
+            "direct_response": {"status": 404, "body": {"inline_string": "not found\n"}},
+        }
+    ]
     return {
         "name": "readiness",
         "address": _socket(host, port),
@@ -582,7 +677,10 @@ def _metrics_listener(gw: Gateway, host: str) -> Json:
             "match": {"path": "/metrics"},
             "route": {"cluster": ADMIN_CLUSTER, "prefix_rewrite": "/stats/prometheus"},
         },
-        {"match": {"prefix": "/"}, "direct_response": {"status": 404, "body": {"inline_string": "not found\n"}}},
+        {
+            "match": {"prefix": "/"},
+            "direct_response": {"status": 404, "body": {"inline_string": "not found\n"}},
+        },
     ]
     return {
         "name": "metrics",

@@ -30,7 +30,9 @@ class GatewayError(Exception):
         self.param = param
 
 
-def error_body(api: str, status: int, message: str, code: str | None = None, param: str | None = None) -> bytes:
+def error_body(
+    api: str, status: int, message: str, code: str | None = None, param: str | None = None
+) -> bytes:
     if api == "messages":
         type_ = _ANTHROPIC_TYPE.get(status, "api_error" if status >= 500 else "invalid_request_error")
         return orjson.dumps({"type": "error", "error": {"type": type_, "message": message}})

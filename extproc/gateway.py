@@ -56,7 +56,11 @@ def default_host(named: NamedProvider) -> str:
     if kind in _DEFAULT_HOSTS:
         return _DEFAULT_HOSTS[kind]
     if kind == "vertex":
-        return "aiplatform.googleapis.com:443" if s.region == "global" else f"{s.region}-aiplatform.googleapis.com:443"
+        return (
+            "aiplatform.googleapis.com:443"
+            if s.region == "global"
+            else f"{s.region}-aiplatform.googleapis.com:443"
+        )
     if kind == "bedrock":
         return f"bedrock-runtime.{s.region}.amazonaws.com:443"
     if kind == "azure":
@@ -186,7 +190,9 @@ def _split_host(hostport: str) -> tuple[str, int]:
 def _upstream(uid: str, named: NamedProvider, priority: int, route_auth: Any, backend: AIBackend) -> Upstream:
     override = named.host_override
     host, port = _split_host(override or default_host(named))
-    tls_policy = (named.policies and named.policies.backend_tls) or (backend.policies and backend.policies.backend_tls)
+    tls_policy = (named.policies and named.policies.backend_tls) or (
+        backend.policies and backend.policies.backend_tls
+    )
     auth = (
         named.backend_auth
         or (named.policies and named.policies.backend_auth)

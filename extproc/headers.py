@@ -4,14 +4,24 @@ from __future__ import annotations
 
 METADATA_NAMESPACE = "io.llm_gateway"
 
-# Set by the router phase for the upstream phase. Envoy strips them from clients
-# at the listener (early header mutation) and the upstream phase strips them
-# before anything leaves for a provider.
-API = "x-gw-api"  # the client API: completions, messages, models, embeddings, passthrough
-PATH = "x-gw-path"  # the client's path after urlRewrite, for passthrough and retries
-ROUTE = "x-gw-route"  # the gateway route id
+# The router phase tells the upstream phase what the request is through dynamic
+# metadata in this namespace, not headers: Envoy keeps an attempt's header
+# mutations on a retry, so anything the upstream phase removes from headers is
+# gone for the next attempt, while metadata reaches every attempt unchanged.
+API = "api"  # the client API: completions, messages, models, embeddings, passthrough
+PATH = "path"  # the client's path after urlRewrite
+ROUTE = "route"  # the gateway route id
 
-INTERNAL_HEADERS: tuple[str, ...] = (API, PATH, ROUTE, "x-gw-user", "x-gw-tenant", "x-gw-identity")
+# Identity headers set by authz. Envoy strips them from clients at the listener
+# (early header mutation) and the upstream phase strips them before egress.
+INTERNAL_HEADERS: tuple[str, ...] = (
+    "x-gw-user",
+    "x-gw-tenant",
+    "x-gw-identity",
+    "x-gw-api",
+    "x-gw-path",
+    "x-gw-route",
+)
 
 # Whatever a client sends as credentials never reaches a provider; each attempt
 # also clears what an earlier attempt set, since Envoy keeps header mutations across retries.

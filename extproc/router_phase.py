@@ -4,8 +4,8 @@ Lifecycle, top to bottom:
 1. request headers: note path and method; a body-less request (``GET .../models``)
    is answered here.
 2. request body: parse and validate the client's API request, and tell the
-   upstream phase (internal ``x-gw-*`` headers, overwritten so clients cannot
-   spoof them) which API it is and which path the client asked for.
+   upstream phase (dynamic metadata, which clients cannot set) which API it is
+   and which path the client asked for.
 Errors become the client API's error JSON with the right status.
 """
 
@@ -87,7 +87,7 @@ def models_listing(req: RouterRequest) -> bytes:
     return orjson.dumps({"object": "list", "data": data})
 
 
-def routing_headers(req: RouterRequest) -> dict[str, str]:
+def routing_metadata(req: RouterRequest) -> dict[str, str]:
     return {API: req.api, PATH: rewritten_path(req.route, req.path), ROUTE: req.route.id}
 
 
@@ -104,14 +104,25 @@ def validate_body(req: RouterRequest, body: bytes) -> dict[str, Any] | None:
     if req.api in ("completions", "messages"):
         messages = parsed.get("messages")
         if messages is None:
-            raise GatewayError(400, "missing required parameter: 'messages'", code="missing_required_parameter", param="messages")
+            raise GatewayError(
+                400,
+                "missing required parameter: 'messages'",
+                code="missing_required_parameter",
+                param="messages",
+            )
         if not isinstance(messages, list) or not messages:
-            raise GatewayError(400, "'messages' must be a non-empty array", code="invalid_type", param="messages")
+            raise GatewayError(
+                400, "'messages' must be a non-empty array", code="invalid_type", param="messages"
+            )
     if req.api == "embeddings" and "input" not in parsed:
-        raise GatewayError(400, "missing required parameter: 'input'", code="missing_required_parameter", param="input")
+        raise GatewayError(
+            400, "missing required parameter: 'input'", code="missing_required_parameter", param="input"
+        )
     model = parsed.get("model")
     if model is not None and not isinstance(model, str):
         raise GatewayError(400, "'model' must be a string", code="invalid_type", param="model")
     if not model and not all(u.model for b in req.route.backends for u in b.upstreams):
-        raise GatewayError(400, "missing required parameter: 'model'", code="missing_required_parameter", param="model")
+        raise GatewayError(
+            400, "missing required parameter: 'model'", code="missing_required_parameter", param="model"
+        )
     return parsed

@@ -22,6 +22,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from extproc import router_phase, upstream_phase
 from extproc.errors import GatewayError, error_body
 from extproc.gateway import Gateway
+from extproc.headers import METADATA_NAMESPACE
 
 log = logging.getLogger("gateway.extproc")
 
@@ -45,7 +46,18 @@ def _attribute(req: pb.ProcessingRequest, name: str) -> str:
     return attrs.fields[name].string_value
 
 
-def _mutate(common: pb.CommonResponse, set_headers: dict[str, str], remove: list[str] | tuple[str, ...] = ()) -> None:
+def _set_routing(resp: pb.ProcessingResponse, routing: dict[str, str]) -> None:
+    resp.dynamic_metadata.update({METADATA_NAMESPACE: routing})
+
+
+def _routing(req: pb.ProcessingRequest) -> dict[str, str]:
+    ns = req.metadata_context.filter_metadata.get(METADATA_NAMESPACE)
+    return {k: v.string_value for k, v in ns.fields.items()} if ns is not None else {}
+
+
+def _mutate(
+    common: pb.CommonResponse, set_headers: dict[str, str], remove: list[str] | tuple[str, ...] = ()
+) -> None:
     for key, value in set_headers.items():
         common.header_mutation.set_headers.add(
             header=base_pb2.HeaderValue(key=key, raw_value=value.encode()), append_action=_OVERWRITE
@@ -74,7 +86,7 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
 
-    async def Process(  # noqa: N802 - gRPC method name
+    async def Process(
         self, request_iterator: AsyncIterator[pb.ProcessingRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ProcessingResponse]:
         phase = dict(context.invocation_metadata() or ()).get("x-gw-phase", "router")
@@ -84,7 +96,9 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
 
     # --- router level: once per client request ---------------------------
 
-    async def _router(self, messages: AsyncIterator[pb.ProcessingRequest]) -> AsyncIterator[pb.ProcessingResponse]:
+    async def _router(
+        self, messages: AsyncIterator[pb.ProcessingRequest]
+    ) -> AsyncIterator[pb.ProcessingResponse]:
         state: router_phase.RouterRequest | None = None
         api = "completions"
         async for msg in messages:
@@ -93,7 +107,11 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
                 if kind == "request_headers":
                     headers = _headers(msg.request_headers)
                     path = headers.get(":path", "/")
-                    api = "messages" if path.split("?", 1)[0].rstrip("/").endswith("/messages") else "completions"
+                    api = (
+                        "messages"
+                        if path.split("?", 1)[0].rstrip("/").endswith("/messages")
+                        else "completions"
+                    )
                     state = router_phase.start(
                         self.gateway, _attribute(msg, "xds.route_name"), headers.get(":method", "GET"), path
                     )
@@ -108,7 +126,8 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
                     assert state is not None
                     router_phase.validate_body(state, msg.request_body.body)
                     resp = pb.ProcessingResponse()
-                    _mutate(resp.request_body.response, router_phase.routing_headers(state))
+                    resp.request_body.response.SetInParent()
+                    _set_routing(resp, router_phase.routing_metadata(state))
                     yield resp
                 else:
                     yield _continue(kind)
@@ -126,14 +145,19 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
             _set_immediate_headers(resp, {"content-type": "application/json"})
             return resp
         if state.api != "passthrough":
-            raise GatewayError(405, f"{state.method} is not allowed on {state.path}; use POST", code="method_not_allowed")
+            raise GatewayError(
+                405, f"{state.method} is not allowed on {state.path}; use POST", code="method_not_allowed"
+            )
         resp = pb.ProcessingResponse()
-        _mutate(resp.request_headers.response, router_phase.routing_headers(state))
+        resp.request_headers.response.SetInParent()
+        _set_routing(resp, router_phase.routing_metadata(state))
         return resp
 
     # --- upstream level: once per attempt ---------------------------------
 
-    async def _upstream(self, messages: AsyncIterator[pb.ProcessingRequest]) -> AsyncIterator[pb.ProcessingResponse]:
+    async def _upstream(
+        self, messages: AsyncIterator[pb.ProcessingRequest]
+    ) -> AsyncIterator[pb.ProcessingResponse]:
         state: upstream_phase.UpstreamRequest | None = None
         api = "completions"
         async for msg in messages:
@@ -141,7 +165,12 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
             try:
                 if kind == "request_headers":
                     headers = _headers(msg.request_headers)
-                    state = upstream_phase.start(self.gateway, _attribute(msg, "xds.upstream_host_metadata"), headers)
+                    state = upstream_phase.start(
+                        self.gateway,
+                        _attribute(msg, "xds.upstream_host_metadata"),
+                        _routing(msg),
+                        headers.get(":method", "POST"),
+                    )
                     api = state.api
                     resp = pb.ProcessingResponse()
                     if msg.request_headers.end_of_stream:
@@ -162,7 +191,9 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
                 elif kind == "response_headers":
                     assert state is not None
                     headers = _headers(msg.response_headers)
-                    mode, set_headers, remove = upstream_phase.on_response_headers(state, int(headers.get(":status", "0")))
+                    mode, set_headers, remove = upstream_phase.on_response_headers(
+                        state, int(headers.get(":status", "0"))
+                    )
                     resp = pb.ProcessingResponse()
                     resp.response_headers.response.SetInParent()
                     _mutate(resp.response_headers.response, set_headers, remove)

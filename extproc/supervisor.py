@@ -55,7 +55,9 @@ class Stack:
         loaded = load(self.config_path)
         gw = gateway.build(loaded.config)
         addrs = envoy_config.SidecarAddresses(
-            extproc=f"127.0.0.1:{self.extproc_port}", authz=f"127.0.0.1:{self.authz_port}", listen_host="127.0.0.1"
+            extproc=f"127.0.0.1:{self.extproc_port}",
+            authz=f"127.0.0.1:{self.authz_port}",
+            listen_host="127.0.0.1",
         )
         path = self.workdir / "envoy.yaml"
         path.write_text(yaml.safe_dump(envoy_config.render(gw, addrs), sort_keys=False))
@@ -68,12 +70,27 @@ class Stack:
         py = [sys.executable, "-m", "extproc"]
         if self.mock_port:
             self._spawn("mock", [*py, "mock", "--port", str(self.mock_port)])
-        self._spawn("extproc", [*py, "extproc", "--config", self.config_path, "--listen", f"127.0.0.1:{self.extproc_port}"])
-        self._spawn("authz", [*py, "authz", "--config", self.config_path, "--listen", f"127.0.0.1:{self.authz_port}"])
+        self._spawn(
+            "extproc",
+            [*py, "extproc", "--config", self.config_path, "--listen", f"127.0.0.1:{self.extproc_port}"],
+        )
+        self._spawn(
+            "authz", [*py, "authz", "--config", self.config_path, "--listen", f"127.0.0.1:{self.authz_port}"]
+        )
         self._spawn(
             "envoy",
-            [envoy_binary(), "-c", str(envoy_yaml), "--use-dynamic-base-id", "--log-level", self.envoy_log_level,
-             "--drain-time-s", "1", "--parent-shutdown-time-s", "2"],
+            [
+                envoy_binary(),
+                "-c",
+                str(envoy_yaml),
+                "--use-dynamic-base-id",
+                "--log-level",
+                self.envoy_log_level,
+                "--drain-time-s",
+                "1",
+                "--parent-shutdown-time-s",
+                "2",
+            ],
         )
         self.wait_ready(timeout)
 
@@ -84,7 +101,9 @@ class Stack:
             for name, proc in self.procs.items():
                 if proc.poll() is not None:
                     self.stop()
-                    raise RuntimeError(f"{name} exited with {proc.returncode} during startup (logs in {self.workdir})")
+                    raise RuntimeError(
+                        f"{name} exited with {proc.returncode} during startup (logs in {self.workdir})"
+                    )
             try:
                 with urllib.request.urlopen(url, timeout=1) as resp:
                     if resp.status == 200:

@@ -2,7 +2,7 @@
 
 Lifecycle, top to bottom:
 1. request headers: which endpoint (its metadata names the provider) and which
-   client API (the router phase's ``x-gw-*`` headers).
+   client API (the router phase's dynamic metadata).
 2. request body: translate for this provider, set path and credentials, strip
    the client's credentials and the internal headers.
 3. response headers: stream translation for ``stream && 200``, pass native
@@ -34,7 +34,9 @@ def upstream_from_metadata(gw: Gateway, metadata_text: str) -> Upstream:
     m = _UPSTREAM_ID.search(metadata_text)
     up = gw.upstreams_by_id.get(m.group(1)) if m else None
     if up is None:
-        raise GatewayError(500, "the gateway could not identify the upstream endpoint", code="gateway_internal")
+        raise GatewayError(
+            500, "the gateway could not identify the upstream endpoint", code="gateway_internal"
+        )
     return up
 
 
@@ -50,14 +52,11 @@ class UpstreamRequest:
     error_chunks: list[bytes] = field(default_factory=list)
 
 
-def start(gw: Gateway, metadata_text: str, headers: dict[str, str]) -> UpstreamRequest:
+def start(gw: Gateway, metadata_text: str, routing: dict[str, str], method: str) -> UpstreamRequest:
     up = upstream_from_metadata(gw, metadata_text)
-    return UpstreamRequest(
-        upstream=up,
-        api=headers.get(API, "passthrough"),
-        method=headers.get(":method", "POST"),
-        client_path=headers.get(PATH) or headers.get(":path", "/"),
-    )
+    if API not in routing:
+        raise GatewayError(500, "the router phase left no routing metadata", code="gateway_internal")
+    return UpstreamRequest(upstream=up, api=routing[API], method=method, client_path=routing.get(PATH, "/"))
 
 
 def prepare(req: UpstreamRequest, body: bytes | None) -> tuple[dict[str, str], list[str], bytes | None]:
@@ -110,7 +109,9 @@ def on_response_body(req: UpstreamRequest, body: bytes) -> tuple[bytes, dict[str
         try:
             parsed = orjson.loads(body)
         except orjson.JSONDecodeError:
-            raise GatewayError(502, "the provider answered with a body that is not JSON", code="bad_upstream_response") from None
+            raise GatewayError(
+                502, "the provider answered with a body that is not JSON", code="bad_upstream_response"
+            ) from None
         out = orjson.dumps(attempt.module.chat_response(parsed, attempt.model, created=egress.now()))
     else:
         _, err = attempt.module.error_response(req.status, body)

@@ -29,7 +29,7 @@ class Authorization(pb_grpc.AuthorizationServicer):
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
 
-    async def Check(self, request: pb.CheckRequest, context: grpc.aio.ServicerContext) -> pb.CheckResponse:  # noqa: N802
+    async def Check(self, request: pb.CheckRequest, context: grpc.aio.ServicerContext) -> pb.CheckResponse:
         resp = pb.CheckResponse(status=status_pb2.Status(code=code_pb2.OK))
         ok = resp.ok_response
         ok.headers.add(

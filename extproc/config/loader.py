@@ -71,7 +71,7 @@ def nearest_line(lines: dict[Loc, int], loc: Loc) -> int | None:
         if loc in lines:
             return lines[loc]
         loc = loc[:-1]
-    return lines.get((), None)
+    return lines.get(())
 
 
 def _to_python(node: yaml.Node, loc: Loc, lines: dict[Loc, int], file: str) -> Any:
@@ -79,15 +79,25 @@ def _to_python(node: yaml.Node, loc: Loc, lines: dict[Loc, int], file: str) -> A
     if isinstance(node, yaml.MappingNode):
         out: dict[str, Any] = {}
         for key_node, value_node in node.value:
-            key = str(yaml.safe_load(yaml.serialize(key_node))) if key_node.tag != "tag:yaml.org,2002:str" else key_node.value
+            key = (
+                str(yaml.safe_load(yaml.serialize(key_node)))
+                if key_node.tag != "tag:yaml.org,2002:str"
+                else key_node.value
+            )
             if key in out:
-                raise ConfigError([ConfigIssue(file, key_node.start_mark.line + 1, _fmt(loc + (key,)), "duplicate key")])
-            lines[loc + (key,)] = key_node.start_mark.line + 1
-            out[key] = _to_python(value_node, loc + (key,), lines, file)
+                raise ConfigError(
+                    [ConfigIssue(file, key_node.start_mark.line + 1, _fmt((*loc, key)), "duplicate key")]
+                )
+            lines[(*loc, key)] = key_node.start_mark.line + 1
+            out[key] = _to_python(value_node, (*loc, key), lines, file)
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_to_python(item, loc + (i,), lines, file) for i, item in enumerate(node.value)]
-    return yaml.safe_load(yaml.serialize(node)) if node.tag != "tag:yaml.org,2002:str" else expand_env(node.value)
+        return [_to_python(item, (*loc, i), lines, file) for i, item in enumerate(node.value)]
+    return (
+        yaml.safe_load(yaml.serialize(node))
+        if node.tag != "tag:yaml.org,2002:str"
+        else expand_env(node.value)
+    )
 
 
 def _fmt(loc: Loc) -> str:
@@ -127,7 +137,9 @@ def _issues_from(exc: ValidationError, lines: dict[Loc, int], file: str) -> list
     issues = []
     for err in exc.errors():
         # pydantic adds the name of a union member or validator to loc; drop those.
-        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith(("function-", "tagged-"))))
+        loc = tuple(
+            p for p in err["loc"] if not (isinstance(p, str) and p.startswith(("function-", "tagged-")))
+        )
         kind = err["type"]
         if kind == "extra_forbidden":
             msg = "unknown or unsupported field"

@@ -202,7 +202,9 @@ class ProviderSpec(Strict):
         return self
 
     def kinds(self) -> list[str]:
-        return [k for k in ("openai", "anthropic", "gemini", "vertex", "bedrock", "azure") if getattr(self, k)]
+        return [
+            k for k in ("openai", "anthropic", "gemini", "vertex", "bedrock", "azure") if getattr(self, k)
+        ]
 
     @property
     def kind(self) -> str:
@@ -321,7 +323,9 @@ class GatewayConfig(Strict):
         reserved = {self.config.admin_port, self.config.metrics_port, self.config.readiness_port}
         for bi, bind in enumerate(self.binds):
             if bind.port in reserved:
-                problems.append((("binds", bi, "port"), f"port {bind.port} is reserved for admin/metrics/readiness"))
+                problems.append(
+                    (("binds", bi, "port"), f"port {bind.port} is reserved for admin/metrics/readiness")
+                )
         for name in ("request_timeout", "sidecar_timeout"):
             try:
                 parse_duration(getattr(self.config.limits, name))
@@ -342,7 +346,7 @@ def _route_problems(route: Route, rloc: Loc) -> list[tuple[Loc, str]]:
                     problems.append((ploc, f"provider name {named.name!r} is used twice in this route"))
                 names.add(named.name)
                 if named.host_override and not re.match(r"^[A-Za-z0-9.\-\[\]:]+:\d+$", named.host_override):
-                    problems.append((ploc[:-1] + ("hostOverride",), "hostOverride must be host:port"))
+                    problems.append(((*ploc[:-1], "hostOverride"), "hostOverride must be host:port"))
     pol = route.policies
     if pol and pol.timeout:
         for name in ("request_timeout", "backend_request_timeout"):

@@ -160,9 +160,7 @@ def plan_reply(conv: Conversation, label: str, reply_id: str, call_prefix: str) 
     """
     input_tokens = max(1, sum(word_count(t) for t in conv.texts))
     if wants_tool_call(conv):
-        calls = [
-            _tool_call(f"{call_prefix}_{i}", tool) for i, tool in enumerate(_chosen_tools(conv))
-        ]
+        calls = [_tool_call(f"{call_prefix}_{i}", tool) for i, tool in enumerate(_chosen_tools(conv))]
         out = max(1, sum(word_count(c.name) + word_count(c.arguments) for c in calls))
         return Reply(reply_id, "", calls, "tool", input_tokens, out)
     text = reply_text(conv, label)

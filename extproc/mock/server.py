@@ -261,10 +261,11 @@ def error_body(
         headers["x-amzn-ErrorType"] = error_type
         headers["x-amzn-RequestId"] = "mock-request-id"
         return body, headers
-    if provider in ("anthropic", "vertex-anthropic") and not (is_auth and provider == "vertex-anthropic"):
+    # Vertex authenticates before reaching Claude, so its 401s are Google-shaped even for rawPredict.
+    if provider in ("gemini", "vertex-gemini") or (provider == "vertex-anthropic" and is_auth):
+        return formats.google_error(status, message), headers
+    if provider in ("anthropic", "vertex-anthropic"):
         return formats.anthropic_error(status, message), headers
-    if provider in ("gemini", "vertex-gemini", "vertex-anthropic"):
-        return formats.google_error(status, message), headers  # Vertex auth is Google's, even for Claude
     return formats.openai_error(status, message), headers
 
 
@@ -283,7 +284,7 @@ _FIXTURE_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 def _fixture_content_type(path: Path, data: bytes) -> str:
     if path.suffix == ".bin":
         return CT_EVENTSTREAM
-    if data.lstrip()[:6] in (b"event:", b"data: ") or data.lstrip()[:5] == b"data:":
+    if data.lstrip()[:6].startswith((b"event:", b"data:")):
         return CT_SSE
     return CT_JSON
 

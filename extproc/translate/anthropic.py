@@ -8,7 +8,7 @@ import orjson
 
 from . import common as c
 from .base import Json, TranslationError, openai_error, openai_error_type
-from .sse import DONE, SSEDecoder, error_frame
+from .sse import DONE, SSEDecoder, SSEEvent, error_frame, malformed_frames
 
 VERTEX_ANTHROPIC_VERSION = "vertex-2023-10-16"
 
@@ -274,7 +274,7 @@ class ChatStream:
             return out + error_frame("upstream stream ended early", "server_error", "stream_truncated") + DONE
         return out + self._end()
 
-    def _events(self, events: list[Any]) -> bytes:
+    def _events(self, events: list[SSEEvent]) -> bytes:
         out = bytearray()
         for event in events:
             if self._done:
@@ -283,8 +283,13 @@ class ChatStream:
                 data = orjson.loads(event.data)
             except orjson.JSONDecodeError:
                 continue  # not JSON: nothing we can translate
-            if isinstance(data, dict):
+            if not isinstance(data, dict):
+                continue
+            try:
                 out += self._event(data)
+            except (AttributeError, TypeError, KeyError, ValueError):
+                self._done = True  # a field of the wrong type: the upstream broke the protocol
+                out += malformed_frames()
         return bytes(out)
 
     def _event(self, data: Json) -> bytes:

@@ -9,7 +9,7 @@ from botocore.eventstream import EventStreamBuffer, EventStreamMessage, ParserEr
 
 from . import common as c
 from .base import Json, TranslationError, openai_error, openai_error_type
-from .sse import DONE, error_frame
+from .sse import DONE, error_frame, malformed_frames
 
 FINISH_REASONS: dict[str, str] = {
     "end_turn": "stop",
@@ -35,7 +35,17 @@ ERROR_STATUS: dict[str, int] = {
     "ModelStreamErrorException": 500,
     "ServiceUnavailableException": 503,
 }
-_TYPE_BY_STATUS = {status: name for name, status in reversed(ERROR_STATUS.items())}
+# The likeliest shape for a status when neither header nor body names one.
+_TYPE_BY_STATUS: dict[int, str] = {
+    400: "ValidationException",
+    403: "AccessDeniedException",
+    404: "ResourceNotFoundException",
+    408: "ModelTimeoutException",
+    424: "ModelErrorException",
+    429: "ThrottlingException",
+    500: "InternalServerException",
+    503: "ServiceUnavailableException",
+}
 
 # Bedrock requires toolConfig whenever the history holds toolUse/toolResult blocks,
 # even if this request offers no tools; this stands in for them.
@@ -304,7 +314,11 @@ class ChatStream:
         out = bytearray()
         try:
             for message in self._buf:
-                out += self._message(message)
+                try:
+                    out += self._message(message)
+                except (AttributeError, TypeError, KeyError, ValueError):
+                    self._done = True  # a field of the wrong type: the upstream broke the protocol
+                    out += malformed_frames()
                 if self._done:
                     break
         except ParserError as exc:  # bad CRC or framing: the stream cannot be trusted further
@@ -352,8 +366,9 @@ class ChatStream:
             self._finished = True
             return self._out.chunk({}, finish_reason=FINISH_REASONS.get(data.get("stopReason") or "", "stop"))
         if event == "metadata":
-            if isinstance(data.get("usage"), dict):
-                self._usage_raw = data["usage"]
+            usage = data.get("usage")
+            if isinstance(usage, dict):
+                self._usage_raw = {k: v for k, v in usage.items() if isinstance(v, int)}
             return self._end() if self._finished else b""
         return b""
 
@@ -400,7 +415,7 @@ class ChatStream:
 
     def _exception(self, exception_type: str, payload: bytes) -> bytes:
         parsed = c.load_json(payload)
-        message = parsed.get("message") or parsed.get("Message") if isinstance(parsed, dict) else None
+        message = (parsed.get("message") or parsed.get("Message")) if isinstance(parsed, dict) else None
         code = _shape_name(exception_type)
         return self._fail(code, str(message) if message else code)
 

@@ -8,7 +8,7 @@ import orjson
 
 from . import common as c
 from .base import Json, TranslationError, openai_error, openai_error_type
-from .sse import DONE, SSEDecoder, error_frame
+from .sse import DONE, SSEDecoder, SSEEvent, error_frame, malformed_frames
 
 FINISH_REASONS: dict[str, str] = {
     "STOP": "stop",
@@ -71,7 +71,8 @@ def _user_parts(content: Any) -> list[Json]:
     for part in c.content_parts(content):
         kind = part.get("type")
         if kind == "text":
-            parts.append({"text": part.get("text") or ""})
+            if part.get("text"):  # Gemini rejects empty text parts
+                parts.append({"text": part["text"]})
         elif kind == "image_url":
             parts.append(_media_part(c.image_url(part)))
         elif kind == "file":
@@ -243,8 +244,8 @@ def _choice(cand: Json, position: int) -> Json:
     thoughts: list[str] = []
     calls: list[Json] = []
     for part in (cand.get("content") or {}).get("parts") or ():
-        if "functionCall" in part:
-            fn = part["functionCall"]
+        fn = part.get("functionCall")
+        if isinstance(fn, dict):
             calls.append(c.tool_call(fn.get("id") or c.new_id("call_"), fn.get("name"), fn.get("args")))
         elif "text" in part:
             (thoughts if part.get("thought") else texts).append(part["text"])
@@ -322,7 +323,7 @@ class ChatStream:
             out += self._out.usage_chunk(_usage(self._meta))
         return out + DONE
 
-    def _events(self, events: list[Any]) -> bytes:
+    def _events(self, events: list[SSEEvent]) -> bytes:
         out = bytearray()
         for event in events:
             if self._done:
@@ -331,8 +332,13 @@ class ChatStream:
                 data = orjson.loads(event.data)
             except orjson.JSONDecodeError:
                 continue
-            if isinstance(data, dict):
+            if not isinstance(data, dict):
+                continue
+            try:
                 out += self._response(data)
+            except (AttributeError, TypeError, KeyError, ValueError):
+                self._done = True  # a field of the wrong type: the upstream broke the protocol
+                out += malformed_frames()
         return bytes(out)
 
     def _response(self, data: Json) -> bytes:
@@ -346,12 +352,14 @@ class ChatStream:
             self._out.id, self._id_set = data["responseId"], True
         if data.get("modelVersion"):
             self.response_model = self._out.model = data["modelVersion"]
-        if isinstance(data.get("usageMetadata"), dict):
-            self._meta = data["usageMetadata"]  # each chunk carries the running totals
+        meta = data.get("usageMetadata")
+        if isinstance(meta, dict):  # each chunk carries the running totals
+            self._meta = {k: v for k, v in meta.items() if isinstance(v, int)}
         out = bytearray()
         candidates = data.get("candidates") or ()
         for position, cand in enumerate(candidates):
-            out += self._candidate(cand.get("index", position), cand)
+            if isinstance(cand, dict):
+                out += self._candidate(cand.get("index", position), cand)
         if not candidates and (data.get("promptFeedback") or {}).get("blockReason"):
             out += self._candidate(0, {"finishReason": "SAFETY"})
         return bytes(out)
@@ -363,13 +371,13 @@ class ChatStream:
             state = self._candidates[index] = _Candidate()
             out += self._out.chunk({"role": "assistant", "content": ""}, index)
         for part in (cand.get("content") or {}).get("parts") or ():
-            if "functionCall" in part:
-                fn = part["functionCall"]
+            fn = part.get("functionCall") if isinstance(part, dict) else None
+            if isinstance(fn, dict):
                 call = c.tool_call(fn.get("id") or c.new_id("call_"), fn.get("name"), fn.get("args"))
                 call["index"] = state.tools
                 state.tools += 1
                 out += self._out.chunk({"tool_calls": [call]}, index)
-            elif part.get("text"):
+            elif isinstance(part, dict) and part.get("text"):
                 key = "reasoning_content" if part.get("thought") else "content"
                 out += self._out.chunk({key: part["text"]}, index)
         finish = _finish(cand.get("finishReason"), state.tools > 0)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import orjson
 
 from . import common as c
 from .base import Json, openai_error, openai_error_type
-from .sse import SSEDecoder
+from .sse import SSEDecoder, SSEEvent
 
 
 def chat_request(req: Json, model: str) -> Json:
@@ -84,7 +82,7 @@ class ChatStream:
             return b""
         return self._reframe(events)
 
-    def _reframe(self, events: list[Any]) -> bytes:
+    def _reframe(self, events: list[SSEEvent]) -> bytes:
         out = bytearray()
         for event in events:
             chunk = self._inspect(event.data)

@@ -87,3 +87,8 @@ def data_frame(obj: Any) -> bytes:
 def error_frame(message: str, type_: str, code: str | int | None = None) -> bytes:
     """An OpenAI-style in-stream error; callers follow it with ``DONE``."""
     return data_frame(openai_error(message, type_, code))
+
+
+def malformed_frames() -> bytes:
+    """Ends a stream whose upstream sent an event with fields of the wrong shape."""
+    return error_frame("malformed upstream stream event", "server_error", "bad_upstream_event") + DONE

@@ -16,6 +16,7 @@ import yaml
 
 from extproc.supervisor import Stack
 
+ROOT = Path(__file__).resolve().parents[2]
 OPENAI_KEY = "sk-test-openai-provider-key-0001"
 ANTHROPIC_KEY = "sk-ant-test-provider-key-0002"
 GEMINI_KEY = "AIza-test-gemini-provider-key-0003"
@@ -51,7 +52,11 @@ class Mock:
         return f"http://127.0.0.1:{self.port}"
 
     def requests(self) -> list[dict]:
-        return httpx.get(f"{self.url}/__mock/requests").json()
+        """What the provider received; header names lowercased, as HTTP treats them."""
+        seen = httpx.get(f"{self.url}/__mock/requests").json()
+        for r in seen:
+            r["headers"] = {k.lower(): v for k, v in r["headers"].items()}
+        return seen
 
     def clear(self) -> None:
         httpx.delete(f"{self.url}/__mock/requests")
@@ -123,7 +128,9 @@ class Gateway:
     readiness_url: str
 
 
-def gateway_config(port: int, mock: Mock, m429: Mock, m503: Mock, closed_port: int, **globals_: object) -> dict:
+def gateway_config(
+    port: int, mock: Mock, m429: Mock, m503: Mock, closed_port: int, **globals_: object
+) -> dict:
     host = f"127.0.0.1:{mock.port}"
     routes = [
         provider_route("openai", "/openai", {"openAI": {}}, host, OPENAI_KEY),

@@ -38,7 +38,9 @@ def test_chat_completion_default_route(gateway: Gateway) -> None:
     assert body["object"] == "chat.completion"
     assert body["model"] == "gpt-4o"
     assert "hi" in body["choices"][0]["message"]["content"]
-    assert body["usage"]["total_tokens"] == body["usage"]["prompt_tokens"] + body["usage"]["completion_tokens"]
+    assert (
+        body["usage"]["total_tokens"] == body["usage"]["prompt_tokens"] + body["usage"]["completion_tokens"]
+    )
 
 
 @pytest.mark.parametrize(
@@ -69,7 +71,11 @@ def test_path_per_provider_routes(gateway: Gateway, prefix: str, model: str, pro
 
 
 def test_openai_sdk_through_every_provider(gateway: Gateway) -> None:
-    for prefix, model in [("/v1", "gpt-4o"), ("/anthropic/v1", "claude-3-5-haiku-latest"), ("/gemini/v1", "gemini-2.5-flash")]:
+    for prefix, model in [
+        ("/v1", "gpt-4o"),
+        ("/anthropic/v1", "claude-3-5-haiku-latest"),
+        ("/gemini/v1", "gemini-2.5-flash"),
+    ]:
         client = openai.OpenAI(base_url=gateway.url + prefix, api_key="client-key-not-a-provider-key")
         completion = client.chat.completions.create(
             model=model, messages=[{"role": "user", "content": "hello there"}], max_tokens=50
@@ -117,7 +123,11 @@ def test_models_listing_from_config(gateway: Gateway) -> None:
 def test_failover_to_secondary_provider(gateway: Gateway, case: str) -> None:
     gateway.mock.clear()
     # No model in the request: each provider uses its own (the seed's failover curl).
-    resp = post(gateway, f"/failover/{case}/v1/chat/completions", {"messages": [{"role": "user", "content": "Testing failover"}]})
+    resp = post(
+        gateway,
+        f"/failover/{case}/v1/chat/completions",
+        {"messages": [{"role": "user", "content": "Testing failover"}]},
+    )
     assert resp.status_code == 200, resp.text
     body = resp.json()
     assert body["model"] == "gpt-4o"  # served by the secondary
@@ -141,12 +151,18 @@ def test_failover_with_openai_sdk(gateway: Gateway) -> None:
 
 
 def test_invalid_json(gateway: Gateway) -> None:
-    resp = httpx.post(gateway.url + "/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"})
+    resp = httpx.post(
+        gateway.url + "/v1/chat/completions",
+        content=b"{not json",
+        headers={"content-type": "application/json"},
+    )
     assert_openai_error(resp, 400, "invalid_request_error")
 
 
 def test_missing_messages(gateway: Gateway) -> None:
-    err = assert_openai_error(post(gateway, "/v1/chat/completions", {"model": "gpt-4o"}), 400, "invalid_request_error")
+    err = assert_openai_error(
+        post(gateway, "/v1/chat/completions", {"model": "gpt-4o"}), 400, "invalid_request_error"
+    )
     assert err["param"] == "messages"
 
 
@@ -156,17 +172,24 @@ def test_missing_model(gateway: Gateway) -> None:
 
 
 def test_unknown_route(gateway: Gateway) -> None:
-    assert_openai_error(post(gateway, "/nowhere/chat/completions", {"model": "gpt-4o", **HELLO}), 404, "not_found_error")
+    assert_openai_error(
+        post(gateway, "/nowhere/chat/completions", {"model": "gpt-4o", **HELLO}), 404, "not_found_error"
+    )
 
 
 def test_unknown_model_is_the_providers_404(gateway: Gateway) -> None:
-    resp = post(gateway, "/v1/chat/completions", {"model": "no-such-model", **HELLO}, **{"x-mock-status": "404"})
-    assert_openai_error(resp, 404, "not_found_error")
+    resp = post(
+        gateway, "/v1/chat/completions", {"model": "no-such-model", **HELLO}, **{"x-mock-status": "404"}
+    )
+    # OpenAI itself answers an unknown model with 404 and type invalid_request_error.
+    assert_openai_error(resp, 404, "invalid_request_error")
 
 
 def test_body_over_limit(gateway: Gateway) -> None:
     huge = "x" * (300 * 1024)
-    resp = post(gateway, "/v1/chat/completions", {"model": "gpt-4o", "messages": [{"role": "user", "content": huge}]})
+    resp = post(
+        gateway, "/v1/chat/completions", {"model": "gpt-4o", "messages": [{"role": "user", "content": huge}]}
+    )
     assert_openai_error(resp, 413, "invalid_request_error")
     # ...and the gateway keeps serving.
     assert post(gateway, "/v1/chat/completions", {"model": "gpt-4o", **HELLO}).status_code == 200
@@ -174,13 +197,17 @@ def test_body_over_limit(gateway: Gateway) -> None:
 
 def test_provider_timeout(gateway: Gateway) -> None:
     started = time.monotonic()
-    resp = post(gateway, "/slow/v1/chat/completions", {"model": "gpt-4o", **HELLO}, **{"x-mock-delay-ms": "3000"})
+    resp = post(
+        gateway, "/slow/v1/chat/completions", {"model": "gpt-4o", **HELLO}, **{"x-mock-delay-ms": "3000"}
+    )
     assert time.monotonic() - started < 2.5
     assert_openai_error(resp, 504, "timeout_error")
 
 
 def test_provider_error_keeps_status_and_message(gateway: Gateway) -> None:
-    resp = post(gateway, "/anthropic/v1/chat/completions", {"model": "claude", **HELLO}, **{"x-mock-status": "529"})
+    resp = post(
+        gateway, "/anthropic/v1/chat/completions", {"model": "claude", **HELLO}, **{"x-mock-status": "529"}
+    )
     assert resp.status_code == 529
     err = resp.json()["error"]
     assert err["code"] == "overloaded_error"
@@ -188,7 +215,9 @@ def test_provider_error_keeps_status_and_message(gateway: Gateway) -> None:
 
 
 def test_anthropic_client_errors_in_anthropic_shape(gateway: Gateway) -> None:
-    resp = httpx.post(gateway.url + "/anthropic/v1/messages", content=b"{", headers={"content-type": "application/json"})
+    resp = httpx.post(
+        gateway.url + "/anthropic/v1/messages", content=b"{", headers={"content-type": "application/json"}
+    )
     assert resp.status_code == 400
     assert resp.json()["type"] == "error"
     assert resp.json()["error"]["type"] == "invalid_request_error"
@@ -199,9 +228,23 @@ def test_anthropic_client_errors_in_anthropic_shape(gateway: Gateway) -> None:
 
 def test_client_authorization_never_reaches_provider(gateway: Gateway) -> None:
     gateway.mock.clear()
-    client_headers = {"authorization": "Bearer client-secret-token", "x-api-key": "client-x-api-key", "cookie": "s=1"}
-    for prefix, model in [("/openai", "gpt-4o"), ("/anthropic", "claude"), ("/gemini", "gemini-pro"), ("/bedrock", "m")]:
-        assert post(gateway, f"{prefix}/v1/chat/completions", {"model": model, **HELLO}, **client_headers).status_code == 200
+    client_headers = {
+        "authorization": "Bearer client-secret-token",
+        "x-api-key": "client-x-api-key",
+        "cookie": "s=1",
+    }
+    for prefix, model in [
+        ("/openai", "gpt-4o"),
+        ("/anthropic", "claude"),
+        ("/gemini", "gemini-pro"),
+        ("/bedrock", "m"),
+    ]:
+        assert (
+            post(
+                gateway, f"{prefix}/v1/chat/completions", {"model": model, **HELLO}, **client_headers
+            ).status_code
+            == 200
+        )
     seen = {r["path"]: r["headers"] for r in gateway.mock.requests()}
     assert len(seen) == 4
     for headers in seen.values():
@@ -209,7 +252,10 @@ def test_client_authorization_never_reaches_provider(gateway: Gateway) -> None:
         assert "client-secret-token" not in flat and "client-x-api-key" not in flat and "s=1" not in flat
         assert not any(name.startswith("x-gw-") for name in headers)
     by_provider = {path.split("/")[1]: h for path, h in seen.items()}
-    assert by_provider["v1"].get("x-api-key") == ANTHROPIC_KEY or by_provider["v1"].get("authorization") == f"Bearer {OPENAI_KEY}"
+    assert (
+        by_provider["v1"].get("x-api-key") == ANTHROPIC_KEY
+        or by_provider["v1"].get("authorization") == f"Bearer {OPENAI_KEY}"
+    )
     assert any(h.get("x-goog-api-key") == GEMINI_KEY for h in seen.values())
     assert any(h.get("authorization") == f"Bearer {BEDROCK_KEY}" for h in seen.values())
 
@@ -249,8 +295,8 @@ def test_sidecar_down_fails_closed_with_json_503(private_gateway: Gateway) -> No
     started = time.monotonic()
     resp = post(gw, "/v1/chat/completions", {"model": "gpt-4o", **HELLO})
     assert time.monotonic() - started < 5
-    assert resp.status_code in (500, 503), resp.text
-    assert resp.json()["error"]["message"]
+    err = assert_openai_error(resp, 503, "service_unavailable")
+    assert err["code"] == "gateway_unavailable"
     # Readiness follows the sidecars.
     deadline = time.monotonic() + 10
     while httpx.get(gw.readiness_url).status_code == 200 and time.monotonic() < deadline:
@@ -264,3 +310,36 @@ def test_authz_down_fails_closed(private_gateway: Gateway) -> None:
     resp = post(gw, "/v1/chat/completions", {"model": "gpt-4o", **HELLO})
     assert resp.status_code == 503, resp.text
     assert resp.json()["error"]["type"] == "service_unavailable"
+
+
+# --- the seed's failover config, unchanged but for where its providers live ----
+
+
+def test_seed_failover_config_runs_against_mocks(tmp_path, mocks, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import yaml
+
+    from tests.e2e.conftest import ROOT, free_port, launch
+
+    mock, m429, _ = mocks
+    seed = yaml.safe_load((ROOT / "tests" / "configs" / "seed-model-failover.yaml").read_text())
+    seed["binds"][0]["port"] = free_port()
+    seed["config"] = {"adminPort": free_port(), "metricsPort": free_port(), "readinessPort": free_port()}
+    primary, secondary = seed["binds"][0]["listeners"][0]["routes"][0]["backends"][0]["ai"]["groups"][0][
+        "providers"
+    ]
+    primary["hostOverride"] = f"127.0.0.1:{m429.port}"  # the seed's "incorrect Anthropic key": always 429
+    secondary["hostOverride"] = f"127.0.0.1:{mock.port}"
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "fdsfdsfsd")
+    monkeypatch.setenv("OPENAI_API_KEY", OPENAI_KEY)
+    gw = launch(tmp_path, seed, mock)
+    try:
+        for _ in range(4):  # whichever endpoint Envoy tries first, the answer comes from gpt-5
+            resp = post(
+                gw,
+                "/failover/ai/v1/chat/completions",
+                {"messages": [{"role": "user", "content": "Testing failover"}]},
+            )
+            assert resp.status_code == 200, resp.text
+            assert resp.json()["model"] == "gpt-5"
+    finally:
+        gw.stack.stop()

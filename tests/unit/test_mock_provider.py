@@ -93,6 +93,7 @@ class ServerThread:
         asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
+        self.loop.close()
 
 
 def _serve(app: web.Application) -> Iterator[httpx.Client]:
@@ -1057,8 +1058,8 @@ def test_main_entry_point_serves() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    code = "from extproc.mock.server import main; main(['--port', '%d', '--name', 'cli'])" % port
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stderr=subprocess.PIPE)
+    code = f"from extproc.mock.server import main; main(['--port', '{port}', '--name', 'cli'])"
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 15
         while True:
@@ -1072,3 +1073,104 @@ def test_main_entry_point_serves() -> None:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+# --- real client SDKs parse the mock's wire formats ---------------------------------------------------
+
+
+def test_openai_sdk_roundtrip(client: httpx.Client) -> None:
+    openai = pytest.importorskip("openai")
+    sdk = openai.OpenAI(base_url=f"{client.base_url}/v1", api_key="sk-test", max_retries=0)
+    done = sdk.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "sdk"}])
+    assert done.choices[0].message.content == "Hello from mock openai (gpt-4o): sdk"
+    stream = sdk.chat.completions.create(
+        model="gpt-4o",
+        messages=[{"role": "user", "content": "sdk"}],
+        tools=openai_tools("get_weather"),
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    args = "".join(
+        c.choices[0].delta.tool_calls[0].function.arguments or ""
+        for c in chunks
+        if c.choices and c.choices[0].delta.tool_calls
+    )
+    assert orjson.loads(args) == WEATHER_ARGS
+    assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens > 0
+    with pytest.raises(openai.RateLimitError):
+        sdk.chat.completions.create(
+            model="gpt-4o",
+            messages=[{"role": "user", "content": "x"}],
+            extra_headers={"x-mock-status": "429"},
+        )
+
+
+def test_anthropic_sdk_roundtrip(client: httpx.Client) -> None:
+    anthropic = pytest.importorskip("anthropic")
+    sdk = anthropic.Anthropic(base_url=str(client.base_url), api_key="sk-ant", max_retries=0)
+    with sdk.messages.stream(
+        model="claude-x", max_tokens=64, messages=[{"role": "user", "content": "sdk"}]
+    ) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text == "Hello from mock anthropic (claude-x): sdk"
+    assert final.usage.output_tokens == 6
+    with pytest.raises(anthropic.InternalServerError) as info:
+        sdk.messages.create(
+            model="claude-x",
+            max_tokens=64,
+            messages=[{"role": "user", "content": "x"}],
+            extra_headers={"x-mock-status": "529"},
+        )
+    assert info.value.status_code == 529
+
+
+def test_botocore_client_roundtrip(client: httpx.Client) -> None:
+    import botocore.session
+    from botocore.config import Config
+    from botocore.exceptions import ClientError, EventStreamError
+
+    bedrock = botocore.session.get_session().create_client(
+        "bedrock-runtime",
+        region_name="us-east-1",
+        endpoint_url=str(client.base_url),
+        aws_access_key_id="AKID",
+        aws_secret_access_key="secret",
+        config=Config(retries={"max_attempts": 1}),
+    )
+    messages = [{"role": "user", "content": [{"text": "boto"}]}]
+    done = bedrock.converse(modelId=BEDROCK_MODEL, messages=messages)
+    assert (
+        done["output"]["message"]["content"][0]["text"] == f"Hello from mock bedrock ({BEDROCK_MODEL}): boto"
+    )
+    events = list(bedrock.converse_stream(modelId=BEDROCK_MODEL, messages=messages)["stream"])
+    assert list(events[0]) == ["messageStart"]
+    assert list(events[-1]) == ["metadata"]
+
+    def add_header(name: str, value: str) -> None:
+        bedrock.meta.events.register_first(
+            "before-sign.bedrock-runtime.*", lambda request, **_: request.headers.__setitem__(name, value)
+        )
+
+    add_header("x-mock-stream-error-after", "2")
+    with pytest.raises(EventStreamError, match="throttlingException"):
+        list(bedrock.converse_stream(modelId=BEDROCK_MODEL, messages=messages)["stream"])
+    add_header("x-mock-status", "429")
+    with pytest.raises(ClientError) as info:
+        bedrock.converse(modelId=BEDROCK_MODEL, messages=messages)
+    assert info.value.response["Error"]["Code"] == "ThrottlingException"
+
+
+def test_vertex_anthropic_auth_error_is_google_shaped(client: httpx.Client) -> None:
+    path = f"{VERTEX_BASE}/anthropic/models/claude-x:rawPredict"
+    payload = {
+        "anthropic_version": "vertex-2023-10-16",
+        "max_tokens": 8,
+        "messages": [{"role": "user", "content": "x"}],
+    }
+    resp = client.post(path, json=payload)
+    assert resp.status_code == 401
+    assert resp.json()["error"]["status"] == "UNAUTHENTICATED"
+    throttled = client.post(path, json=payload, headers={**VERTEX_H, "x-mock-status": "429"})
+    assert throttled.json()["error"]["type"] == "rate_limit_error"

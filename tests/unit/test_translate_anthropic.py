@@ -115,7 +115,10 @@ def test_unsupported_tool_type_and_part() -> None:
     with pytest.raises(TranslationError) as err:
         anthropic.chat_request(_req(tools=[{"type": "web_search"}]), "c")
     assert err.value.param == "tools"
-    audio = {"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "", "format": "wav"}}]}
+    audio = {
+        "role": "user",
+        "content": [{"type": "input_audio", "input_audio": {"data": "", "format": "wav"}}],
+    }
     with pytest.raises(TranslationError):
         anthropic.chat_request({"messages": [audio]}, "c")
 
@@ -224,7 +227,11 @@ def _sse(*events: dict[str, Any]) -> bytes:
 
 START = {
     "type": "message_start",
-    "message": {"id": "msg_1", "model": "claude-x", "usage": {"input_tokens": 10, "cache_read_input_tokens": 5}},
+    "message": {
+        "id": "msg_1",
+        "model": "claude-x",
+        "usage": {"input_tokens": 10, "cache_read_input_tokens": 5},
+    },
 }
 TEXT_START = {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}
 TEXT = {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hello"}}

@@ -1,0 +1,75 @@
+"""The rendered Envoy config is accepted by the real Envoy and has the failover shape."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from extproc import envoy_config, gateway
+from extproc.config.loader import load
+from extproc.supervisor import envoy_binary
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIGS = [ROOT / "policies" / "gateway.yaml", ROOT / "tests" / "configs" / "seed-model-failover.yaml"]
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_real_envoy_validates_rendered_config(path: Path, tmp_path: Path) -> None:
+    rendered = envoy_config.render(gateway.build(load(path).config))
+    out = tmp_path / "envoy.yaml"
+    out.write_text(yaml.safe_dump(rendered))
+    proc = subprocess.run(
+        [envoy_binary(), "--mode", "validate", "-c", str(out)], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_groups_become_priority_levels() -> None:
+    gw = gateway.build(load(CONFIGS[0]).config)
+    rendered = envoy_config.render(gw)
+    failover = next(r for r in gw.routes if r.name == "failover")
+    cluster = next(
+        c for c in rendered["static_resources"]["clusters"] if c["name"] == failover.backends[0].cluster
+    )
+    levels = [
+        (e["priority"], [x["endpoint"]["hostname"] for x in e["lb_endpoints"]])
+        for e in cluster["load_assignment"]["endpoints"]
+    ]
+    assert levels == [(0, ["127.0.0.1:9100"]), (1, ["127.0.0.1:9100"])]
+
+
+def test_seed_failover_route_retries_to_another_endpoint() -> None:
+    gw = gateway.build(load(CONFIGS[1]).config)
+    rendered = envoy_config.render(gw)
+    cluster = next(
+        c for c in rendered["static_resources"]["clusters"] if c["name"] == gw.routes[0].backends[0].cluster
+    )
+    (level,) = cluster["load_assignment"]["endpoints"]
+    assert [x["endpoint"]["hostname"] for x in level["lb_endpoints"]] == [
+        "api.anthropic.com",
+        "api.openai.com",
+    ]
+    listener = rendered["static_resources"]["listeners"][0]
+    hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    route = hcm["route_config"]["virtual_hosts"][0]["routes"][0]["route"]
+    retry = route["retry_policy"]
+    assert retry["num_retries"] == 1
+    assert retry["retriable_status_codes"] == [400, 401, 403, 404, 429, 500, 502, 503, 504]
+    assert retry["retry_priority"]["name"] == "envoy.retry_priorities.previous_priorities"
+    assert retry["retry_host_predicate"][0]["name"] == "envoy.retry_host_predicates.previous_hosts"
+    assert [f["name"] for f in hcm["http_filters"]] == [
+        "envoy.filters.http.cors",
+        "envoy.filters.http.ext_authz",
+        "envoy.filters.http.ext_proc",
+        "envoy.filters.http.router",
+    ]
+
+
+def test_no_secret_in_rendered_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-must-not-appear")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-openai-must-not-appear")
+    text = yaml.safe_dump(envoy_config.render(gateway.build(load(CONFIGS[1]).config)))
+    assert "must-not-appear" not in text
