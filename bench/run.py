@@ -259,6 +259,7 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=8, help="seconds per measurement")
     parser.add_argument("--connections", type=int, default=16, help="concurrency for the throughput runs")
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--workers", type=int, default=1, help="extproc worker processes")
     args = parser.parse_args()
     ensure_wrk()
 
@@ -277,6 +278,7 @@ def main() -> None:
         authz_port=free_port(),
         mock_port=None,
         quiet=True,
+        extproc_workers=args.workers,
     )
     try:
         stack.start(timeout=30)

@@ -125,8 +125,15 @@ def _router_ext_proc(gw: Gateway) -> Json:
     }
 
 
-def _upstream_ext_proc(gw: Gateway) -> Json:
+# Provider kinds that answer in OpenAI's format: nothing to translate on the way back.
+_OPENAI_FORMAT = {"openai", "azure"}
+
+
+def _upstream_ext_proc(gw: Gateway, backend: ResolvedBackend) -> Json:
     timeout = gw.sidecar_timeout
+    # One gRPC round trip fewer per request where no answer needs translating.
+    translates = any(u.kind not in _OPENAI_FORMAT for u in backend.upstreams)
+    response_mode = "SEND" if translates else "SKIP"
     return {
         "name": "envoy.filters.http.ext_proc",
         "typed_config": {
@@ -143,8 +150,8 @@ def _upstream_ext_proc(gw: Gateway) -> Json:
                 "request_header_mode": "SEND",
                 "request_body_mode": "BUFFERED",
                 "request_trailer_mode": "SKIP",
-                "response_header_mode": "SEND",
-                "response_body_mode": "BUFFERED",
+                "response_header_mode": response_mode,
+                "response_body_mode": "BUFFERED" if translates else "NONE",
                 "response_trailer_mode": "SKIP",
             },
             "allow_mode_override": True,
@@ -534,7 +541,7 @@ def _backend_cluster(backend: ResolvedBackend, gw: Gateway) -> Json:
                 "@type": _T + "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
                 "explicit_http_config": {"http_protocol_options": {}},
                 "http_filters": [
-                    _upstream_ext_proc(gw),
+                    _upstream_ext_proc(gw, backend),
                     {
                         "name": "envoy.filters.http.upstream_codec",
                         "typed_config": {

@@ -41,6 +41,7 @@ class Stack:
     extproc_port: int = 9001
     authz_port: int = 9002
     mock_port: int | None = 9100
+    extproc_workers: int = 1
     envoy_log_level: str = "warning"
     quiet: bool = False
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
@@ -126,7 +127,7 @@ class Stack:
 
     def stop(self) -> None:
         # Envoy first, so no request reaches a sidecar that is going away.
-        for name in ("envoy", *[n for n in self.procs if n != "envoy"]):
+        for name in ("envoy", *[n for n in list(self.procs) if n != "envoy"]):
             self.stop_one(name)
 
     def wait(self) -> int:
