@@ -1,10 +1,13 @@
 """Gateway overhead against Envoy alone, on the same machine, in one run.
 
-Three paths to the same fast mock upstream (a second Envoy answering with fixed
+Paths to the same fast mock upstream (a second Envoy answering with fixed
 provider bodies, so the upstream is never the bottleneck):
 
 - ``envoy``:   Envoy alone, a plain route to the upstream (the baseline);
-- ``openai``:  the gateway, OpenAI passthrough (authz + both ext_proc phases);
+- ``bare``:    Envoy plus a do-nothing Python ext_proc seeing all four phases
+  (the floor any Python sidecar pays: four gRPC round trips on one stream);
+- ``openai``:  the gateway, OpenAI passthrough (authz, then the router phase
+  validates, sets path and key);
 - ``anthropic``: the gateway translating OpenAI <-> Anthropic Messages.
 
 Each is measured with wrk at concurrency 1 (added latency) and at a higher
@@ -155,6 +158,57 @@ def plain_proxy_config(port: int, admin: int, upstream: int) -> dict:
     }
 
 
+def bare_extproc_config(port: int, admin: int, upstream: int, extproc: int) -> dict:
+    """Envoy alone plus a do-nothing Python ext_proc seeing all four phases."""
+    cfg = plain_proxy_config(port, admin, upstream)
+    hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    hcm["http_filters"].insert(
+        0,
+        {
+            "name": "envoy.filters.http.ext_proc",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
+                "grpc_service": {"envoy_grpc": {"cluster_name": "bare_extproc"}, "timeout": "2s"},
+                "processing_mode": {
+                    "request_header_mode": "SEND",
+                    "request_body_mode": "BUFFERED",
+                    "response_header_mode": "SEND",
+                    "response_body_mode": "BUFFERED",
+                },
+            },
+        },
+    )
+    sidecar = {
+        "name": "bare_extproc",
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        },
+        "load_assignment": {
+            "cluster_name": "bare_extproc",
+            "endpoints": [
+                {
+                    "lb_endpoints": [
+                        {
+                            "endpoint": {
+                                "address": {
+                                    "socket_address": {"address": "127.0.0.1", "port_value": extproc}
+                                }
+                            }
+                        }
+                    ]
+                }
+            ],
+        },
+    }
+    cfg["static_resources"]["clusters"].append(sidecar)
+    return cfg
+
+
 def gateway_config(port: int, upstream: int) -> dict:
     def route(name: str, provider: dict) -> dict:
         return {
@@ -265,9 +319,12 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="gw-bench-"))
     up_port, proxy_port, gw_port = free_port(), free_port(), free_port()
+    bare_port, bare_extproc = free_port(), free_port()
     procs = [
         start_envoy(upstream_config(up_port, free_port()), work, "upstream"),
         start_envoy(plain_proxy_config(proxy_port, free_port(), up_port), work, "envoy-alone"),
+        subprocess.Popen([sys.executable, str(ROOT / "bench" / "bare_extproc.py"), str(bare_extproc)]),
+        start_envoy(bare_extproc_config(bare_port, free_port(), up_port, bare_extproc), work, "bare-extproc"),
     ]
     cfg = work / "gateway.yaml"
     cfg.write_text(yaml.safe_dump(gateway_config(gw_port, up_port)))
@@ -284,6 +341,7 @@ def main() -> None:
         stack.start(timeout=30)
         targets = {
             "envoy": f"http://127.0.0.1:{proxy_port}/v1/chat/completions",
+            "bare": f"http://127.0.0.1:{bare_port}/v1/chat/completions",
             "openai": f"http://127.0.0.1:{gw_port}/openai/v1/chat/completions",
             "anthropic": f"http://127.0.0.1:{gw_port}/anthropic/v1/chat/completions",
         }

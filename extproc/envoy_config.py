@@ -18,7 +18,7 @@ from typing import Any
 
 from extproc.config.model import Cors, RouteMatch, parse_duration
 from extproc.gateway import Gateway, ResolvedBackend, ResolvedRoute
-from extproc.headers import INTERNAL_HEADERS, METADATA_NAMESPACE
+from extproc.headers import API, INTERNAL_HEADERS, METADATA_NAMESPACE
 
 Json = dict[str, Any]
 
@@ -119,21 +119,17 @@ def _router_ext_proc(gw: Gateway) -> Json:
             },
             "allow_mode_override": True,
             "request_attributes": ["xds.route_name"],
+            # Tells an upstream's answer ("via_upstream") from Envoy's own local replies.
+            "response_attributes": ["response.code_details"],
             "metadata_options": {"receiving_namespaces": {"untyped": [METADATA_NAMESPACE]}},
-            "mutation_rules": {"disallow_is_error": False},
+            # On single-provider routes this phase also sets :path and credentials.
+            "mutation_rules": {"disallow_is_error": False, "allow_all_routing": True},
         },
     }
 
 
-# Provider kinds that answer in OpenAI's format: nothing to translate on the way back.
-_OPENAI_FORMAT = {"openai", "azure"}
-
-
-def _upstream_ext_proc(gw: Gateway, backend: ResolvedBackend) -> Json:
+def _upstream_ext_proc(gw: Gateway) -> Json:
     timeout = gw.sidecar_timeout
-    # One gRPC round trip fewer per request where no answer needs translating.
-    translates = any(u.kind not in _OPENAI_FORMAT for u in backend.upstreams)
-    response_mode = "SEND" if translates else "SKIP"
     return {
         "name": "envoy.filters.http.ext_proc",
         "typed_config": {
@@ -150,8 +146,9 @@ def _upstream_ext_proc(gw: Gateway, backend: ResolvedBackend) -> Json:
                 "request_header_mode": "SEND",
                 "request_body_mode": "BUFFERED",
                 "request_trailer_mode": "SKIP",
-                "response_header_mode": response_mode,
-                "response_body_mode": "BUFFERED" if translates else "NONE",
+                # The request headers' answer asks for the response when it needs translating.
+                "response_header_mode": "SKIP",
+                "response_body_mode": "NONE",
                 "response_trailer_mode": "SKIP",
             },
             "allow_mode_override": True,
@@ -256,6 +253,32 @@ _ANTHROPIC_TYPES = {
 }
 
 
+def _api_is(api: str, if_unknown: bool) -> Json:
+    """The client API the router phase recorded (by now :path may be the provider's)."""
+    return {
+        "metadata_filter": {
+            "matcher": {
+                "filter": METADATA_NAMESPACE,
+                "path": [{"key": API}],
+                "value": {"string_match": {"exact": api}},
+            },
+            "match_if_key_not_found": if_unknown,
+        }
+    }
+
+
+def _no_api_and_messages_path() -> Json:
+    """Before the router phase ran (sidecar down), the client's path tells its API."""
+    return {
+        "and_filter": {
+            "filters": [
+                _api_is("-", True),  # "-" is never recorded: true only when no API was
+                {"header_filter": {"header": {"name": ":path", "string_match": {"suffix": "/messages"}}}},
+            ]
+        }
+    }
+
+
 def _local_reply_config() -> Json:
     """Envoy-generated errors as the client API's error JSON (never a text body)."""
     envoy_made = {
@@ -275,9 +298,7 @@ def _local_reply_config() -> Json:
             ]
         }
     }
-    anthropic_client = {
-        "header_filter": {"header": {"name": ":path", "string_match": {"suffix": "/messages"}}}
-    }
+    anthropic_client = {"or_filter": {"filters": [_api_is("messages", False), _no_api_and_messages_path()]}}
     mappers = []
     for status in sorted(_OPENAI_TYPES):
         is_status = {
@@ -508,7 +529,26 @@ def _routes(gw: Gateway, port: int) -> list[Json]:
 # --- clusters ------------------------------------------------------------
 
 
-def _backend_cluster(backend: ResolvedBackend, gw: Gateway) -> Json:
+def _upstream_protocol(gw: Gateway, backend: ResolvedBackend, direct: bool) -> Json:
+    options: Json = {
+        "@type": _T + "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+        "explicit_http_config": {"http_protocol_options": {}},
+    }
+    if not direct:
+        # Per-attempt translation: a retry may land on another provider (DESIGN.md).
+        options["http_filters"] = [
+            _upstream_ext_proc(gw),
+            {
+                "name": "envoy.filters.http.upstream_codec",
+                "typed_config": {
+                    "@type": _T + "envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"
+                },
+            },
+        ]
+    return options
+
+
+def _backend_cluster(backend: ResolvedBackend, gw: Gateway, direct: bool) -> Json:
     priorities: dict[int, list[Json]] = {}
     for up in backend.upstreams:
         priorities.setdefault(up.priority, []).append(
@@ -537,19 +577,7 @@ def _backend_cluster(backend: ResolvedBackend, gw: Gateway) -> Json:
             "endpoints": [{"priority": p, "lb_endpoints": eps} for p, eps in sorted(priorities.items())],
         },
         "typed_extension_protocol_options": {
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                "@type": _T + "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                "explicit_http_config": {"http_protocol_options": {}},
-                "http_filters": [
-                    _upstream_ext_proc(gw, backend),
-                    {
-                        "name": "envoy.filters.http.upstream_codec",
-                        "typed_config": {
-                            "@type": _T + "envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"
-                        },
-                    },
-                ],
-            }
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": _upstream_protocol(gw, backend, direct)
         },
         "transport_socket_matches": [
             {
@@ -706,7 +734,9 @@ def render(gw: Gateway, addrs: SidecarAddresses | None = None) -> Json:
         _sidecar_cluster(AUTHZ_CLUSTER, addrs.authz, gw.sidecar_timeout),
         _admin_cluster(addrs.admin_host if addrs.admin_host != "0.0.0.0" else "127.0.0.1", admin_port),
     ]
-    clusters += [_backend_cluster(b, gw) for r in gw.routes for b in r.backends]
+    clusters += [
+        _backend_cluster(b, gw, direct=r.direct_upstream is not None) for r in gw.routes for b in r.backends
+    ]
     listeners = [_gateway_listener(gw, p, addrs.listen_host) for p in ports]
     listeners += [_readiness_listener(gw, addrs.listen_host), _metrics_listener(gw, addrs.listen_host)]
     return {

@@ -152,6 +152,18 @@ class ResolvedRoute:
             return parse_duration(t.backend_request_timeout)
         return None
 
+    @property
+    def direct_upstream(self) -> Upstream | None:
+        """The route's only possible upstream, if it has just one.
+
+        Then no retry can land on another wire format, so the router phase does
+        the egress work itself and the cluster runs no per-attempt ext_proc: one
+        gRPC stream per request fewer (measured: a stream costs about twice a message).
+        """
+        if len(self.backends) == 1 and len(self.backends[0].upstreams) == 1:
+            return self.backends[0].upstreams[0]
+        return None
+
     def models(self) -> list[tuple[str, Upstream]]:
         """Models this route serves, for ``GET /v1/models``."""
         seen: dict[str, Upstream] = {}

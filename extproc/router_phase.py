@@ -29,6 +29,11 @@ _SUFFIX_API: tuple[tuple[str, str], ...] = (
 )
 
 
+def api_of_path(path: str) -> str:
+    """The client API by path alone (before the route is known, for error shapes)."""
+    return "messages" if path.split("?", 1)[0].rstrip("/").endswith("/messages") else "completions"
+
+
 def client_api(route: ResolvedRoute, path: str) -> str:
     """Which API a path speaks: the route's ``routes`` map wins, then the path's suffix."""
     bare = path.split("?", 1)[0].rstrip("/")

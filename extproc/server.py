@@ -22,7 +22,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from extproc import router_phase, upstream_phase
 from extproc.errors import GatewayError, error_body
 from extproc.gateway import Gateway
-from extproc.headers import METADATA_NAMESPACE
+from extproc.headers import METADATA_NAMESPACE, PATH
 
 log = logging.getLogger("gateway.extproc")
 
@@ -82,6 +82,18 @@ def _set_immediate_headers(resp: pb.ProcessingResponse, headers: dict[str, str])
         )
 
 
+# Full processing modes, for ``mode_override`` (Envoy replaces the whole mode).
+_MODE = processing_mode_pb2.ProcessingMode
+_WITH_RESPONSE = _MODE(
+    request_header_mode=_MODE.SEND,
+    request_body_mode=_MODE.BUFFERED,
+    request_trailer_mode=_MODE.SKIP,
+    response_header_mode=_MODE.SEND,
+    response_body_mode=_MODE.NONE,
+    response_trailer_mode=_MODE.SKIP,
+)
+
+
 class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
@@ -99,7 +111,14 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
     async def _router(
         self, messages: AsyncIterator[pb.ProcessingRequest]
     ) -> AsyncIterator[pb.ProcessingResponse]:
+        """Policy for the request; on single-provider routes also the egress work.
+
+        A route with one provider cannot fail over to another wire format, so
+        this phase translates, sets credentials and translates the answer back
+        itself (``exchange``); otherwise the upstream phase does, per attempt.
+        """
         state: router_phase.RouterRequest | None = None
+        exchange: upstream_phase.UpstreamRequest | None = None
         api = "completions"
         async for msg in messages:
             kind = msg.WhichOneof("request")
@@ -107,11 +126,7 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
                 if kind == "request_headers":
                     headers = _headers(msg.request_headers)
                     path = headers.get(":path", "/")
-                    api = (
-                        "messages"
-                        if path.split("?", 1)[0].rstrip("/").endswith("/messages")
-                        else "completions"
-                    )
+                    api = router_phase.api_of_path(path)
                     state = router_phase.start(
                         self.gateway, _attribute(msg, "xds.route_name"), headers.get(":method", "GET"), path
                     )
@@ -121,14 +136,32 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
                         continue
                     resp = pb.ProcessingResponse()
                     resp.request_headers.response.SetInParent()
+                    direct = state.route.direct_upstream
+                    if direct is not None and upstream_phase.needs_response(direct, state.api):
+                        resp.mode_override.CopyFrom(_WITH_RESPONSE)
                     yield resp
                 elif kind == "request_body":
                     assert state is not None
-                    router_phase.validate_body(state, msg.request_body.body)
+                    parsed = router_phase.validate_body(state, msg.request_body.body)
                     resp = pb.ProcessingResponse()
-                    resp.request_body.response.SetInParent()
-                    _set_routing(resp, router_phase.routing_metadata(state))
+                    common = resp.request_body.response
+                    common.SetInParent()
+                    routing = router_phase.routing_metadata(state)
+                    _set_routing(resp, routing)
+                    direct = state.route.direct_upstream
+                    if direct is not None:
+                        exchange = upstream_phase.UpstreamRequest(
+                            upstream=direct, api=state.api, method=state.method, client_path=routing[PATH]
+                        )
+                        set_headers, remove, body = upstream_phase.prepare(
+                            exchange, msg.request_body.body, parsed
+                        )
+                        _mutate(common, set_headers, remove)
+                        if body is not None:
+                            common.body_mutation.body = body
                     yield resp
+                elif kind in ("response_headers", "response_body") and exchange is not None:
+                    yield _exchange_response(exchange, msg)
                 else:
                     yield _continue(kind)
             except GatewayError as err:
@@ -149,8 +182,17 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
                 405, f"{state.method} is not allowed on {state.path}; use POST", code="method_not_allowed"
             )
         resp = pb.ProcessingResponse()
-        resp.request_headers.response.SetInParent()
-        _set_routing(resp, router_phase.routing_metadata(state))
+        routing = router_phase.routing_metadata(state)
+        _set_routing(resp, routing)
+        common = resp.request_headers.response
+        common.SetInParent()
+        direct = state.route.direct_upstream
+        if direct is not None:
+            exchange = upstream_phase.UpstreamRequest(
+                upstream=direct, api=state.api, method=state.method, client_path=routing[PATH]
+            )
+            set_headers, remove, _ = upstream_phase.prepare(exchange, None)
+            _mutate(common, set_headers, remove)
         return resp
 
     # --- upstream level: once per attempt ---------------------------------
@@ -173,11 +215,13 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
                     )
                     api = state.api
                     resp = pb.ProcessingResponse()
+                    common = resp.request_headers.response
+                    common.SetInParent()
                     if msg.request_headers.end_of_stream:
                         set_headers, remove, _ = upstream_phase.prepare(state, None)
-                        _mutate(resp.request_headers.response, set_headers, remove)
-                    else:
-                        resp.request_headers.response.SetInParent()
+                        _mutate(common, set_headers, remove)
+                    elif upstream_phase.needs_response(state.upstream, state.api):
+                        resp.mode_override.CopyFrom(_WITH_RESPONSE)
                     yield resp
                 elif kind == "request_body":
                     assert state is not None
@@ -188,31 +232,9 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
                     if body is not None:
                         common.body_mutation.body = body
                     yield resp
-                elif kind == "response_headers":
+                elif kind in ("response_headers", "response_body"):
                     assert state is not None
-                    headers = _headers(msg.response_headers)
-                    mode, set_headers, remove = upstream_phase.on_response_headers(
-                        state, int(headers.get(":status", "0"))
-                    )
-                    resp = pb.ProcessingResponse()
-                    resp.response_headers.response.SetInParent()
-                    _mutate(resp.response_headers.response, set_headers, remove)
-                    resp.mode_override.response_body_mode = _BODY_MODE[mode]
-                    yield resp
-                elif kind == "response_body":
-                    assert state is not None
-                    resp = pb.ProcessingResponse()
-                    common = resp.response_body.response
-                    if state.stream is not None:
-                        body_msg = msg.response_body
-                        common.body_mutation.body = upstream_phase.on_response_chunk(
-                            state, body_msg.body, body_msg.end_of_stream
-                        )
-                    else:
-                        body, set_headers = upstream_phase.on_response_body(state, msg.response_body.body)
-                        _mutate(common, set_headers, ("content-encoding",))
-                        common.body_mutation.body = body
-                    yield resp
+                    yield _exchange_response(state, msg)
                 else:
                     yield _continue(kind)
             except GatewayError as err:
@@ -220,6 +242,39 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
             except Exception:
                 log.exception("upstream phase failed")
                 yield immediate(api, GatewayError(500, "internal gateway error", code="gateway_internal"))
+
+
+def _exchange_response(
+    state: upstream_phase.UpstreamRequest, msg: pb.ProcessingRequest
+) -> pb.ProcessingResponse:
+    """The provider's answer, translated back to the client's format (either phase)."""
+    resp = pb.ProcessingResponse()
+    if msg.HasField("response_headers"):
+        common = resp.response_headers.response
+        common.SetInParent()
+        headers = _headers(msg.response_headers)
+        details = _attribute(msg, "response.code_details")
+        if details and details != "via_upstream":
+            # Envoy's own reply (timeout, no healthy upstream): already in the client's format.
+            resp.mode_override.response_body_mode = _BODY_MODE["NONE"]
+            return resp
+        mode, set_headers, remove = upstream_phase.on_response_headers(
+            state, int(headers.get(":status", "0"))
+        )
+        _mutate(common, set_headers, remove)
+        resp.mode_override.response_body_mode = _BODY_MODE[mode]
+        return resp
+    common = resp.response_body.response
+    body_msg = msg.response_body
+    if state.stream is not None:
+        common.body_mutation.body = upstream_phase.on_response_chunk(
+            state, body_msg.body, body_msg.end_of_stream
+        )
+    else:
+        body, set_headers = upstream_phase.on_response_body(state, body_msg.body)
+        _mutate(common, set_headers, ("content-encoding",))
+        common.body_mutation.body = body
+    return resp
 
 
 def _continue(kind: str | None) -> pb.ProcessingResponse:

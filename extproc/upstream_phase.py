@@ -59,13 +59,34 @@ def start(gw: Gateway, metadata_text: str, routing: dict[str, str], method: str)
     return UpstreamRequest(upstream=up, api=routing[API], method=method, client_path=routing.get(PATH, "/"))
 
 
-def prepare(req: UpstreamRequest, body: bytes | None) -> tuple[dict[str, str], list[str], bytes | None]:
+# Provider kinds that answer in OpenAI's format.
+_OPENAI_FORMAT = frozenset({"openai", "azure"})
+
+
+def needs_response(up: Upstream, api: str) -> bool:
+    """Whether the provider's answer must come back through us to be translated.
+
+    Decided at request headers, so Envoy does not even send us the response
+    (a gRPC round trip) when the client and the provider speak the same format.
+    """
+    if api == "passthrough":
+        return False
+    if api == "messages":
+        return up.kind != "anthropic"
+    return up.kind not in _OPENAI_FORMAT
+
+
+def prepare(
+    req: UpstreamRequest, body: bytes | None, parsed: dict[str, Any] | None = None
+) -> tuple[dict[str, str], list[str], bytes | None]:
     """Headers to set, headers to remove and the body for this attempt."""
     up = req.upstream
-    if req.api == "completions" and body is not None:
-        attempt = egress.chat_attempt(up, orjson.loads(body))
-    elif req.api == "messages" and body is not None:
-        attempt = egress.messages_attempt(up, orjson.loads(body))
+    if body is not None and req.api in ("completions", "messages") and parsed is None:
+        parsed = orjson.loads(body)
+    if req.api == "completions" and parsed is not None:
+        attempt = egress.chat_attempt(up, parsed)
+    elif req.api == "messages" and parsed is not None:
+        attempt = egress.messages_attempt(up, parsed)
     else:
         attempt = egress.passthrough_attempt(up, req.client_path, body)
     req.attempt = attempt
@@ -80,7 +101,11 @@ def prepare(req: UpstreamRequest, body: bytes | None) -> tuple[dict[str, str], l
 
 
 def on_response_headers(req: UpstreamRequest, status: int) -> tuple[str, dict[str, str], list[str]]:
-    """Returns the response body mode (NONE, STREAMED, BUFFERED) and header changes."""
+    """Returns the response body mode (NONE, STREAMED, BUFFERED) and header changes.
+
+    Headers change here, not with the body: once the mode switches, Envoy has
+    already let the response headers go and ignores header mutations on the body.
+    """
     req.status = status
     attempt = req.attempt
     if attempt is None or not attempt.translate_response:
@@ -89,7 +114,8 @@ def on_response_headers(req: UpstreamRequest, status: int) -> tuple[str, dict[st
         assert attempt.module is not None
         req.stream = attempt.module.ChatStream(attempt.model, attempt.include_usage, created=egress.now())
         return "STREAMED", {"content-type": "text/event-stream"}, ["content-length", "content-encoding"]
-    return "BUFFERED", {}, []
+    # The translated body has another length: Envoy sends it chunked.
+    return "BUFFERED", {"content-type": "application/json"}, ["content-length", "content-encoding"]
 
 
 def on_response_chunk(req: UpstreamRequest, chunk: bytes, end: bool) -> bytes:

@@ -204,6 +204,17 @@ def test_provider_timeout(gateway: Gateway) -> None:
     assert_openai_error(resp, 504, "timeout_error")
 
 
+def test_timeout_on_translated_route_answers_in_the_clients_format(gateway: Gateway) -> None:
+    """The request left as Anthropic's /v1/messages, but the client spoke OpenAI."""
+    resp = post(
+        gateway,
+        "/slow-anthropic/v1/chat/completions",
+        {"model": "claude-3-5-haiku-latest", **HELLO},
+        **{"x-mock-delay-ms": "3000"},
+    )
+    assert_openai_error(resp, 504, "timeout_error")
+
+
 def test_provider_error_keeps_status_and_message(gateway: Gateway) -> None:
     resp = post(
         gateway, "/anthropic/v1/chat/completions", {"model": "claude", **HELLO}, **{"x-mock-status": "529"}

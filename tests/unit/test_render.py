@@ -73,3 +73,44 @@ def test_no_secret_in_rendered_config(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-openai-must-not-appear")
     text = yaml.safe_dump(envoy_config.render(gateway.build(load(CONFIGS[1]).config)))
     assert "must-not-appear" not in text
+
+
+def _cluster(rendered: dict, name: str) -> dict:
+    return next(c for c in rendered["static_resources"]["clusters"] if c["name"] == name)
+
+
+def _upstream_filters(cluster: dict) -> list[str]:
+    options = cluster["typed_extension_protocol_options"][
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+    ]
+    return [f["name"] for f in options.get("http_filters", [])]
+
+
+def test_only_multi_provider_routes_run_the_per_attempt_phase() -> None:
+    gw = gateway.build(load(CONFIGS[0]).config)
+    rendered = envoy_config.render(gw)
+    by_name = {r.name: r for r in gw.routes}
+    # One provider: the router phase does the egress work, no ext_proc stream per attempt.
+    anthropic = by_name["anthropic"]
+    assert anthropic.direct_upstream is not None
+    assert _upstream_filters(_cluster(rendered, anthropic.backends[0].cluster)) == []
+    # Two groups: a retry may reach another wire format, so each attempt is translated.
+    failover = by_name["failover"]
+    assert failover.direct_upstream is None
+    assert _upstream_filters(_cluster(rendered, failover.backends[0].cluster)) == [
+        "envoy.filters.http.ext_proc",
+        "envoy.filters.http.upstream_codec",
+    ]
+
+
+def test_envoy_error_shape_follows_recorded_client_api() -> None:
+    """A translated request's :path is the provider's; the error shape must follow the client."""
+    rendered = envoy_config.render(gateway.build(load(CONFIGS[0]).config))
+    hcm = rendered["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    mapper = next(
+        m
+        for m in hcm["local_reply_config"]["mappers"]
+        if m["body_format_override"]["json_format"].get("type")
+    )
+    text = yaml.safe_dump(mapper["filter"])
+    assert "metadata_filter" in text and "io.llm_gateway" in text
