@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import struct
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -181,7 +182,7 @@ def openai_embeddings(body: JSON, model: str) -> bytes:
         vector = embedding_vector(text, dims)
         value: Any = base64.b64encode(struct.pack(f"<{dims}f", *vector)).decode() if as_base64 else vector
         data.append({"object": "embedding", "index": index, "embedding": value})
-    tokens = max(1, sum(word_count(t) for t in inputs))
+    tokens = embedding_tokens(inputs)
     return orjson.dumps(
         {
             "object": "list",
@@ -190,6 +191,82 @@ def openai_embeddings(body: JSON, model: str) -> bytes:
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
     )
+
+
+def embedding_tokens(texts: list[str]) -> int:
+    return max(1, sum(word_count(t) for t in texts))
+
+
+def gemini_embeddings(vectors: list[list[float]]) -> bytes:
+    """``batchEmbedContents``: one ContentEmbedding per request, in order; Gemini reports no tokens."""
+    return orjson.dumps({"embeddings": [{"values": v} for v in vectors]})
+
+
+def gemini_embedding(vector: list[float]) -> bytes:
+    """``embedContent``: a single ContentEmbedding."""
+    return orjson.dumps({"embedding": {"values": vector}})
+
+
+def vertex_text_embeddings(texts: list[str], vectors: list[list[float]]) -> bytes:
+    predictions = [
+        {"embeddings": {"statistics": {"truncated": False, "token_count": word_count(t)}, "values": v}}
+        for t, v in zip(texts, vectors, strict=True)
+    ]
+    return orjson.dumps(
+        {"predictions": predictions, "metadata": {"billableCharacterCount": sum(len(t) for t in texts)}}
+    )
+
+
+def vertex_multimodal_embeddings(vectors: list[list[float]]) -> bytes:
+    return orjson.dumps({"predictions": [{"textEmbedding": v} for v in vectors]})
+
+
+def titan_embedding(text: str, vector: list[float], types: list[str] | None) -> bytes:
+    """Titan v2 (``types`` given: embeddingsByType, always present) or G1/image (``types`` None)."""
+    body: JSON = {"embedding": vector, "inputTextTokenCount": word_count(text)}
+    if types is not None:
+        by_type: JSON = {}
+        if "float" in types:
+            by_type["float"] = vector
+        if "binary" in types:
+            by_type["binary"] = [1 if x > 0 else 0 for x in vector]  # one 0/1 per dimension
+        body["embeddingsByType"] = by_type
+    return orjson.dumps(body)
+
+
+def _pack_bits(vector: list[float], signed: bool) -> list[int]:
+    out = []
+    for i in range(0, len(vector) - len(vector) % 8, 8):
+        byte = sum(1 << (7 - j) for j, x in enumerate(vector[i : i + 8]) if x > 0)
+        out.append(byte - 128 if signed else byte)
+    return out
+
+
+_COHERE_TYPES: dict[str, Callable[[list[float]], list[Any]]] = {
+    "float": lambda v: v,
+    "int8": lambda v: [round(x * 127) for x in v],
+    "uint8": lambda v: [round((x + 1) * 127.5) for x in v],
+    "binary": lambda v: _pack_bits(v, signed=True),
+    "ubinary": lambda v: _pack_bits(v, signed=False),
+}
+
+
+def cohere_embeddings(
+    id_: str, texts: list[str], vectors: list[list[float]], types: list[str] | None
+) -> bytes:
+    """Cohere Embed on Bedrock: plain float lists, or ``embeddings_by_type`` when types were asked."""
+    body: JSON = {"id": id_, "texts": texts}
+    if types:
+        body["embeddings"] = {t: [_COHERE_TYPES[t](v) for v in vectors] for t in types}
+        body["response_type"] = "embeddings_by_type"
+    else:
+        body["embeddings"] = vectors
+        body["response_type"] = "embeddings_floats"
+    return orjson.dumps(body)
+
+
+def nova_embeddings(embedding_type: str, vector: list[float]) -> bytes:
+    return orjson.dumps({"embeddings": [{"embeddingType": embedding_type, "embedding": vector}]})
 
 
 MOCK_MODELS = ("gpt-4o", "gpt-4o-mini", "text-embedding-3-small", "mock-model")

@@ -1,6 +1,10 @@
 """Built-in mock LLM provider: one aiohttp server speaking OpenAI, Azure, Anthropic, Gemini, Vertex and
 Bedrock on their real paths and wire formats. Request headers (``x-mock-*``) steer it so tests can
 drive errors, delays, awkward chunking and fixture replay through the gateway.
+
+Embeddings: OpenAI/Azure ``/embeddings``, Gemini ``:embedContent``/``:batchEmbedContents``, Vertex
+``:predict`` on Google models and Bedrock ``/model/{id}/invoke`` for Titan, Cohere and Nova embedding
+models (validation and bodies in ``embeddings``).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from urllib.parse import unquote
 import orjson
 from aiohttp import web
 
-from extproc.mock import auth, formats
+from extproc.mock import auth, embeddings, formats
 from extproc.mock.conversation import JSON, Conversation, Reply, plan_reply, word_count
 from extproc.mock.parsing import parse_anthropic, parse_bedrock, parse_gemini, parse_openai
 
@@ -146,6 +150,13 @@ _VERTEX = r"^/v1(?:beta1)?/projects/[^/]+/locations/[^/]+/publishers"
 _ROUTES: list[tuple[str, re.Pattern[str], str, str]] = [
     ("POST", re.compile(r"^/openai/deployments/(?P<deployment>[^/]+)/chat/completions$"), "azure", "chat"),
     ("POST", re.compile(r"^/openai/deployments/(?P<deployment>[^/]+)/embeddings$"), "azure", "embeddings"),
+    # Before the generic Google routes: these actions are embeddings, every other one is Gemini.
+    (
+        "POST",
+        re.compile(_VERTEX + r"/google/models/(?P<model>[^/:]+):(?P<action>predict)$"),
+        "vertex-gemini",
+        "vertex_predict",
+    ),
     (
         "POST",
         re.compile(_VERTEX + r"/google/models/(?P<model>[^/:]+):(?P<action>\w+)$"),
@@ -160,6 +171,14 @@ _ROUTES: list[tuple[str, re.Pattern[str], str, str]] = [
     ),
     (
         "POST",
+        re.compile(
+            r"^/v1(?:alpha|beta)?/models/(?P<model>[^/:]+):(?P<action>embedContent|batchEmbedContents)$"
+        ),
+        "gemini",
+        "gemini_embed",
+    ),
+    (
+        "POST",
         re.compile(r"^/v1(?:alpha|beta)?/models/(?P<model>[^/:]+):(?P<action>\w+)$"),
         "gemini",
         "gemini",
@@ -170,6 +189,7 @@ _ROUTES: list[tuple[str, re.Pattern[str], str, str]] = [
         "bedrock",
         "converse",
     ),
+    ("POST", re.compile(r"^/model/(?P<model>[^/]+)/(?P<action>invoke)$"), "bedrock", "invoke"),
     ("POST", re.compile(r"^(?:/.*)?/v1/messages/count_tokens$"), "anthropic", "count_tokens"),
     ("POST", re.compile(r"^(?:/.*)?/v1/messages$"), "anthropic", "messages"),
     ("POST", re.compile(r"^(?:/.*)?/chat/completions$"), "openai", "chat"),
@@ -467,6 +487,29 @@ async def op_converse(ctx: Ctx) -> web.StreamResponse:
     )
 
 
+async def op_gemini_embed(ctx: Ctx) -> web.StreamResponse:
+    handler = (
+        embeddings.gemini_batch_embed
+        if ctx.params["action"] == "batchEmbedContents"
+        else embeddings.gemini_embed_content
+    )
+    return await send_body(ctx, handler(ctx.json(), ctx.params["model"]).body)
+
+
+async def op_vertex_predict(ctx: Ctx) -> web.StreamResponse:
+    return await send_body(ctx, embeddings.vertex_predict(ctx.json(), ctx.params["model"]).body)
+
+
+async def op_invoke(ctx: Ctx) -> web.StreamResponse:
+    request_id = f"mock-embed-{ctx.state.next_id()}"
+    answer = embeddings.bedrock_invoke(ctx.json(), ctx.params["model"], request_id)
+    headers = {"x-amzn-RequestId": "mock-request-id", "X-Amzn-Bedrock-Invocation-Latency": "1"}
+    if answer.input_tokens is not None:
+        # Amazon's models report input tokens in this header (the body may not carry them).
+        headers["X-Amzn-Bedrock-Input-Token-Count"] = str(answer.input_tokens)
+    return await send_body(ctx, answer.body, headers=headers)
+
+
 _OPS: dict[str, Handler] = {
     "chat": op_chat,
     "embeddings": op_embeddings,
@@ -476,6 +519,9 @@ _OPS: dict[str, Handler] = {
     "count_tokens": op_count_tokens,
     "gemini": op_gemini,
     "converse": op_converse,
+    "gemini_embed": op_gemini_embed,
+    "vertex_predict": op_vertex_predict,
+    "invoke": op_invoke,
 }
 
 
@@ -520,7 +566,7 @@ async def _serve(ctx: Ctx, op: str) -> web.StreamResponse:
         return await send_fixture(ctx, controls.fixture)
     try:
         return await _OPS[op](ctx)
-    except BadRequest as exc:
+    except (BadRequest, embeddings.Invalid) as exc:
         return await send_error(ctx, 400, str(exc))
 
 

@@ -680,6 +680,334 @@ def test_bedrock_tool_result_reply(client: httpx.Client) -> None:
     assert body["output"]["message"]["content"] == [{"text": 'Tool said: {"temp":3}'}]
 
 
+# --- provider-native embeddings -----------------------------------------------------------------------
+
+GEMINI_EMBED_MODEL = "gemini-embedding-001"
+GEMINI_BATCH_PATH = f"/v1beta/models/{GEMINI_EMBED_MODEL}:batchEmbedContents"
+VERTEX_PREDICT_PATH = f"{VERTEX_BASE}/google/models/text-embedding-005:predict"
+TITAN_V2_PATH = "/model/amazon.titan-embed-text-v2%3A0/invoke"
+COHERE_V3_PATH = "/model/cohere.embed-english-v3/invoke"
+COHERE_V4_PATH = "/model/cohere.embed-v4%3A0/invoke"
+NOVA_PATH = "/model/amazon.nova-2-multimodal-embeddings-v1%3A0/invoke"
+
+
+def gemini_embed_request(text: str, model: str = GEMINI_EMBED_MODEL, **extra: Any) -> dict[str, Any]:
+    return {"model": f"models/{model}", "content": {"parts": [{"text": text}]}, **extra}
+
+
+def nova_body(value: str = "hello nova", **params: Any) -> dict[str, Any]:
+    single = {
+        "embeddingPurpose": "GENERIC_INDEX",
+        "embeddingDimension": 256,
+        "text": {"truncationMode": "END", "value": value},
+        **params,
+    }
+    return {
+        "schemaVersion": "nova-multimodal-embed-v1",
+        "taskType": "SINGLE_EMBEDDING",
+        "singleEmbeddingParams": single,
+    }
+
+
+def test_gemini_batch_embed_contents(client: httpx.Client) -> None:
+    payload = {
+        "requests": [
+            gemini_embed_request("hello world", outputDimensionality=8, taskType="RETRIEVAL_DOCUMENT"),
+            gemini_embed_request("second text", outputDimensionality=8),
+        ]
+    }
+    first = client.post(GEMINI_BATCH_PATH, json=payload, headers=GEMINI_H)
+    assert first.status_code == 200
+    body = first.json()
+    assert [len(e["values"]) for e in body["embeddings"]] == [8, 8]
+    assert client.post(GEMINI_BATCH_PATH, json=payload, headers=GEMINI_H).json() == body  # deterministic
+    single = client.post(
+        f"/v1beta/models/{GEMINI_EMBED_MODEL}:embedContent",
+        json={"content": {"parts": [{"text": "hello world"}]}, "output_dimensionality": 8},
+        headers=GEMINI_H,
+    ).json()
+    assert single == {"embedding": body["embeddings"][0]}
+    # One text embeds the same on every provider of the mock.
+    openai_vec = client.post(
+        "/v1/embeddings", json={"model": "m", "input": "hello world", "dimensions": 8}, headers=OPENAI_H
+    ).json()["data"][0]["embedding"]
+    assert body["embeddings"][0]["values"] == openai_vec
+    default = client.post(GEMINI_BATCH_PATH, json={"requests": [gemini_embed_request("x")]}, headers=GEMINI_H)
+    assert len(default.json()["embeddings"][0]["values"]) == 16
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ({}, "requests is not specified"),
+        ({"requests": [gemini_embed_request(str(i)) for i in range(101)]}, "at most 100 requests"),
+        ({"requests": [gemini_embed_request("x", model="other-model")]}, "models/gemini-embedding-001"),
+        ({"requests": [{"model": f"models/{GEMINI_EMBED_MODEL}"}]}, "content is not specified"),
+        ({"requests": [gemini_embed_request("x", taskType="NOPE")]}, "task_type"),
+        ({"requests": [gemini_embed_request("x", outputDimensionality=0)]}, "output_dimensionality"),
+    ],
+    ids=["no-requests", "over-100", "model-mismatch", "no-content", "bad-task", "zero-dims"],
+)
+def test_gemini_embed_validation(client: httpx.Client, payload: dict[str, Any], message: str) -> None:
+    resp = client.post(GEMINI_BATCH_PATH, json=payload, headers=GEMINI_H)
+    assert resp.status_code == 400
+    _google_shape(resp)
+    assert resp.json()["error"]["status"] == "INVALID_ARGUMENT"
+    assert message in resp.json()["error"]["message"]
+
+
+def test_vertex_predict_embeddings(client: httpx.Client) -> None:
+    payload = {
+        "instances": [
+            {"content": "hello world", "task_type": "RETRIEVAL_DOCUMENT", "title": "t"},
+            {"content": "three word text"},
+        ],
+        "parameters": {"outputDimensionality": 8, "autoTruncate": False},
+    }
+    resp = client.post(VERTEX_PREDICT_PATH, json=payload, headers=VERTEX_H)
+    assert resp.status_code == 200
+    body = resp.json()
+    stats = [p["embeddings"]["statistics"] for p in body["predictions"]]
+    assert stats == [{"truncated": False, "token_count": 2}, {"truncated": False, "token_count": 3}]
+    assert [len(p["embeddings"]["values"]) for p in body["predictions"]] == [8, 8]
+    assert body["metadata"] == {"billableCharacterCount": len("hello world") + len("three word text")}
+    multimodal = client.post(
+        f"{VERTEX_BASE}/google/models/multimodalembedding@001:predict",
+        json={"instances": [{"text": "a cat"}], "parameters": {"dimension": 128}},
+        headers=VERTEX_H,
+    ).json()
+    assert len(multimodal["predictions"][0]["textEmbedding"]) == 128
+    # :predict is embeddings; every other action on Google models is still Gemini.
+    assert match_route("POST", VERTEX_PREDICT_PATH)[:2] == ("vertex-gemini", "vertex_predict")
+    generate = f"{VERTEX_BASE}/google/models/gemini-2.5-pro:generateContent"
+    assert match_route("POST", generate)[:2] == ("vertex-gemini", "gemini")
+    assert match_route("POST", GEMINI_BATCH_PATH)[:2] == ("gemini", "gemini_embed")
+    assert match_route("POST", "/v1beta/models/m:generateContent")[:2] == ("gemini", "gemini")
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ({}, "instances"),
+        ({"instances": [{"content": str(i)} for i in range(251)]}, "too many instances"),
+        ({"instances": [{"text": "x"}]}, "content"),
+        ({"instances": [{"content": "x", "task_type": "NOPE"}]}, "task_type"),
+        (
+            {"instances": [{"content": "x"}], "parameters": {"outputDimensionality": "8"}},
+            "outputDimensionality",
+        ),
+    ],
+    ids=["no-instances", "over-250", "no-content", "bad-task", "bad-dims"],
+)
+def test_vertex_predict_validation(client: httpx.Client, payload: dict[str, Any], message: str) -> None:
+    resp = client.post(VERTEX_PREDICT_PATH, json=payload, headers=VERTEX_H)
+    assert resp.status_code == 400
+    _google_shape(resp)
+    assert message in resp.json()["error"]["message"]
+
+
+def test_bedrock_invoke_titan(client: httpx.Client) -> None:
+    raw = orjson.dumps(
+        {"inputText": "hello titan world", "dimensions": 256, "embeddingTypes": ["float", "binary"]}
+    )
+    url = f"{client.base_url}{TITAN_V2_PATH}"
+    resp = client.post(TITAN_V2_PATH, content=raw, headers=sigv4_headers(url, raw))
+    assert resp.status_code == 200
+    assert resp.headers["x-amzn-bedrock-input-token-count"] == "3"
+    body = resp.json()
+    assert len(body["embedding"]) == 256
+    assert body["inputTextTokenCount"] == 3
+    assert body["embeddingsByType"]["float"] == body["embedding"]
+    assert set(body["embeddingsByType"]["binary"]) <= {0, 1}
+    default = client.post(TITAN_V2_PATH, json={"inputText": "x"}, headers=BEDROCK_H).json()
+    assert set(default) == {"embedding", "inputTextTokenCount", "embeddingsByType"}
+    v1 = client.post("/model/amazon.titan-embed-text-v1/invoke", json={"inputText": "x"}, headers=BEDROCK_H)
+    assert set(v1.json()) == {"embedding", "inputTextTokenCount"}
+    image = client.post(
+        "/model/amazon.titan-embed-image-v1/invoke",
+        json={"inputText": "x", "embeddingConfig": {"outputEmbeddingLength": 384}},
+        headers=BEDROCK_H,
+    )
+    assert len(image.json()["embedding"]) == 384
+
+
+def test_bedrock_invoke_cohere(client: httpx.Client) -> None:
+    v3 = client.post(
+        COHERE_V3_PATH, json={"texts": ["a b", "c"], "input_type": "search_document"}, headers=BEDROCK_H
+    )
+    assert v3.status_code == 200
+    body = v3.json()
+    assert body["response_type"] == "embeddings_floats"
+    assert body["texts"] == ["a b", "c"]
+    assert body["id"].startswith("mock-embed-")
+    assert [len(v) for v in body["embeddings"]] == [16, 16]
+    v4 = client.post(
+        COHERE_V4_PATH,
+        json={
+            "texts": ["a"],
+            "input_type": "search_query",
+            "output_dimension": 256,
+            "embedding_types": ["float", "int8", "ubinary"],
+            "truncate": "RIGHT",
+        },
+        headers=BEDROCK_H,
+    ).json()
+    assert v4["response_type"] == "embeddings_by_type"
+    assert set(v4["embeddings"]) == {"float", "int8", "ubinary"}
+    assert len(v4["embeddings"]["float"][0]) == 256
+    assert len(v4["embeddings"]["ubinary"][0]) == 32  # 8 dimensions per byte
+    assert all(-128 <= x <= 127 for x in v4["embeddings"]["int8"][0])
+
+
+def test_bedrock_invoke_nova(client: httpx.Client) -> None:
+    resp = client.post(NOVA_PATH, json=nova_body(), headers=BEDROCK_H)
+    assert resp.status_code == 200
+    ((item,),) = resp.json().values()
+    assert item["embeddingType"] == "TEXT"
+    assert len(item["embedding"]) == 256
+    assert resp.headers["x-amzn-bedrock-input-token-count"] == "2"
+
+
+@pytest.mark.parametrize(
+    ("path", "payload", "message"),
+    [
+        (
+            "/model/amazon.titan-embed-text-v1/invoke",
+            {"inputText": "x", "dimensions": 256},
+            "extraneous key [dimensions]",
+        ),
+        (TITAN_V2_PATH, {"inputText": "x", "dimensions": 768}, "#/dimensions: 768 is not a valid enum value"),
+        (TITAN_V2_PATH, {"dimensions": 256}, "required key [inputText] not found"),
+        (TITAN_V2_PATH, {"inputText": ["a", "b"]}, "expected type: String, found: JSONArray"),
+        (COHERE_V3_PATH, {"texts": ["a"]}, "required key [input_type] not found"),
+        (
+            COHERE_V3_PATH,
+            {"texts": [str(i) for i in range(97)], "input_type": "search_query"},
+            "maximum item count: 96",
+        ),
+        (
+            COHERE_V3_PATH,
+            {"texts": ["a"], "input_type": "search_query", "output_dimension": 256},
+            "extraneous key [output_dimension]",
+        ),
+        (COHERE_V4_PATH, {"texts": ["a"], "input_type": "search_query", "truncate": "END"}, "#/truncate"),
+        (NOVA_PATH, {**nova_body(), "taskType": "SEGMENTED_EMBEDDING"}, "#/taskType"),
+        (NOVA_PATH, nova_body(embeddingDimension=512), "embeddingDimension"),
+        (NOVA_PATH, nova_body(text={"value": "x"}), "required key [truncationMode]"),
+        (
+            NOVA_PATH,
+            {
+                "taskType": "SINGLE_EMBEDDING",
+                "singleEmbeddingParams": {"text": {"truncationMode": "END", "value": "x"}},
+            },
+            "required key [embeddingPurpose]",
+        ),
+        (BEDROCK_PATH + "/invoke", {"messages": []}, "embedding models only"),
+    ],
+    ids=[
+        "titan-v1-dims",
+        "titan-v2-dims-enum",
+        "titan-no-text",
+        "titan-array",
+        "cohere-no-input-type",
+        "cohere-over-96",
+        "cohere-v3-output-dimension",
+        "cohere-v4-truncate",
+        "nova-segmented",
+        "nova-dims",
+        "nova-no-truncation-mode",
+        "nova-no-purpose",
+        "chat-model",
+    ],
+)
+def test_bedrock_invoke_validation(
+    client: httpx.Client, path: str, payload: dict[str, Any], message: str
+) -> None:
+    resp = client.post(path, json=payload, headers=BEDROCK_H)
+    assert resp.status_code == 400
+    _bedrock_shape(resp)
+    assert resp.headers["x-amzn-ErrorType"].startswith("ValidationException:")
+    assert message in resp.json()["message"]
+
+
+def test_botocore_invoke_model_embeddings(client: httpx.Client) -> None:
+    import botocore.session
+    from botocore.config import Config
+    from botocore.exceptions import ClientError
+
+    bedrock = botocore.session.get_session().create_client(
+        "bedrock-runtime",
+        region_name="us-east-1",
+        endpoint_url=str(client.base_url),
+        aws_access_key_id="AKID",
+        aws_secret_access_key="secret",
+        config=Config(retries={"max_attempts": 1}),
+    )
+    out = bedrock.invoke_model(
+        modelId="amazon.titan-embed-text-v2:0", body=orjson.dumps({"inputText": "boto embed"})
+    )
+    assert out["ResponseMetadata"]["HTTPHeaders"]["x-amzn-bedrock-input-token-count"] == "2"
+    assert len(orjson.loads(out["body"].read())["embedding"]) == 16
+    with pytest.raises(ClientError) as info:
+        bedrock.invoke_model(modelId="cohere.embed-english-v3", body=orjson.dumps({"texts": ["x"]}))
+    assert info.value.response["Error"]["Code"] == "ValidationException"
+
+
+# The translator's upstream bodies, sent to the mock (which checks them as the real APIs do) and the
+# answers translated back: every family end to end.
+TRANSLATED: list[tuple[str, str, str, dict[str, str], int | None]] = [
+    ("openai", "text-embedding-3-small", "/v1/embeddings", OPENAI_H, 8),
+    ("azure", "emb", "/openai/deployments/emb/embeddings?api-version=2024-10-21", {"api-key": "k"}, 8),
+    ("gemini", GEMINI_EMBED_MODEL, "", GEMINI_H, 8),
+    ("vertex", "text-embedding-005", VERTEX_PREDICT_PATH, VERTEX_H, 8),
+    (
+        "vertex",
+        "multimodalembedding@001",
+        f"{VERTEX_BASE}/google/models/multimodalembedding@001:predict",
+        VERTEX_H,
+        128,
+    ),
+    ("bedrock", "amazon.titan-embed-text-v2:0", "", BEDROCK_H, 256),
+    ("bedrock", "amazon.titan-embed-text-v1", "", BEDROCK_H, None),
+    ("bedrock", "amazon.titan-embed-image-v1", "", BEDROCK_H, 384),
+    ("bedrock", "cohere.embed-english-v3", "", BEDROCK_H, None),
+    ("bedrock", "cohere.embed-v4:0", "", BEDROCK_H, 512),
+    ("bedrock", "amazon.nova-2-multimodal-embeddings-v1:0", "", BEDROCK_H, 1024),
+]
+
+
+@pytest.mark.parametrize(
+    ("kind", "model", "path", "headers", "dims"), TRANSLATED, ids=[f"{k}-{m}" for k, m, *_ in TRANSLATED]
+)
+def test_translator_against_mock(
+    client: httpx.Client, kind: str, model: str, path: str, headers: dict[str, str], dims: int | None
+) -> None:
+    from extproc.mock.formats import embedding_vector
+    from extproc.translate import embeddings as emb
+
+    single = emb.family(kind, model) in ("bedrock-titan", "bedrock-nova")
+    texts = ["hello world"] if single else ["hello world", "second input here"]
+    req: dict[str, Any] = {
+        "model": "client-alias",
+        "input": texts if len(texts) > 1 else texts[0],
+        "encoding_format": "base64",
+    }
+    if dims is not None:
+        req["dimensions"] = dims
+    resp = client.post(
+        path or emb.upstream_path(kind, model), json=emb.request(kind, req, model), headers=headers
+    )
+    assert resp.status_code == 200, resp.text
+    out = emb.response(kind, resp.json(), model, req)
+    assert out["object"] == "list"
+    assert [d["index"] for d in out["data"]] == list(range(len(texts)))
+    size = dims or 16
+    for text, item in zip(texts, out["data"], strict=True):
+        vector = struct.unpack(f"<{size}f", base64.b64decode(item["embedding"]))
+        assert vector == pytest.approx(embedding_vector(text, size), abs=1e-6)
+    assert out["usage"]["prompt_tokens"] == out["usage"]["total_tokens"]
+
+
 # --- auth and error shapes ----------------------------------------------------------------------------
 
 Check = Callable[[httpx.Response], None]
@@ -716,6 +1044,9 @@ PROVIDER_CALLS: dict[str, tuple[str, dict[str, Any], dict[str, str], Check]] = {
     "gemini": ("/v1beta/models/m1:generateContent", gemini_body(), GEMINI_H, _google_shape),
     "vertex": (f"{VERTEX_BASE}/google/models/m1:generateContent", gemini_body(), VERTEX_H, _google_shape),
     "bedrock": (f"{BEDROCK_PATH}/converse", bedrock_body(), BEDROCK_H, _bedrock_shape),
+    "gemini-embed": (GEMINI_BATCH_PATH, {"requests": [gemini_embed_request("x")]}, GEMINI_H, _google_shape),
+    "vertex-embed": (VERTEX_PREDICT_PATH, {"instances": [{"content": "x"}]}, VERTEX_H, _google_shape),
+    "bedrock-embed": (TITAN_V2_PATH, {"inputText": "x"}, BEDROCK_H, _bedrock_shape),
 }
 NO_AUTH_HEADERS = {"anthropic": {"anthropic-version": "2023-06-01"}}
 
@@ -888,6 +1219,7 @@ def test_delay_ms(client: httpx.Client) -> None:
 
 
 # --- fixtures -----------------------------------------------------------------------------------------
+
 
 def test_conformance_corpus_is_present() -> None:
     # CI clones the repo beside shared/; a missing corpus is a failure, never a silent skip.
