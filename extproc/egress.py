@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import functools
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 import orjson
 
 from extproc.errors import GatewayError
 from extproc.gateway import KEY_HEADER, Upstream
-from extproc.translate import anthropic, bedrock, gemini, openai
-from extproc.translate.base import TranslationError
+from extproc.translate import anthropic, bedrock, embeddings, gemini, messages, openai
+from extproc.translate.base import Json, TranslationError
 
 # Which translator speaks each provider kind's chat API.
 _CHAT_MODULE: dict[str, ModuleType] = {
@@ -31,18 +31,87 @@ _CHAT_MODULE: dict[str, ModuleType] = {
 }
 
 
+class StreamTranslator(Protocol):
+    def feed(self, chunk: bytes) -> bytes: ...
+
+    def finish(self) -> bytes: ...
+
+
+class Answer(Protocol):
+    """How to read the provider's answer back into the client's API."""
+
+    def response(self, body: Json, created: int) -> Json: ...
+
+    def error(self, status: int, body: bytes, error_type: str | None) -> tuple[int, Json]: ...
+
+    def stream(self, created: int) -> StreamTranslator: ...
+
+
+@dataclass
+class ChatAnswer:
+    """The provider's chat answer as an OpenAI chat.completion (or its chunks)."""
+
+    module: ModuleType
+    model: str
+    include_usage: bool
+
+    def response(self, body: Json, created: int) -> Json:
+        return self.module.chat_response(body, self.model, created=created)  # type: ignore[no-any-return]
+
+    def error(self, status: int, body: bytes, error_type: str | None) -> tuple[int, Json]:
+        if self.module is bedrock:
+            return bedrock.error_response(status, body, error_type)
+        return self.module.error_response(status, body)  # type: ignore[no-any-return]
+
+    def stream(self, created: int) -> StreamTranslator:
+        return self.module.ChatStream(self.model, self.include_usage, created=created)  # type: ignore[no-any-return]
+
+
+@dataclass
+class MessagesAnswer:
+    """The provider's answer as an Anthropic Messages response (or its events)."""
+
+    codec: messages.MessagesCodec
+    model: str
+
+    def response(self, body: Json, created: int) -> Json:
+        return self.codec.response(body, self.model, created=created)
+
+    def error(self, status: int, body: bytes, error_type: str | None) -> tuple[int, Json]:
+        return self.codec.error(status, body, error_type)
+
+    def stream(self, created: int) -> StreamTranslator:
+        return self.codec.stream(self.model, created=created)
+
+
+@dataclass
+class EmbeddingsAnswer:
+    """The provider's embeddings as OpenAI's embedding list (never streamed)."""
+
+    kind: str
+    model: str
+    request: Json
+
+    def response(self, body: Json, created: int) -> Json:
+        return embeddings.response(self.kind, body, self.model, self.request)
+
+    def error(self, status: int, body: bytes, error_type: str | None) -> tuple[int, Json]:
+        return ChatAnswer(_CHAT_MODULE[self.kind], self.model, False).error(status, body, error_type)
+
+    def stream(self, created: int) -> StreamTranslator:
+        raise GatewayError(502, "the provider streamed an embeddings answer", code="bad_upstream_response")
+
+
 @dataclass
 class Attempt:
-    """What the upstream phase sends for one attempt, and how to read the answer."""
+    """What one attempt sends to the provider, and how to read its answer."""
 
     path: str
     body: bytes | None
-    set_headers: dict[str, str] = field(default_factory=dict)
-    translate_response: bool = False
     stream: bool = False
     model: str = ""
-    module: ModuleType | None = None
-    include_usage: bool = False
+    # None: the answer is already in the client's format and passes through.
+    answer: Answer | None = None
 
 
 def is_vertex_claude(up: Upstream, model: str) -> bool:
@@ -55,6 +124,13 @@ def upstream_model(up: Upstream, requested: str | None) -> str:
     if not model:
         raise GatewayError(400, "you must provide a model parameter", code="missing_model", param="model")
     return model
+
+
+def _vertex_base(up: Upstream) -> str:
+    s = up.settings
+    if not s.project_id:
+        raise GatewayError(500, f"provider {up.name!r}: vertex needs projectId", code="gateway_config")
+    return f"/v1/projects/{s.project_id}/locations/{s.region}"
 
 
 def chat_path(up: Upstream, model: str, stream: bool) -> str:
@@ -74,9 +150,7 @@ def chat_path(up: Upstream, model: str, stream: bool) -> str:
         verb = "streamGenerateContent?alt=sse" if stream else "generateContent"
         return f"/v1beta/models/{quote(model, safe='')}:{verb}"
     if up.kind == "vertex":
-        if not s.project_id:
-            raise GatewayError(500, f"provider {up.name!r}: vertex needs projectId", code="gateway_config")
-        base = f"/v1/projects/{s.project_id}/locations/{s.region}"
+        base = _vertex_base(up)
         if is_vertex_claude(up, model):
             verb = "streamRawPredict" if stream else "rawPredict"
             return f"{base}/publishers/anthropic/models/{quote(model, safe='')}:{verb}"
@@ -88,43 +162,80 @@ def chat_path(up: Upstream, model: str, stream: bool) -> str:
     raise GatewayError(500, f"unknown provider kind {up.kind}")
 
 
-def chat_attempt(up: Upstream, req: dict[str, Any]) -> Attempt:
+def _translated(exc: TranslationError) -> GatewayError:
+    return GatewayError(400, str(exc), code="unsupported_parameter", param=exc.param)
+
+
+def chat_attempt(up: Upstream, req: Json) -> Attempt:
     """An OpenAI chat.completions request, for this upstream."""
     model = upstream_model(up, req.get("model"))
     stream = bool(req.get("stream"))
-    module = _CHAT_MODULE[up.kind]
+    module = anthropic if is_vertex_claude(up, model) else _CHAT_MODULE[up.kind]
     try:
         if is_vertex_claude(up, model):
             body = anthropic.vertex_chat_request(req, model)
         else:
             body = module.chat_request(req, model)
     except TranslationError as exc:
-        raise GatewayError(400, str(exc), code="unsupported_parameter", param=exc.param) from None
+        raise _translated(exc) from None
     include_usage = bool((req.get("stream_options") or {}).get("include_usage"))
     return Attempt(
         path=chat_path(up, model, stream),
         body=orjson.dumps(body),
-        translate_response=module is not openai,
         stream=stream,
         model=model,
-        module=anthropic if is_vertex_claude(up, model) else module,
-        include_usage=include_usage,
+        answer=None if module is openai else ChatAnswer(module, model, include_usage),
     )
 
 
-def messages_attempt(up: Upstream, req: dict[str, Any]) -> Attempt:
-    """An Anthropic Messages request. Native on Anthropic; other providers come with issue #3."""
-    if up.kind != "anthropic":
-        raise GatewayError(
-            400,
-            f"the Messages API is not yet translated for provider {up.kind!r}; use /v1/chat/completions",
-            code="unsupported_api",
-        )
+def messages_attempt(up: Upstream, req: Json) -> Attempt:
+    """An Anthropic Messages request: native on Anthropic, translated for every other provider."""
     model = upstream_model(up, req.get("model"))
-    if model != req.get("model"):
-        req = {**req, "model": model}
+    stream = bool(req.get("stream"))
+    codec = messages.codec(up.kind, model)
+    try:
+        body = codec.request(req, model)
+    except TranslationError as exc:
+        raise _translated(exc) from None
     return Attempt(
-        path=(up.path_prefix or "/v1").rstrip("/") + "/messages", body=orjson.dumps(req), model=model
+        path=chat_path(up, model, stream),
+        body=orjson.dumps(body),
+        stream=stream,
+        model=model,
+        answer=None if up.kind == "anthropic" else MessagesAnswer(codec, model),
+    )
+
+
+def embeddings_path(up: Upstream, model: str) -> str:
+    if up.path_override:
+        return up.path_override
+    s = up.settings
+    if up.kind == "openai":
+        return (up.path_prefix or "/v1").rstrip("/") + "/embeddings"
+    if up.kind == "azure":
+        deployment = s.deployment_name or model
+        return f"/openai/deployments/{quote(deployment, safe='')}/embeddings?api-version={s.api_version}"
+    if up.kind == "vertex":
+        return f"{_vertex_base(up)}/publishers/google/models/{quote(model, safe='')}:predict"
+    path = embeddings.upstream_path(up.kind, model)
+    if path is None:
+        raise GatewayError(400, f"provider {up.kind!r} offers no embeddings", code="unsupported_api")
+    return path
+
+
+def embeddings_attempt(up: Upstream, req: Json) -> Attempt:
+    """An OpenAI embeddings request, for this upstream."""
+    model = upstream_model(up, req.get("model"))
+    try:
+        family = embeddings.family(up.kind, model)
+        body = embeddings.request(up.kind, req, model)
+    except TranslationError as exc:
+        raise _translated(exc) from None
+    return Attempt(
+        path=embeddings_path(up, model),
+        body=orjson.dumps(body),
+        model=model,
+        answer=None if family == "openai" else EmbeddingsAnswer(up.kind, model, req),
     )
 
 

@@ -258,9 +258,7 @@ def _exchange_response(
             # Envoy's own reply (timeout, no healthy upstream): already in the client's format.
             resp.mode_override.response_body_mode = _BODY_MODE["NONE"]
             return resp
-        mode, set_headers, remove = upstream_phase.on_response_headers(
-            state, int(headers.get(":status", "0"))
-        )
+        mode, set_headers, remove = upstream_phase.on_response_headers(state, headers)
         _mutate(common, set_headers, remove)
         resp.mode_override.response_body_mode = _BODY_MODE[mode]
         return resp

@@ -16,7 +16,8 @@ mutations on a retry, so nothing may depend on them.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+import zlib
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -48,8 +49,9 @@ class UpstreamRequest:
     client_path: str
     attempt: egress.Attempt | None = None
     status: int = 0
-    stream: Any = None
-    error_chunks: list[bytes] = field(default_factory=list)
+    error_type: str | None = None
+    stream: egress.StreamTranslator | None = None
+    gunzip: Any = None  # a zlib decompressor while the provider's body is gzip-encoded
 
 
 def start(gw: Gateway, metadata_text: str, routing: dict[str, str], method: str) -> UpstreamRequest:
@@ -69,7 +71,7 @@ def needs_response(up: Upstream, api: str) -> bool:
     Decided at request headers, so Envoy does not even send us the response
     (a gRPC round trip) when the client and the provider speak the same format.
     """
-    if api == "passthrough":
+    if api in ("passthrough", "models"):
         return False
     if api == "messages":
         return up.kind != "anthropic"
@@ -81,12 +83,10 @@ def prepare(
 ) -> tuple[dict[str, str], list[str], bytes | None]:
     """Headers to set, headers to remove and the body for this attempt."""
     up = req.upstream
-    if body is not None and req.api in ("completions", "messages") and parsed is None:
+    if body is not None and req.api in _JSON_APIS and parsed is None:
         parsed = orjson.loads(body)
-    if req.api == "completions" and parsed is not None:
-        attempt = egress.chat_attempt(up, parsed)
-    elif req.api == "messages" and parsed is not None:
-        attempt = egress.messages_attempt(up, parsed)
+    if parsed is not None and req.api in _JSON_APIS:
+        attempt = _JSON_APIS[req.api](up, parsed)
     else:
         attempt = egress.passthrough_attempt(up, req.client_path, body)
     req.attempt = attempt
@@ -96,41 +96,85 @@ def prepare(
         if req.api != "passthrough":
             set_headers["content-type"] = "application/json"
     set_headers.update(egress.credential_headers(up, req.method, attempt.path, attempt.body))
-    remove = [h for h in (*CREDENTIAL_HEADERS, *INTERNAL_HEADERS, "accept-encoding") if h not in set_headers]
+    strip = (*CREDENTIAL_HEADERS, *INTERNAL_HEADERS)
+    if needs_response(up, req.api):
+        # Plain bodies translate soonest (a compressing provider may hold stream chunks back);
+        # gzip is still decoded when a provider sends it anyway.
+        strip = (*strip, "accept-encoding")
+    remove = [h for h in strip if h not in set_headers]
     return set_headers, remove, attempt.body
 
 
-def on_response_headers(req: UpstreamRequest, status: int) -> tuple[str, dict[str, str], list[str]]:
+_JSON_APIS = {
+    "completions": egress.chat_attempt,
+    "messages": egress.messages_attempt,
+    "embeddings": egress.embeddings_attempt,
+}
+
+
+def on_response_headers(
+    req: UpstreamRequest, headers: dict[str, str]
+) -> tuple[str, dict[str, str], list[str]]:
     """Returns the response body mode (NONE, STREAMED, BUFFERED) and header changes.
 
     Headers change here, not with the body: once the mode switches, Envoy has
     already let the response headers go and ignores header mutations on the body.
     """
-    req.status = status
+    req.status = int(headers.get(":status", "0"))
+    req.error_type = headers.get("x-amzn-errortype")
     attempt = req.attempt
-    if attempt is None or not attempt.translate_response:
+    if attempt is None or attempt.answer is None:
         return "NONE", {}, []
-    if status == 200 and attempt.stream:
-        assert attempt.module is not None
-        req.stream = attempt.module.ChatStream(attempt.model, attempt.include_usage, created=egress.now())
+    if headers.get("content-encoding", "").strip().lower() in ("gzip", "x-gzip"):
+        req.gunzip = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    elif headers.get("content-encoding", "identity").strip().lower() != "identity":
+        raise GatewayError(
+            502,
+            f"the provider answered with content-encoding {headers['content-encoding']!r}, which the gateway "
+            "cannot translate",
+            code="bad_upstream_response",
+        )
+    if req.status == 200 and attempt.stream:
+        req.stream = attempt.answer.stream(egress.now())
         return "STREAMED", {"content-type": "text/event-stream"}, ["content-length", "content-encoding"]
     # The translated body has another length: Envoy sends it chunked.
     return "BUFFERED", {"content-type": "application/json"}, ["content-length", "content-encoding"]
 
 
+def _decoded(req: UpstreamRequest, chunk: bytes, end: bool) -> bytes:
+    if req.gunzip is None:
+        return chunk
+    try:
+        out: bytes = req.gunzip.decompress(chunk)
+        return out + req.gunzip.flush() if end else out
+    except zlib.error:
+        raise GatewayError(
+            502, "the provider's gzip-encoded answer is corrupt", code="bad_upstream_response"
+        ) from None
+
+
 def on_response_chunk(req: UpstreamRequest, chunk: bytes, end: bool) -> bytes:
     """A streamed response chunk, translated to the client's stream format."""
-    out = req.stream.feed(chunk) if chunk else b""
+    stream = req.stream
+    if stream is None:  # already ended with an error event
+        return b""
+    try:
+        data = _decoded(req, chunk, end)
+    except GatewayError:
+        # Mid-stream the status line is gone: the translator ends the stream with an error event.
+        req.stream = None
+        return stream.finish()
+    out = stream.feed(data) if data else b""
     if end:
-        out += req.stream.finish()
+        out += stream.finish()
     return out
 
 
 def on_response_body(req: UpstreamRequest, body: bytes) -> tuple[bytes, dict[str, str]]:
     """A whole (buffered) response: translated answer, or the provider's error in the client's shape."""
     attempt = req.attempt
-    assert attempt is not None and attempt.module is not None
-    headers = {"content-type": "application/json"}
+    assert attempt is not None and attempt.answer is not None
+    body = _decoded(req, body, True)
     if req.status == 200:
         try:
             parsed = orjson.loads(body)
@@ -138,9 +182,8 @@ def on_response_body(req: UpstreamRequest, body: bytes) -> tuple[bytes, dict[str
             raise GatewayError(
                 502, "the provider answered with a body that is not JSON", code="bad_upstream_response"
             ) from None
-        out = orjson.dumps(attempt.module.chat_response(parsed, attempt.model, created=egress.now()))
+        out = orjson.dumps(attempt.answer.response(parsed, egress.now()))
     else:
-        _, err = attempt.module.error_response(req.status, body)
+        _, err = attempt.answer.error(req.status, body, req.error_type)
         out = orjson.dumps(err)
-    headers["content-length"] = str(len(out))
-    return out, headers
+    return out, {"content-type": "application/json", "content-length": str(len(out))}

@@ -10,17 +10,15 @@ from .sse import SSEDecoder, SSEEvent
 
 
 def chat_request(req: Json, model: str) -> Json:
-    """The request with ``model`` set (a shallow copy).
+    """The request with ``model`` set (a shallow copy), otherwise as the client sent it.
 
-    Streams always ask for usage so accounting sees it; ``ChatStream`` drops the
-    extra usage chunk again when the client did not ask for it.
+    The answer passes through untranslated (no gRPC round trip for it), so the
+    stream options stay the client's: forcing ``include_usage`` would hand it a
+    usage chunk it did not ask for. ``ChatStream`` can still drop such a chunk
+    for callers that force it.
     """
     body = dict(req)
     body["model"] = model
-    if body.get("stream"):
-        options = dict(body.get("stream_options") or {})
-        options["include_usage"] = True
-        body["stream_options"] = options
     return body
 
 

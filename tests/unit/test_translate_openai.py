@@ -16,7 +16,7 @@ def test_chat_request_sets_model_without_mutating() -> None:
     req = {"model": "alias", "messages": [], "stream": True, "stream_options": {"include_obfuscation": False}}
     body = openai.chat_request(req, "gpt-real")
     assert body["model"] == "gpt-real"
-    assert body["stream_options"] == {"include_obfuscation": False, "include_usage": True}
+    assert body["stream_options"] == {"include_obfuscation": False}  # the client's own options
     assert req == {
         "model": "alias",
         "messages": [],
