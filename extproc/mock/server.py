@@ -12,9 +12,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gzip
 import os
 import re
 import sys
+import zlib
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -75,6 +77,7 @@ class Controls:
     chunk_delay_ms: int = 0
     stream_error_after: int | None = None
     fixture: str | None = None
+    gzip: bool = False  # answer with Content-Encoding: gzip, as some providers and proxies do
 
     @classmethod
     def from_headers(cls, headers: Any) -> Controls:
@@ -88,6 +91,7 @@ class Controls:
             chunk_delay_ms=max(0, _int_header(headers, "x-mock-chunk-delay-ms") or 0),
             stream_error_after=_int_header(headers, "x-mock-stream-error-after"),
             fixture=headers.get("x-mock-fixture") or None,
+            gzip=headers.get("x-mock-gzip", "") in ("1", "true"),
         )
 
 
@@ -236,6 +240,9 @@ async def send_body(
     headers: dict[str, str] | None = None,
 ) -> web.StreamResponse:
     all_headers = {"Content-Type": content_type, **(headers or {})}
+    if ctx.controls.gzip:
+        body = gzip.compress(body)
+        all_headers["Content-Encoding"] = "gzip"
     size = ctx.controls.chunk_bytes
     if not size:
         return web.Response(status=status, body=body, headers=all_headers)
@@ -262,12 +269,23 @@ async def _send_chunked(ctx: Ctx, events: list[bytes], content_type: str) -> web
     headers = {"Content-Type": content_type, "Cache-Control": "no-cache"}
     if content_type == CT_EVENTSTREAM:
         headers["x-amzn-RequestId"] = "mock-request-id"
+    if ctx.controls.gzip:
+        headers["Content-Encoding"] = "gzip"
+        events = _gzip_events(events)
     resp = web.StreamResponse(status=200, headers=headers)
     await resp.prepare(ctx.request)
     size = ctx.controls.chunk_bytes
     await _write_pieces(ctx, resp, _split(b"".join(events), size) if size else events)
     await resp.write_eof()
     return resp
+
+
+def _gzip_events(events: list[bytes]) -> list[bytes]:
+    """One gzip stream, flushed after each event so a reader can decode as it goes."""
+    packer = zlib.compressobj(wbits=16 + zlib.MAX_WBITS)
+    out = [packer.compress(e) + packer.flush(zlib.Z_SYNC_FLUSH) for e in events]
+    out[-1:] = [(out[-1] if out else b"") + packer.flush()]
+    return out
 
 
 def error_body(

@@ -115,7 +115,10 @@ def text_content(content: Any) -> str:
     for part in content_parts(content):
         if part.get("type") not in ("text", "refusal"):
             raise TranslationError(f"content part {part.get('type')!r} is not allowed here", "messages")
-        texts.append(part.get("text") or part.get("refusal") or "")
+        text = part.get("text") or part.get("refusal") or ""
+        if not isinstance(text, str):
+            raise TranslationError("a text content part's 'text' must be a string", "messages")
+        texts.append(text)
     return "".join(texts)
 
 

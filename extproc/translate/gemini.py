@@ -144,7 +144,14 @@ def _declaration(fn: Json) -> Json:
 
 def gemini_schema(schema: Json) -> Json:
     """A JSON Schema as Gemini's Schema: local ``$ref``s inlined, unknown keywords dropped."""
-    defs = {**(schema.get("definitions") or {}), **(schema.get("$defs") or {})}
+    if not isinstance(schema, dict):
+        raise TranslationError("a JSON schema must be an object", "tools")
+    defs: Json = {}
+    for key in ("definitions", "$defs"):
+        found = schema.get(key) or {}
+        if not isinstance(found, dict):
+            raise TranslationError(f"the schema's {key!r} must be an object", "tools")
+        defs.update(found)
     return _clean_schema(schema, defs, 0)
 
 

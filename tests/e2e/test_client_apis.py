@@ -397,3 +397,54 @@ def test_embeddings_provider_error_keeps_status(gw: Gateway) -> None:
             model="gemini-embedding-001", input="x", extra_headers={"x-mock-status": "429"}
         )
     assert info.value.status_code == 429
+
+
+# --- gzip-encoded provider answers ----------------------------------------------------------------
+
+GZIP = {"x-mock-gzip": "1"}
+
+
+@pytest.mark.parametrize("route", ["anthropic", "gemini", "bedrock"])
+def test_gzip_answer_is_translated(gw: Gateway, route: str) -> None:
+    model = CHAT[route][0]
+    done = openai_client(gw, route).chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "zip it"}], extra_headers=GZIP
+    )
+    assert done.choices[0].message.content == hello(BY_NAME[route].label, model, "zip it")
+    assert done.usage is not None and done.usage.completion_tokens > 0
+
+
+@pytest.mark.parametrize("route", ["anthropic", "gemini", "bedrock"])
+@pytest.mark.parametrize("chunk_bytes", ["0", "3"])
+def test_gzip_stream_is_translated_as_it_arrives(gw: Gateway, route: str, chunk_bytes: str) -> None:
+    model = CHAT[route][0]
+    stream = openai_client(gw, route).chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": "zip the stream"}],
+        stream=True,
+        extra_headers={**GZIP, "x-mock-chunk-bytes": chunk_bytes},
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert text == hello(BY_NAME[route].label, model, "zip the stream")
+
+
+def test_gzip_error_is_translated(gw: Gateway) -> None:
+    with pytest.raises(openai.RateLimitError) as info:
+        openai_client(gw, "gemini").chat.completions.create(
+            model="gemini-2.5-flash",
+            messages=[{"role": "user", "content": "hi"}],
+            extra_headers={**GZIP, "x-mock-status": "429"},
+        )
+    assert info.value.status_code == 429 and info.value.message
+
+
+def test_gzip_stream_for_a_messages_client(gw: Gateway) -> None:
+    client = claude(gw, "gemini")
+    with client.messages.stream(
+        model="gemini-2.5-flash",
+        max_tokens=128,
+        messages=[{"role": "user", "content": "zip for claude"}],
+        extra_headers=GZIP,
+    ) as stream:
+        text = "".join(stream.text_stream)
+    assert text == hello("gemini", "gemini-2.5-flash", "zip for claude")

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -1166,6 +1167,33 @@ def test_chunk_bytes_non_streaming(client: httpx.Client) -> None:
     )
     assert split.headers["content-length"] == str(len(split.content))
     assert strip_ids(split.content) == strip_ids(whole.content)
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic", "gemini", "bedrock"])
+def test_gzip_control_encodes_streams_decodably_as_they_arrive(client: httpx.Client, provider: str) -> None:
+    path, payload, headers = _stream_request(provider)
+    plain = client.post(path, json=payload, headers=headers).content
+    with client.stream("POST", path, json=payload, headers={**headers, "x-mock-gzip": "1"}) as resp:
+        assert resp.headers["content-encoding"] == "gzip"
+        raw = list(resp.iter_raw())
+    unpack = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    first = unpack.decompress(raw[0])
+    assert first and plain.startswith(first[:8])  # the first event decodes without the rest
+    rest = b"".join(unpack.decompress(piece) for piece in raw[1:]) + unpack.flush()
+    assert strip_ids(first + rest) == strip_ids(plain)
+
+
+def test_gzip_control_encodes_bodies_and_errors(client: httpx.Client) -> None:
+    whole = client.post("/v1/messages", json=anthropic_body(), headers={**ANTHROPIC_H, "x-mock-gzip": "1"})
+    assert whole.headers["content-encoding"] == "gzip"
+    assert whole.json()["type"] == "message"  # httpx decodes it
+    failed = client.post(
+        "/v1/messages",
+        json=anthropic_body(),
+        headers={**ANTHROPIC_H, "x-mock-gzip": "1", "x-mock-status": "529"},
+    )
+    assert failed.status_code == 529 and failed.headers["content-encoding"] == "gzip"
+    assert failed.json()["error"]["type"] == "overloaded_error"
 
 
 def test_stream_error_after_openai(client: httpx.Client) -> None:

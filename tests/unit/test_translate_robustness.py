@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from extproc.translate import anthropic, bedrock, gemini
+from extproc.translate.base import TranslationError
 
 from .conformance_util import corpus_dir, sse_events
 from .test_translate_bedrock import _event as bedrock_event
@@ -101,3 +102,40 @@ def test_random_bytes_end_well_formed(module: ModuleType) -> None:
     for _ in range(200):
         stream = module.ChatStream("m", include_usage=True)
         _check_well_formed(stream.feed(rng.randbytes(rng.randrange(300))) + stream.finish())
+
+
+@pytest.mark.parametrize(
+    "req",
+    [
+        {
+            "messages": [{"role": "user", "content": "x"}],
+            "tools": [{"type": "function", "function": {"name": "f", "parameters": "not-an-object"}}],
+        },
+        {
+            "messages": [{"role": "user", "content": "x"}],
+            "tools": [
+                {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "$defs": ["x"]}}}
+            ],
+        },
+        {
+            "messages": [{"role": "user", "content": "x"}],
+            "response_format": {"type": "json_schema", "json_schema": {"name": "s", "schema": 7}},
+        },
+    ],
+    ids=["parameters-not-object", "defs-not-object", "response-schema-not-object"],
+)
+def test_malformed_schema_is_a_translation_error_for_gemini(req: dict) -> None:
+    with pytest.raises(TranslationError):
+        gemini.chat_request(req, "gemini-2.5-flash")
+
+
+@pytest.mark.parametrize("module", [anthropic, gemini, bedrock], ids=lambda m: m.__name__.rsplit(".", 1)[-1])
+def test_non_string_text_part_is_a_translation_error(module: Any) -> None:
+    req = {
+        "messages": [
+            {"role": "system", "content": [{"type": "text", "text": 5}]},
+            {"role": "user", "content": "x"},
+        ]
+    }
+    with pytest.raises(TranslationError):
+        module.chat_request(req, "m")
