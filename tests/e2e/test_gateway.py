@@ -354,3 +354,29 @@ def test_seed_failover_config_runs_against_mocks(tmp_path, mocks, monkeypatch) -
             assert resp.json()["model"] == "gpt-5"
     finally:
         gw.stack.stop()
+
+
+def test_cors_preflight_and_response_headers(gateway: Gateway) -> None:
+    origin = {"origin": "https://app.example.com"}
+    gateway.mock.clear()
+    preflight = httpx.options(
+        f"{gateway.url}/cors/v1/chat/completions",
+        headers={
+            **origin,
+            "access-control-request-method": "POST",
+            "access-control-request-headers": "content-type",
+        },
+    )
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == "https://app.example.com"
+    assert "POST" in preflight.headers["access-control-allow-methods"]
+    assert preflight.headers["access-control-max-age"] == "600"
+    assert gateway.mock.requests() == []  # Envoy answered the preflight itself
+    resp = post(gateway, "/cors/v1/chat/completions", {"model": "gpt-4o", **HELLO}, **origin)
+    assert resp.status_code == 200
+    assert resp.headers["access-control-allow-origin"] == "https://app.example.com"
+    # Another origin gets no CORS grant.
+    other = post(
+        gateway, "/cors/v1/chat/completions", {"model": "gpt-4o", **HELLO}, origin="https://evil.example"
+    )
+    assert "access-control-allow-origin" not in other.headers
