@@ -582,10 +582,33 @@ async def _serve(ctx: Ctx, op: str) -> web.StreamResponse:
         return await send_error(ctx, controls.status)
     if controls.fixture:
         return await send_fixture(ctx, controls.fixture)
+    unknown = _unknown_model(ctx) if op != "models" else None
+    if unknown is not None:
+        return await _send_unknown_model(ctx, unknown)
     try:
         return await _OPS[op](ctx)
     except (BadRequest, embeddings.Invalid) as exc:
         return await send_error(ctx, 400, str(exc))
+
+
+def _unknown_model(ctx: Ctx) -> str | None:
+    """Models named ``unknown*`` do not exist (a test hook, like keys named ``invalid*``)."""
+    model = ctx.params.get("model") or ctx.params.get("deployment")
+    if not model:
+        with contextlib.suppress(Exception):
+            model = str(ctx.json().get("model") or "")
+    return model if model and model.startswith("unknown") else None
+
+
+async def _send_unknown_model(ctx: Ctx, model: str) -> web.StreamResponse:
+    """Each provider's own answer to a model it does not have."""
+    if ctx.provider == "bedrock":
+        return await send_error(ctx, 400, "The provided model identifier is invalid.")
+    if ctx.provider in ("gemini", "vertex-gemini"):
+        return await send_error(ctx, 404, f"models/{model} is not found for API version v1beta.")
+    if ctx.provider in ("anthropic", "vertex-anthropic"):
+        return await send_error(ctx, 404, f"model: {model}")
+    return await send_error(ctx, 404, f"The model `{model}` does not exist or you do not have access to it.")
 
 
 async def handle(request: web.Request) -> web.StreamResponse:

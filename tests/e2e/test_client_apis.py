@@ -448,3 +448,40 @@ def test_gzip_stream_for_a_messages_client(gw: Gateway) -> None:
     ) as stream:
         text = "".join(stream.text_stream)
     assert text == hello("gemini", "gemini-2.5-flash", "zip for claude")
+
+
+# --- unknown models ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("route", "status", "error_class"),
+    [
+        ("openai", 404, openai.NotFoundError),
+        ("anthropic", 404, openai.NotFoundError),
+        ("gemini", 404, openai.NotFoundError),
+        ("vertex", 404, openai.NotFoundError),
+        (
+            "bedrock",
+            400,
+            openai.BadRequestError,
+        ),  # Bedrock answers an unknown model id with a ValidationException
+    ],
+)
+def test_unknown_model_gets_the_providers_status_and_message(
+    gw: Gateway, route: str, status: int, error_class: type[openai.APIStatusError]
+) -> None:
+    with pytest.raises(error_class) as info:
+        openai_client(gw, route).chat.completions.create(
+            model="unknown-model-x", messages=[{"role": "user", "content": "hi"}]
+        )
+    assert info.value.status_code == status
+    assert "unknown-model-x" in info.value.message or "model identifier" in info.value.message
+
+
+def test_unknown_model_for_a_messages_client(gw: Gateway) -> None:
+    with pytest.raises(anthropic.NotFoundError) as info:
+        claude(gw, "gemini").messages.create(
+            model="unknown-model-x", max_tokens=16, messages=[{"role": "user", "content": "hi"}]
+        )
+    assert info.value.body["error"]["type"] == "not_found_error"  # type: ignore[index]
+    assert "unknown-model-x" in info.value.body["error"]["message"]  # type: ignore[index]

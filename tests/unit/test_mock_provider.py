@@ -1532,3 +1532,16 @@ def test_vertex_anthropic_auth_error_is_google_shaped(client: httpx.Client) -> N
     assert resp.json()["error"]["status"] == "UNAUTHENTICATED"
     throttled = client.post(path, json=payload, headers={**VERTEX_H, "x-mock-status": "429"})
     assert throttled.json()["error"]["type"] == "rate_limit_error"
+
+
+def test_unknown_models_get_each_providers_not_found(client: httpx.Client) -> None:
+    oa = client.post("/v1/chat/completions", json=openai_body(model="unknown-x"), headers=OPENAI_H)
+    assert oa.status_code == 404 and oa.json()["error"]["code"] == "model_not_found"
+    an = client.post("/v1/messages", json=anthropic_body(model="unknown-x"), headers=ANTHROPIC_H)
+    assert an.status_code == 404 and an.json()["error"]["type"] == "not_found_error"
+    ge = client.post("/v1beta/models/unknown-x:generateContent", json={"contents": []}, headers=GEMINI_H)
+    assert ge.status_code == 404 and ge.json()["error"]["status"] == "NOT_FOUND"
+    br = client.post("/model/unknown-x/converse", json=bedrock_body(), headers=BEDROCK_H)
+    assert br.status_code == 400 and br.headers["x-amzn-errortype"].startswith("ValidationException")
+    ok = client.post("/v1/chat/completions", json=openai_body(model="known-model"), headers=OPENAI_H)
+    assert ok.status_code == 200
