@@ -23,8 +23,9 @@ def errors_of(text: str) -> list[str]:
 def test_default_config_loads() -> None:
     loaded = load(ROOT / "policies" / "gateway.yaml")
     gw = gateway.build(loaded.config)
-    assert [r.name for r in gw.routes] == ["openai", "anthropic", "gemini", "bedrock", "failover", "default"]
-    failover = gw.routes[4]
+    names = [r.name for r in gw.routes]
+    assert names == ["openai", "anthropic", "gemini", "bedrock", "azure", "vertex", "failover", "default"]
+    failover = gw.routes[names.index("failover")]
     assert [u.priority for u in failover.backends[0].upstreams] == [0, 1]
     assert failover.retry_attempts == 2
 
