@@ -15,6 +15,7 @@ from urllib.parse import quote
 
 import orjson
 
+from extproc import gcp_auth
 from extproc.errors import GatewayError
 from extproc.gateway import KEY_HEADER, Upstream
 from extproc.translate import anthropic, bedrock, embeddings, gemini, messages, openai
@@ -266,7 +267,10 @@ def credential_headers(up: Upstream, method: str, path: str, body: bytes | None)
     if up.kind == "bedrock":
         headers.update(_sigv4(up, method, path, body or b""))
         return headers
-    if up.kind in ("openai", "anthropic", "gemini", "azure", "vertex"):
+    if up.kind == "vertex":
+        headers["authorization"] = "Bearer " + _gcp_token(up)
+        return headers
+    if up.kind in ("openai", "anthropic", "gemini", "azure"):
         raise GatewayError(
             500,
             f"the gateway has no credentials for provider {up.name!r}: set backendAuth.key",
@@ -305,6 +309,18 @@ def _sigv4(up: Upstream, method: str, path: str, body: bytes) -> dict[str, str]:
     # content-length is not signed: Envoy may rewrite it (DESIGN.md, lessons from peers).
     SigV4Auth(creds.get_frozen_credentials(), "bedrock", up.settings.region).add_auth(request)
     return {k.lower(): v for k, v in request.headers.items() if k.lower() != "content-type"}
+
+
+def _gcp_token(up: Upstream) -> str:
+    try:
+        return gcp_auth.access_token()
+    except gcp_auth.GCPCredentialsError as exc:
+        raise GatewayError(
+            500,
+            f"the gateway has no Google credentials for provider {up.name!r} ({exc}); set backendAuth.key "
+            "to an access token, or GOOGLE_APPLICATION_CREDENTIALS for Application Default Credentials",
+            code="gateway_missing_credentials",
+        ) from None
 
 
 def now() -> int:

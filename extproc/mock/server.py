@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from itertools import count
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import parse_qsl, unquote
 
 import orjson
 from aiohttp import web
@@ -148,10 +148,13 @@ _AUTH: dict[str, auth.Checker] = {
     "vertex-gemini": auth.vertex,
     "vertex-anthropic": auth.vertex,
     "bedrock": auth.bedrock,
+    "google-oauth": lambda headers, query: None,  # the token endpoint authenticates by the signed assertion
 }
 
 _VERTEX = r"^/v1(?:beta1)?/projects/[^/]+/locations/[^/]+/publishers"
 _ROUTES: list[tuple[str, re.Pattern[str], str, str]] = [
+    # Google's OAuth token endpoint (a service account's ``token_uri``), for Vertex ADC tests.
+    ("POST", re.compile(r"^/token$"), "google-oauth", "token"),
     ("POST", re.compile(r"^/openai/deployments/(?P<deployment>[^/]+)/chat/completions$"), "azure", "chat"),
     ("POST", re.compile(r"^/openai/deployments/(?P<deployment>[^/]+)/embeddings$"), "azure", "embeddings"),
     # Before the generic Google routes: these actions are embeddings, every other one is Gemini.
@@ -417,6 +420,16 @@ async def op_embeddings(ctx: Ctx) -> web.StreamResponse:
     return await send_body(ctx, formats.openai_embeddings(body, model))
 
 
+async def op_token(ctx: Ctx) -> web.StreamResponse:
+    """RFC 7523 JWT-bearer grant, as google-auth sends it for a service account."""
+    form = dict(parse_qsl(ctx.body.decode("utf-8", "replace")))
+    assertion = form.get("assertion", "")
+    if form.get("grant_type") != "urn:ietf:params:oauth:grant-type:jwt-bearer" or assertion.count(".") != 2:
+        return web.json_response({"error": "invalid_grant", "error_description": "Invalid JWT."}, status=400)
+    token = f"ya29.mock-{ctx.state.next_id()}"
+    return web.json_response({"access_token": token, "expires_in": 3599, "token_type": "Bearer"})
+
+
 async def op_models(ctx: Ctx) -> web.StreamResponse:
     return await send_body(ctx, formats.OPENAI_MODELS)
 
@@ -529,6 +542,7 @@ async def op_invoke(ctx: Ctx) -> web.StreamResponse:
 
 
 _OPS: dict[str, Handler] = {
+    "token": op_token,
     "chat": op_chat,
     "embeddings": op_embeddings,
     "models": op_models,
@@ -582,7 +596,7 @@ async def _serve(ctx: Ctx, op: str) -> web.StreamResponse:
         return await send_error(ctx, controls.status)
     if controls.fixture:
         return await send_fixture(ctx, controls.fixture)
-    unknown = _unknown_model(ctx) if op != "models" else None
+    unknown = _unknown_model(ctx) if op not in ("models", "token") else None
     if unknown is not None:
         return await _send_unknown_model(ctx, unknown)
     try:
