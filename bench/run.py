@@ -195,9 +195,7 @@ def bare_extproc_config(port: int, admin: int, upstream: int, extproc: int) -> d
                     "lb_endpoints": [
                         {
                             "endpoint": {
-                                "address": {
-                                    "socket_address": {"address": "127.0.0.1", "port_value": extproc}
-                                }
+                                "address": {"socket_address": {"address": "127.0.0.1", "port_value": extproc}}
                             }
                         }
                     ]
@@ -233,7 +231,7 @@ def gateway_config(port: int, upstream: int) -> dict:
     }
 
 
-def start_envoy(config: dict, workdir: Path, name: str) -> subprocess.Popen[bytes]:
+def start_envoy(config: dict, workdir: Path, name: str, concurrency: int = 1) -> subprocess.Popen[bytes]:
     path = workdir / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
     log = open(workdir / f"{name}.log", "wb")  # noqa: SIM115 - the child owns it
@@ -244,7 +242,7 @@ def start_envoy(config: dict, workdir: Path, name: str) -> subprocess.Popen[byte
             str(path),
             "--use-dynamic-base-id",
             "--concurrency",
-            "1",
+            str(concurrency),
             "--log-level",
             "error",
         ],
@@ -314,6 +312,12 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16, help="concurrency for the throughput runs")
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--workers", type=int, default=1, help="extproc worker processes")
+    parser.add_argument(
+        "--envoy-concurrency",
+        type=int,
+        default=1,
+        help="worker threads of every Envoy (the same for all paths)",
+    )
     args = parser.parse_args()
     ensure_wrk()
 
@@ -322,9 +326,16 @@ def main() -> None:
     bare_port, bare_extproc = free_port(), free_port()
     procs = [
         start_envoy(upstream_config(up_port, free_port()), work, "upstream"),
-        start_envoy(plain_proxy_config(proxy_port, free_port(), up_port), work, "envoy-alone"),
+        start_envoy(
+            plain_proxy_config(proxy_port, free_port(), up_port), work, "envoy-alone", args.envoy_concurrency
+        ),
         subprocess.Popen([sys.executable, str(ROOT / "bench" / "bare_extproc.py"), str(bare_extproc)]),
-        start_envoy(bare_extproc_config(bare_port, free_port(), up_port, bare_extproc), work, "bare-extproc"),
+        start_envoy(
+            bare_extproc_config(bare_port, free_port(), up_port, bare_extproc),
+            work,
+            "bare-extproc",
+            args.envoy_concurrency,
+        ),
     ]
     cfg = work / "gateway.yaml"
     cfg.write_text(yaml.safe_dump(gateway_config(gw_port, up_port)))
@@ -336,6 +347,7 @@ def main() -> None:
         mock_port=None,
         quiet=True,
         extproc_workers=args.workers,
+        envoy_concurrency=args.envoy_concurrency,
     )
     try:
         stack.start(timeout=30)

@@ -151,6 +151,7 @@ def main() -> None:
         "--concurrency", type=int, default=8, help="parallel streams for aggregate throughput"
     )
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--envoy-concurrency", type=int, default=1, help="worker threads of both Envoys")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="gw-bench-stream-"))
@@ -175,7 +176,9 @@ def main() -> None:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    envoy = start_envoy(plain_proxy_config(proxy_port, free_port(), mock_port), work, "envoy-alone")
+    envoy = start_envoy(
+        plain_proxy_config(proxy_port, free_port(), mock_port), work, "envoy-alone", args.envoy_concurrency
+    )
     cfg = work / "gateway.yaml"
     cfg.write_text(yaml.safe_dump(gateway_config(gw_port, mock_port)))
     stack = Stack(
@@ -185,6 +188,7 @@ def main() -> None:
         authz_port=free_port(),
         mock_port=None,
         quiet=True,
+        envoy_concurrency=args.envoy_concurrency,
     )
     paths = {
         "envoy": (f"http://127.0.0.1:{proxy_port}/v1/messages", "messages"),
@@ -218,7 +222,8 @@ def main() -> None:
                 started = time.perf_counter()
                 with ThreadPoolExecutor(args.concurrency) as pool:
                     futures = [
-                        pool.submit(read_stream, client, url, body, fast) for _ in range(args.concurrency * 3)
+                        pool.submit(read_stream, client, url, body, fast)
+                        for _ in range(args.concurrency * 12)
                     ]
                     counts = [f.result()[2] for f in futures]
                 elapsed = time.perf_counter() - started

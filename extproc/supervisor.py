@@ -41,7 +41,9 @@ class Stack:
     extproc_port: int = 9001
     authz_port: int = 9002
     mock_port: int | None = 9100
+    # Processes sharing the extproc port (SO_REUSEPORT): the kernel spreads Envoy's connections.
     extproc_workers: int = 1
+    envoy_concurrency: int | None = None  # Envoy worker threads; None = one per core
     envoy_log_level: str = "warning"
     quiet: bool = False
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
@@ -71,10 +73,11 @@ class Stack:
         py = [sys.executable, "-m", "extproc"]
         if self.mock_port:
             self._spawn("mock", [*py, "mock", "--port", str(self.mock_port)])
-        self._spawn(
-            "extproc",
-            [*py, "extproc", "--config", self.config_path, "--listen", f"127.0.0.1:{self.extproc_port}"],
-        )
+        for n in range(max(1, self.extproc_workers)):
+            self._spawn(
+                "extproc" if n == 0 else f"extproc-{n}",
+                [*py, "extproc", "--config", self.config_path, "--listen", f"127.0.0.1:{self.extproc_port}"],
+            )
         self._spawn(
             "authz", [*py, "authz", "--config", self.config_path, "--listen", f"127.0.0.1:{self.authz_port}"]
         )
@@ -91,6 +94,7 @@ class Stack:
                 "1",
                 "--parent-shutdown-time-s",
                 "2",
+                *(["--concurrency", str(self.envoy_concurrency)] if self.envoy_concurrency else []),
             ],
         )
         self.wait_ready(timeout)
