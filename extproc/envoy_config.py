@@ -198,14 +198,16 @@ def _router_filter() -> Json:
 
 # --- errors --------------------------------------------------------------
 
-# Envoy's response flags for replies it generates itself (no route, upstream failures...).
+# The client's path as the router phase recorded it; ``upstream_path`` is :path as it
+# left (the provider's), or the client's when the gateway answered before the body.
 ACCESS_LOG_FORMAT = (
     '[%START_TIME%] "%REQ(:METHOD)% %DYNAMIC_METADATA(io.llm_gateway:path)% %PROTOCOL%" '
     "%RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT% %DURATION%ms "
-    "route=%ROUTE_NAME% upstream=%UPSTREAM_HOST% "
+    "route=%ROUTE_NAME% upstream=%UPSTREAM_HOST% upstream_path=%REQ(:PATH)% "
     "attempts=%UPSTREAM_REQUEST_ATTEMPT_COUNT% id=%REQ(X-REQUEST-ID)%\n"
 )
 
+# Envoy's response flags for replies it generates itself (no route, upstream failures...).
 _ENVOY_FLAGS = [
     "NR",
     "UF",

@@ -380,3 +380,25 @@ def test_cors_preflight_and_response_headers(gateway: Gateway) -> None:
         gateway, "/cors/v1/chat/completions", {"model": "gpt-4o", **HELLO}, origin="https://evil.example"
     )
     assert "access-control-allow-origin" not in other.headers
+
+
+def test_access_log_names_client_path_provider_path_and_no_keys(gateway: Gateway) -> None:
+    request_id = "access-log-check-0001"
+    resp = post(
+        gateway,
+        "/anthropic/v1/chat/completions",
+        {"model": "claude-3-5-haiku-latest", **HELLO},
+        **{"x-request-id": request_id, "authorization": "Bearer sk-client-secret-in-log-test"},
+    )
+    assert resp.status_code == 200
+    log_path = gateway.stack.workdir / "envoy.log"
+    deadline = time.monotonic() + 5
+    line = ""
+    while time.monotonic() < deadline and not line:
+        line = next((ln for ln in log_path.read_text().splitlines() if f"id={request_id}" in ln), "")
+        time.sleep(0.05)
+    assert '"POST /anthropic/v1/chat/completions HTTP/1.1" 200' in line, line
+    assert "upstream_path=/v1/messages" in line and "route=" in line
+    for path in gateway.stack.workdir.glob("*.log"):  # Envoy's and both sidecars' logs
+        log = path.read_text()
+        assert ANTHROPIC_KEY not in log and "sk-client-secret-in-log-test" not in log, path.name
