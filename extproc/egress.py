@@ -119,6 +119,12 @@ def is_vertex_claude(up: Upstream, model: str) -> bool:
     return up.kind == "vertex" and model.startswith("claude")
 
 
+def is_vertex_openapi(up: Upstream, model: str) -> bool:
+    """Partner and open models on Vertex (``publisher/model``, e.g. ``meta/llama-...-maas``)
+    are served by Vertex's OpenAI-compatible endpoint, not generateContent."""
+    return up.kind == "vertex" and "/" in model and not model.startswith("claude")
+
+
 def upstream_model(up: Upstream, requested: str | None) -> str:
     """The provider's configured model wins over the client's (agentgateway semantics)."""
     model = up.model or requested
@@ -155,6 +161,8 @@ def chat_path(up: Upstream, model: str, stream: bool) -> str:
         if is_vertex_claude(up, model):
             verb = "streamRawPredict" if stream else "rawPredict"
             return f"{base}/publishers/anthropic/models/{quote(model, safe='')}:{verb}"
+        if is_vertex_openapi(up, model):
+            return f"{base}/endpoints/openapi/chat/completions"
         verb = "streamGenerateContent?alt=sse" if stream else "generateContent"
         return f"{base}/publishers/google/models/{quote(model, safe='')}:{verb}"
     if up.kind == "bedrock":
@@ -171,7 +179,12 @@ def chat_attempt(up: Upstream, req: Json) -> Attempt:
     """An OpenAI chat.completions request, for this upstream."""
     model = upstream_model(up, req.get("model"))
     stream = bool(req.get("stream"))
-    module = anthropic if is_vertex_claude(up, model) else _CHAT_MODULE[up.kind]
+    if is_vertex_claude(up, model):
+        module = anthropic
+    elif is_vertex_openapi(up, model):
+        module = openai
+    else:
+        module = _CHAT_MODULE[up.kind]
     try:
         if is_vertex_claude(up, model):
             body = anthropic.vertex_chat_request(req, model)
@@ -193,7 +206,7 @@ def messages_attempt(up: Upstream, req: Json) -> Attempt:
     """An Anthropic Messages request: native on Anthropic, translated for every other provider."""
     model = upstream_model(up, req.get("model"))
     stream = bool(req.get("stream"))
-    codec = messages.codec(up.kind, model)
+    codec = messages.codec("openai" if is_vertex_openapi(up, model) else up.kind, model)
     try:
         body = codec.request(req, model)
     except TranslationError as exc:

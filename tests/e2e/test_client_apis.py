@@ -485,3 +485,27 @@ def test_unknown_model_for_a_messages_client(gw: Gateway) -> None:
         )
     assert info.value.body["error"]["type"] == "not_found_error"  # type: ignore[index]
     assert "unknown-model-x" in info.value.body["error"]["message"]  # type: ignore[index]
+
+
+# --- Vertex partner models (OpenAI-compatible endpoint) ----------------------------------------------
+
+VERTEX_MAAS = "meta/llama-4-maverick-17b-128e-instruct-maas"
+
+
+def test_vertex_partner_model_uses_the_openai_compatible_endpoint(gw: Gateway) -> None:
+    done = openai_client(gw, "vertex").chat.completions.create(
+        model=VERTEX_MAAS, messages=[{"role": "user", "content": "hi llama"}]
+    )
+    assert done.choices[0].message.content.endswith("hi llama")  # type: ignore[union-attr]
+    seen = only_request(gw)
+    assert seen["path"] == f"/v1/projects/{PROJECT}/locations/{REGION}/endpoints/openapi/chat/completions"
+    assert json.loads(seen["body"])["model"] == VERTEX_MAAS
+    assert seen["headers"]["authorization"] == f"Bearer {VERTEX_TOKEN}"
+
+
+def test_vertex_partner_model_for_a_messages_client(gw: Gateway) -> None:
+    message = claude(gw, "vertex").messages.create(
+        model=VERTEX_MAAS, max_tokens=64, messages=[{"role": "user", "content": "hi llama"}]
+    )
+    assert message.content[0].text.endswith("hi llama")  # type: ignore[union-attr]
+    assert only_request(gw)["path"].endswith("/endpoints/openapi/chat/completions")
