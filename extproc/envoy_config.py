@@ -94,7 +94,8 @@ def _sidecar_cluster(name: str, address: str, timeout: float) -> Json:
 # --- filters -------------------------------------------------------------
 
 
-def _router_ext_proc(gw: Gateway) -> Json:
+def _ext_proc(gw: Gateway, phase: str, **settings: Any) -> Json:
+    """The ext_proc filter of one phase; the sidecar tells phases apart by ``x-gw-phase``."""
     timeout = gw.sidecar_timeout
     return {
         "name": "envoy.filters.http.ext_proc",
@@ -103,12 +104,13 @@ def _router_ext_proc(gw: Gateway) -> Json:
             "grpc_service": {
                 "envoy_grpc": {"cluster_name": EXTPROC_CLUSTER},
                 "timeout": _seconds(timeout),
-                "initial_metadata": [{"key": "x-gw-phase", "value": "router"}],
+                "initial_metadata": [{"key": "x-gw-phase", "value": phase}],
             },
             "failure_mode_allow": False,
             "status_on_error": {"code": 503},
             "message_timeout": _seconds(timeout),
-            # Headers must be held (SEND) so the body answer can still set routing headers.
+            # Headers must be held (SEND) so the body answer can still set headers. The
+            # request headers' answer asks for the response when it needs translating.
             "processing_mode": {
                 "request_header_mode": "SEND",
                 "request_body_mode": "BUFFERED",
@@ -118,47 +120,34 @@ def _router_ext_proc(gw: Gateway) -> Json:
                 "response_trailer_mode": "SKIP",
             },
             "allow_mode_override": True,
-            "request_attributes": ["xds.route_name"],
-            # Tells an upstream's answer ("via_upstream") from Envoy's own local replies.
-            "response_attributes": ["response.code_details"],
-            "metadata_options": {"receiving_namespaces": {"untyped": [METADATA_NAMESPACE]}},
-            # On single-provider routes this phase also sets :path and credentials.
-            "mutation_rules": {"disallow_is_error": False, "allow_all_routing": True},
+            **settings,
         },
     }
+
+
+def _router_ext_proc(gw: Gateway) -> Json:
+    return _ext_proc(
+        gw,
+        "router",
+        request_attributes=["xds.route_name"],
+        # Tells an upstream's answer ("via_upstream") from Envoy's own local replies.
+        response_attributes=["response.code_details"],
+        metadata_options={"receiving_namespaces": {"untyped": [METADATA_NAMESPACE]}},
+        # On single-provider routes this phase also sets :path and credentials.
+        mutation_rules={"disallow_is_error": False, "allow_all_routing": True},
+    )
 
 
 def _upstream_ext_proc(gw: Gateway) -> Json:
-    timeout = gw.sidecar_timeout
-    return {
-        "name": "envoy.filters.http.ext_proc",
-        "typed_config": {
-            "@type": _T + "envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
-            "grpc_service": {
-                "envoy_grpc": {"cluster_name": EXTPROC_CLUSTER},
-                "timeout": _seconds(timeout),
-                "initial_metadata": [{"key": "x-gw-phase", "value": "upstream"}],
-            },
-            "failure_mode_allow": False,
-            "status_on_error": {"code": 503},
-            "message_timeout": _seconds(timeout),
-            "processing_mode": {
-                "request_header_mode": "SEND",
-                "request_body_mode": "BUFFERED",
-                "request_trailer_mode": "SKIP",
-                # The request headers' answer asks for the response when it needs translating.
-                "response_header_mode": "SKIP",
-                "response_body_mode": "NONE",
-                "response_trailer_mode": "SKIP",
-            },
-            "allow_mode_override": True,
-            "request_attributes": ["xds.upstream_host_metadata"],
-            # What the router phase decided, for every attempt (headers do not survive retries).
-            "metadata_options": {"forwarding_namespaces": {"untyped": [METADATA_NAMESPACE]}},
-            # The upstream phase sets :path per attempt; host comes from auto_host_rewrite.
-            "mutation_rules": {"allow_all_routing": True},
-        },
-    }
+    return _ext_proc(
+        gw,
+        "upstream",
+        request_attributes=["xds.upstream_host_metadata"],
+        # What the router phase decided, for every attempt (headers do not survive retries).
+        metadata_options={"forwarding_namespaces": {"untyped": [METADATA_NAMESPACE]}},
+        # The upstream phase sets :path per attempt; host comes from auto_host_rewrite.
+        mutation_rules={"allow_all_routing": True},
+    )
 
 
 def _ext_authz(gw: Gateway) -> Json:

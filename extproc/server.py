@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 from envoy.config.core.v3 import base_pb2
@@ -299,15 +299,24 @@ def add_health(server: grpc.aio.Server) -> health.HealthServicer:
     return servicer
 
 
-async def serve(gateway: Gateway, listen: str) -> None:
+async def serve_grpc(name: str, listen: str, register: Callable[[grpc.aio.Server], None]) -> None:
+    """Run one sidecar's gRPC server (plus grpc.health) until cancelled."""
     server = grpc.aio.server(options=GRPC_OPTIONS)
-    pb_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(gateway), server)
+    register(server)
     add_health(server)
     if server.add_insecure_port(listen) == 0:
-        raise OSError(f"extproc: cannot listen on {listen}")
+        raise OSError(f"{name}: cannot listen on {listen}")
     await server.start()
-    log.info("extproc listening on %s", listen)
+    log.info("%s listening on %s", name, listen)
     try:
         await server.wait_for_termination()
     except asyncio.CancelledError:
         await server.stop(grace=1)
+
+
+async def serve(gateway: Gateway, listen: str) -> None:
+    await serve_grpc(
+        "extproc",
+        listen,
+        lambda server: pb_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(gateway), server),
+    )

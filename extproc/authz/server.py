@@ -8,7 +8,6 @@ replaced, never appended to.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import grpc
@@ -18,7 +17,7 @@ from envoy.service.auth.v3 import external_auth_pb2_grpc as pb_grpc
 from google.rpc import code_pb2, status_pb2
 
 from extproc.gateway import Gateway
-from extproc.server import GRPC_OPTIONS, add_health
+from extproc.server import serve_grpc
 
 log = logging.getLogger("gateway.authz")
 
@@ -40,14 +39,8 @@ class Authorization(pb_grpc.AuthorizationServicer):
 
 
 async def serve(gateway: Gateway, listen: str) -> None:
-    server = grpc.aio.server(options=GRPC_OPTIONS)
-    pb_grpc.add_AuthorizationServicer_to_server(Authorization(gateway), server)
-    add_health(server)
-    if server.add_insecure_port(listen) == 0:
-        raise OSError(f"authz: cannot listen on {listen}")
-    await server.start()
-    log.info("authz listening on %s", listen)
-    try:
-        await server.wait_for_termination()
-    except asyncio.CancelledError:
-        await server.stop(grace=1)
+    await serve_grpc(
+        "authz",
+        listen,
+        lambda server: pb_grpc.add_AuthorizationServicer_to_server(Authorization(gateway), server),
+    )

@@ -57,7 +57,13 @@ PLACEHOLDER_TOOL: Json = {
     }
 }
 
-_IMAGE_FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/gif": "gif", "image/webp": "webp"}
+_IMAGE_FORMATS = {
+    "image/png": "png",
+    "image/jpeg": "jpeg",
+    "image/jpg": "jpeg",
+    "image/gif": "gif",
+    "image/webp": "webp",
+}
 _DOC_FORMATS = {
     "application/pdf": "pdf",
     "text/csv": "csv",
@@ -149,9 +155,14 @@ def _image_block(url: str) -> Json:
         mime, source = c.guess_mime(url), {"s3Location": {"uri": url}}
     else:
         raise TranslationError("Bedrock takes images as base64 data URLs or s3:// URLs only", "messages")
+    return image_block(mime, source)
+
+
+def image_block(mime: str, source: Json) -> Json:
+    """A Converse image block; Bedrock knows four image formats."""
     fmt = _IMAGE_FORMATS.get(mime)
     if fmt is None:
-        raise TranslationError(f"image type {mime} is not supported by Bedrock", "messages")
+        raise TranslationError(f"image type {mime!r} is not supported by Bedrock", "messages")
     return {"image": {"format": fmt, "source": source}}
 
 

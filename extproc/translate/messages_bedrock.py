@@ -29,13 +29,6 @@ STOP_REASONS: dict[str, str] = {
     "content_filtered": "refusal",
 }
 
-_IMAGE_FORMATS = {
-    "image/png": "png",
-    "image/jpeg": "jpeg",
-    "image/jpg": "jpeg",
-    "image/gif": "gif",
-    "image/webp": "webp",
-}
 _DOC_FORMATS = {
     "application/pdf": "pdf",
     "text/plain": "txt",
@@ -194,10 +187,7 @@ def _image(block: Json) -> Json:
         mime, source = c.guess_mime(src["url"]), {"s3Location": {"uri": src["url"]}}
     else:
         raise TranslationError("Bedrock takes images as base64 data or s3:// URLs only", "messages")
-    fmt = _IMAGE_FORMATS.get(mime)
-    if fmt is None:
-        raise TranslationError(f"image type {mime!r} is not supported by Bedrock", "messages")
-    return {"image": {"format": fmt, "source": source}}
+    return bedrock.image_block(mime, source)
 
 
 def _document(block: Json, position: int) -> Json:

@@ -21,6 +21,9 @@ OPENAI_KEY = "sk-test-openai-provider-key-0001"
 ANTHROPIC_KEY = "sk-ant-test-provider-key-0002"
 GEMINI_KEY = "AIza-test-gemini-provider-key-0003"
 BEDROCK_KEY = "bedrock-test-api-key-0004"
+AZURE_KEY = "azure-test-provider-key-0005"
+VERTEX_TOKEN = "ya29.vertex-test-access-token-0006"
+CLIENT_KEY = "sk-client-key-never-forwarded"  # what clients send; must never reach a provider
 PROVIDER_KEYS = (OPENAI_KEY, ANTHROPIC_KEY, GEMINI_KEY, BEDROCK_KEY)
 
 

@@ -20,9 +20,12 @@ import pytest
 
 from tests.e2e.conftest import (
     ANTHROPIC_KEY,
+    AZURE_KEY,
     BEDROCK_KEY,
+    CLIENT_KEY,
     GEMINI_KEY,
     OPENAI_KEY,
+    VERTEX_TOKEN,
     Gateway,
     free_port,
     launch,
@@ -30,9 +33,6 @@ from tests.e2e.conftest import (
     start_mock,
 )
 
-AZURE_KEY = "azure-test-provider-key-0005"
-VERTEX_TOKEN = "ya29.vertex-test-access-token-0006"
-CLIENT_KEY = "sk-client-key-never-forwarded"
 PROJECT, REGION = "proj-e2e", "europe-west4"
 VERTEX_BASE = f"/v1/projects/{PROJECT}/locations/{REGION}/publishers"
 PIXEL_PNG = base64.b64encode(

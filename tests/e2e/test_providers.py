@@ -28,9 +28,12 @@ from extproc.translate import gemini as tr_gemini
 from extproc.translate import openai as tr_openai
 from tests.e2e.conftest import (
     ANTHROPIC_KEY,
+    AZURE_KEY,
     BEDROCK_KEY,
+    CLIENT_KEY,
     GEMINI_KEY,
     OPENAI_KEY,
+    VERTEX_TOKEN,
     Gateway,
     free_port,
     launch,
@@ -38,9 +41,6 @@ from tests.e2e.conftest import (
     start_mock,
 )
 
-AZURE_KEY = "azure-test-provider-key-0005"
-VERTEX_TOKEN = "ya29.vertex-test-access-token-0006"
-CLIENT_KEY = "sk-client-key-never-forwarded"
 PROJECT, REGION = "proj-e2e", "europe-west4"
 AZURE_DEPLOYMENT, AZURE_API_VERSION = "gpt4o-prod", "2024-10-21"
 VERTEX_BASE = f"/v1/projects/{PROJECT}/locations/{REGION}/publishers"

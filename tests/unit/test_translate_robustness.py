@@ -114,7 +114,10 @@ def test_random_bytes_end_well_formed(module: ModuleType) -> None:
         {
             "messages": [{"role": "user", "content": "x"}],
             "tools": [
-                {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "$defs": ["x"]}}}
+                {
+                    "type": "function",
+                    "function": {"name": "f", "parameters": {"type": "object", "$defs": ["x"]}},
+                }
             ],
         },
         {
