@@ -23,6 +23,16 @@ def corpus_dir() -> Path:
     return CORPUS
 
 
+def corpus() -> Path:
+    """The corpus, or a test failure (never a skip): a missing corpus must not pass quietly."""
+    import pytest
+
+    try:
+        return corpus_dir()
+    except FileNotFoundError as exc:
+        pytest.fail(str(exc))
+
+
 def snap_body(path: Path) -> str:
     """The body of an insta snapshot: everything after the header's closing ``---``."""
     text = path.read_text()

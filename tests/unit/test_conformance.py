@@ -24,7 +24,7 @@ from extproc.translate import anthropic, bedrock, gemini, openai
 
 from .conformance_util import (
     completion_view,
-    corpus_dir,
+    corpus,
     drop_nulls,
     every_byte,
     feed,
@@ -45,23 +45,14 @@ RESPONSE_SOURCES: dict[str, ModuleType] = {
 # The peer's snapshots use this as the model it called (Bedrock bodies name no model).
 PEER_MODEL = "input-model"
 
-# Fixtures we do not check, with the reason. Empty today: every fixture is checked.
-SKIPPED: dict[str, str] = {}
 
 _RESPONSE_SNAP = re.compile(
     r"^(?P<case>.+)\.(?P<src>messages|bedrock|vertex-gemini|completions)-completions(?P<stream>-streaming)?\.snap$"
 )
 
 
-def _corpus() -> Path:
-    try:
-        return corpus_dir()
-    except FileNotFoundError as exc:
-        pytest.fail(str(exc))
-
-
 def _request_cases() -> list[Any]:
-    root = _corpus() / "requests" / "completions"
+    root = corpus() / "requests" / "completions"
     cases = []
     for snap in sorted(root.glob("*.snap")):
         case, _, target = snap.name[: -len(".snap")].partition(".")
@@ -74,7 +65,7 @@ def _request_cases() -> list[Any]:
 def _response_cases() -> list[Any]:
     cases = []
     for src_dir in ("anthropic", "bedrock", "vertex-gemini", "completions"):
-        for snap in sorted((_corpus() / "response" / src_dir).glob("*.snap")):
+        for snap in sorted((corpus() / "response" / src_dir).glob("*.snap")):
             m = _RESPONSE_SNAP.match(snap.name)
             if m:
                 streaming = bool(m["stream"])
@@ -85,12 +76,6 @@ def _response_cases() -> list[Any]:
                 )
     assert cases, "no response fixtures found"
     return cases
-
-
-def _skip_if_listed(request: pytest.FixtureRequest) -> None:
-    fixture_id = request.node.callspec.id
-    if fixture_id in SKIPPED:
-        pytest.skip(SKIPPED[fixture_id])
 
 
 # ---------------------------------------------------------------- requests
@@ -137,9 +122,8 @@ def _parse_bedrock_schema(body: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize(("case", "target"), _request_cases())
-def test_request(request: pytest.FixtureRequest, case: str, target: str) -> None:
-    _skip_if_listed(request)
-    root = _corpus() / "requests" / "completions"
+def test_request(case: str, target: str) -> None:
+    root = corpus() / "requests" / "completions"
     req = json.loads((root / f"{case}.json").read_text())
     snapshot = snap_json(root / f"{case}.{target}.snap")
     expected = _normalize_expected_request(target, snapshot["request"])
@@ -173,7 +157,7 @@ def _normalize_expected_usage(src: str, usage: dict[str, int] | None) -> dict[st
 
 
 def _provider_body(src_dir: str, case: str, streaming: bool) -> Path:
-    base = _corpus() / "response" / src_dir
+    base = corpus() / "response" / src_dir
     binary = base / f"{case}.bin"
     return binary if streaming and binary.exists() else base / f"{case}.json"
 
@@ -184,11 +168,10 @@ def _run_stream(module: ModuleType, data: bytes, cuts: list[int]) -> tuple[bytes
 
 
 @pytest.mark.parametrize(("src_dir", "case", "src", "streaming"), _response_cases())
-def test_response(request: pytest.FixtureRequest, src_dir: str, case: str, src: str, streaming: bool) -> None:
-    _skip_if_listed(request)
+def test_response(src_dir: str, case: str, src: str, streaming: bool) -> None:
     module = RESPONSE_SOURCES[src]
     suffix = "-streaming" if streaming else ""
-    snap = _corpus() / "response" / src_dir / f"{case}.{src}-completions{suffix}.snap"
+    snap = corpus() / "response" / src_dir / f"{case}.{src}-completions{suffix}.snap"
     raw = _provider_body(src_dir, case, streaming).read_bytes()
     if streaming:
         _check_stream(module, src, raw, snap)

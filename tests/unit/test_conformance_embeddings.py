@@ -13,7 +13,6 @@ import base64
 import copy
 import json
 import struct
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,7 +20,7 @@ import pytest
 from extproc.translate import embeddings
 from extproc.translate.base import TranslationError
 
-from .conformance_util import corpus_dir, drop_nulls, snap_json
+from .conformance_util import corpus, drop_nulls, snap_json
 
 # Each snapshot target: the provider kind, and the model we call (None: the one the peer's snapshot
 # names). The peer's request snapshots were made with the client's model (text-embedding-3-small)
@@ -34,28 +33,13 @@ TARGETS: dict[str, tuple[str, str | None]] = {
     "bedrock-nova": ("bedrock", "amazon.nova-2-multimodal-embeddings-v1:0"),
 }
 
-# Fixtures we do not check, with the reason. Empty today: every embeddings fixture is checked.
-SKIPPED: dict[str, str] = {}
 
 # float32 keeps about 7 significant digits; the peer round-trips Cohere's vectors through f32.
 F32 = 1e-6
 
 
-def _corpus() -> Path:
-    try:
-        return corpus_dir()
-    except FileNotFoundError as exc:
-        pytest.fail(str(exc))
-
-
-def _skip_if_listed(request: pytest.FixtureRequest) -> None:
-    fixture_id = request.node.callspec.id
-    if fixture_id in SKIPPED:
-        pytest.skip(SKIPPED[fixture_id])
-
-
 def _request_cases() -> list[Any]:
-    root = _corpus() / "requests" / "embeddings"
+    root = corpus() / "requests" / "embeddings"
     cases = []
     for snap in sorted(root.glob("*.snap")):
         case, _, target = snap.name[: -len(".snap")].partition(".")
@@ -68,7 +52,7 @@ def _request_cases() -> list[Any]:
 def _response_cases() -> list[Any]:
     cases = []
     for target in TARGETS:
-        for snap in sorted((_corpus() / "response" / target).glob(f"*.{target}.snap")):
+        for snap in sorted((corpus() / "response" / target).glob(f"*.{target}.snap")):
             case = snap.name[: -len(f".{target}.snap")]
             if "embeddings" in case:
                 cases.append(pytest.param(target, case, id=f"response/{target}/{snap.name}"))
@@ -102,9 +86,8 @@ def _normalize_expected_request(target: str, expected: dict[str, Any]) -> dict[s
 
 
 @pytest.mark.parametrize(("case", "target"), _request_cases())
-def test_request(request: pytest.FixtureRequest, case: str, target: str) -> None:
-    _skip_if_listed(request)
-    root = _corpus() / "requests" / "embeddings"
+def test_request(case: str, target: str) -> None:
+    root = corpus() / "requests" / "embeddings"
     req = json.loads((root / f"{case}.json").read_text())
     expected = _normalize_expected_request(target, snap_json(root / f"{case}.{target}.snap")["request"])
     kind, _ = TARGETS[target]
@@ -120,8 +103,8 @@ def test_request(request: pytest.FixtureRequest, case: str, target: str) -> None
 def test_single_input_models_reject_arrays(target: str) -> None:
     # The peer has no array.<target>.snap for these: Titan and Nova embed one text per call, and
     # one client request is one upstream call, so several inputs are refused with a clear 400.
-    req = json.loads((_corpus() / "requests" / "embeddings" / "array.json").read_text())
-    assert not (_corpus() / "requests" / "embeddings" / f"array.{target}.snap").exists()
+    req = json.loads((corpus() / "requests" / "embeddings" / "array.json").read_text())
+    assert not (corpus() / "requests" / "embeddings" / f"array.{target}.snap").exists()
     kind, model = TARGETS[target]
     assert model is not None
     with pytest.raises(TranslationError) as info:
@@ -164,9 +147,8 @@ def _expected_view(expected: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(("target", "case"), _response_cases())
-def test_response(request: pytest.FixtureRequest, target: str, case: str) -> None:
-    _skip_if_listed(request)
-    base = _corpus() / "response" / target
+def test_response(target: str, case: str) -> None:
+    base = corpus() / "response" / target
     raw = json.loads((base / f"{case}.json").read_text())
     snapshot = snap_json(base / f"{case}.{target}.snap")
     expected = snapshot["response"]
@@ -184,7 +166,7 @@ def test_response(request: pytest.FixtureRequest, target: str, case: str) -> Non
 @pytest.mark.parametrize(("target", "case"), _response_cases())
 def test_response_base64(target: str, case: str) -> None:
     """encoding_format=base64: each vector as little-endian float32 bytes, as OpenAI sends them."""
-    raw = json.loads((_corpus() / "response" / target / f"{case}.json").read_text())
+    raw = json.loads((corpus() / "response" / target / f"{case}.json").read_text())
     kind, _ = TARGETS[target]
     model = raw.get("model") or TARGETS[target][1] or "text-embedding-004"
     floats = embeddings.response(kind, raw, model, {"input": "x"})

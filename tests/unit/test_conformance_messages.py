@@ -27,7 +27,7 @@ import pytest
 from extproc.translate import bedrock
 from extproc.translate.messages import codec
 
-from .conformance_util import corpus_dir, drop_nulls, every_byte, feed, snap_body, snap_json
+from .conformance_util import corpus, drop_nulls, every_byte, feed, snap_body, snap_json
 
 # Snapshot target -> (provider kind, model for codec()). The peer's "vertex" target is
 # Claude on Vertex (rawPredict) whatever the model is called; our codec picks Vertex
@@ -43,61 +43,33 @@ RESPONSE_SOURCES: dict[str, str] = {"completions": "openai", "bedrock": "bedrock
 # The peer's snapshots use this as the model it called (Bedrock bodies name no model).
 PEER_MODEL = "input-model"
 
-_RESPONSES_API = "the OpenAI Responses API is not a provider format this gateway speaks (out of scope)"
-# Fixtures we do not check, with the reason.
-SKIPPED: dict[str, str] = {
-    "request/basic.responses": _RESPONSES_API,
-    "request/tools.responses": _RESPONSES_API,
-    "request/responses_agent_subset.responses": _RESPONSES_API,
-    "response/responses/basic.responses-messages.snap": _RESPONSES_API,
-    "response/responses/reasoning.responses-messages.snap": _RESPONSES_API,
-    "response/responses/tool.responses-messages.snap": _RESPONSES_API,
-    "response/responses/stream.responses-messages-streaming.snap": _RESPONSES_API,
-    "response/responses/stream-image.responses-messages-streaming.snap": _RESPONSES_API,
-    "response/responses/stream-refusal.responses-messages-streaming.snap": _RESPONSES_API,
-}
-
+# Fixtures that target the OpenAI Responses API are not collected: it is not a client or
+# provider format of this gateway (test_conformance_coverage.py lists them with that reason).
 _RESPONSE_SNAP = re.compile(r"^(?P<case>.+)\.(?P<src>[a-z-]+?)-messages(?P<stream>-streaming)?\.snap$")
 
 
-def _corpus() -> Path:
-    try:
-        return corpus_dir()
-    except FileNotFoundError as exc:
-        pytest.fail(str(exc))
-
-
 def _request_cases() -> list[Any]:
-    root = _corpus() / "requests" / "messages"
+    root = corpus() / "requests" / "messages"
     cases = []
     for snap in sorted(root.glob("*.snap")):
         case, _, target = snap.name[: -len(".snap")].partition(".")
-        cases.append(pytest.param(case, target, id=f"request/{case}.{target}"))
+        if target in REQUEST_TARGETS:
+            cases.append(pytest.param(case, target, id=f"request/{case}.{target}"))
     assert cases, f"no request fixtures under {root}"
     return cases
 
 
 def _response_cases() -> list[Any]:
     cases = []
-    for snap in sorted((_corpus() / "response").glob("*/*-messages*.snap")):
+    for snap in sorted((corpus() / "response").glob("*/*-messages*.snap")):
         m = _RESPONSE_SNAP.match(snap.name)
         assert m, f"unexpected snapshot name {snap.name}"
+        if m["src"] not in RESPONSE_SOURCES:
+            continue
         fixture_id = f"response/{snap.parent.name}/{snap.name}"
         cases.append(pytest.param(snap.parent.name, m["case"], m["src"], bool(m["stream"]), id=fixture_id))
     assert cases, "no response fixtures found"
     return cases
-
-
-def _skip_if_listed(request: pytest.FixtureRequest) -> None:
-    fixture_id = request.node.callspec.id
-    if fixture_id in SKIPPED:
-        pytest.skip(SKIPPED[fixture_id])
-
-
-def test_skip_list_names_real_fixtures() -> None:
-    """A renamed fixture must not hide behind a stale skip entry."""
-    ids = {p.id for p in _request_cases()} | {p.id for p in _response_cases()}
-    assert set(SKIPPED) <= ids
 
 
 # ---------------------------------------------------------------- requests
@@ -163,9 +135,8 @@ def _normalize_expected_request(target: str, req: dict[str, Any], expected: Any)
 
 
 @pytest.mark.parametrize(("case", "target"), _request_cases())
-def test_request(request: pytest.FixtureRequest, case: str, target: str) -> None:
-    _skip_if_listed(request)
-    root = _corpus() / "requests" / "messages"
+def test_request(case: str, target: str) -> None:
+    root = corpus() / "requests" / "messages"
     req = json.loads((root / f"{case}.json").read_text())
     snapshot = snap_json(root / f"{case}.{target}.snap")
     kind, codec_model = REQUEST_TARGETS[target]
@@ -185,7 +156,7 @@ def test_every_request_fixture_translates(kind: str) -> None:
     a body, never an exception other than a TranslationError naming a parameter."""
     from extproc.translate.base import TranslationError
 
-    for path in sorted((_corpus() / "requests" / "messages").glob("*.json")):
+    for path in sorted((corpus() / "requests" / "messages").glob("*.json")):
         req = json.loads(path.read_text())
         try:
             body = codec(kind, req["model"]).request(req, req["model"])
@@ -342,7 +313,7 @@ def frames(out: bytes) -> list[Any]:
 
 
 def _provider_body(src_dir: str, case: str, streaming: bool) -> Path:
-    base = _corpus() / "response" / src_dir
+    base = corpus() / "response" / src_dir
     binary = base / f"{case}.bin"
     return binary if streaming and binary.exists() else base / f"{case}.json"
 
@@ -361,10 +332,9 @@ def _split_thinking(src: str, raw: dict[str, Any], view: dict[str, Any]) -> None
 
 
 @pytest.mark.parametrize(("src_dir", "case", "src", "streaming"), _response_cases())
-def test_response(request: pytest.FixtureRequest, src_dir: str, case: str, src: str, streaming: bool) -> None:
-    _skip_if_listed(request)
+def test_response(src_dir: str, case: str, src: str, streaming: bool) -> None:
     suffix = "-streaming" if streaming else ""
-    snap = _corpus() / "response" / src_dir / f"{case}.{src}-messages{suffix}.snap"
+    snap = corpus() / "response" / src_dir / f"{case}.{src}-messages{suffix}.snap"
     raw = _provider_body(src_dir, case, streaming).read_bytes()
     kind = RESPONSE_SOURCES[src]
     if streaming:
