@@ -108,6 +108,7 @@ class Attempt:
     """What one attempt sends to the provider, and how to read its answer."""
 
     path: str
+    # None: the client's body goes as it is (no copy sent back to Envoy over gRPC).
     body: bytes | None
     stream: bool = False
     model: str = ""
@@ -140,17 +141,23 @@ def _vertex_base(up: Upstream) -> str:
     return f"/v1/projects/{s.project_id}/locations/{s.region}"
 
 
+def _openai_path(up: Upstream, model: str, endpoint: str) -> str | None:
+    """OpenAI's and Azure's path for ``endpoint`` (``chat/completions``, ``embeddings``)."""
+    if up.kind == "openai":
+        return (up.path_prefix or "/v1").rstrip("/") + "/" + endpoint
+    if up.kind == "azure":
+        s = up.settings
+        deployment = quote(s.deployment_name or model, safe="")
+        return f"/openai/deployments/{deployment}/{endpoint}?api-version={s.api_version}"
+    return None
+
+
 def chat_path(up: Upstream, model: str, stream: bool) -> str:
     if up.path_override:
         return up.path_override
-    s = up.settings
-    if up.kind == "openai":
-        return (up.path_prefix or "/v1").rstrip("/") + "/chat/completions"
-    if up.kind == "azure":
-        deployment = s.deployment_name or model
-        return (
-            f"/openai/deployments/{quote(deployment, safe='')}/chat/completions?api-version={s.api_version}"
-        )
+    openai_style = _openai_path(up, model, "chat/completions")
+    if openai_style is not None:
+        return openai_style
     if up.kind == "anthropic":
         return (up.path_prefix or "/v1").rstrip("/") + "/messages"
     if up.kind == "gemini":
@@ -195,7 +202,7 @@ def chat_attempt(up: Upstream, req: Json) -> Attempt:
     include_usage = bool((req.get("stream_options") or {}).get("include_usage"))
     return Attempt(
         path=chat_path(up, model, stream),
-        body=orjson.dumps(body),
+        body=_changed(req, body),
         stream=stream,
         model=model,
         answer=None if module is openai else ChatAnswer(module, model, include_usage),
@@ -223,12 +230,9 @@ def messages_attempt(up: Upstream, req: Json) -> Attempt:
 def embeddings_path(up: Upstream, model: str) -> str:
     if up.path_override:
         return up.path_override
-    s = up.settings
-    if up.kind == "openai":
-        return (up.path_prefix or "/v1").rstrip("/") + "/embeddings"
-    if up.kind == "azure":
-        deployment = s.deployment_name or model
-        return f"/openai/deployments/{quote(deployment, safe='')}/embeddings?api-version={s.api_version}"
+    openai_style = _openai_path(up, model, "embeddings")
+    if openai_style is not None:
+        return openai_style
     if up.kind == "vertex":
         return f"{_vertex_base(up)}/publishers/google/models/{quote(model, safe='')}:predict"
     path = embeddings.upstream_path(up.kind, model)
@@ -247,14 +251,19 @@ def embeddings_attempt(up: Upstream, req: Json) -> Attempt:
         raise _translated(exc) from None
     return Attempt(
         path=embeddings_path(up, model),
-        body=orjson.dumps(body),
+        body=_changed(req, body),
         model=model,
         answer=None if family == "openai" else EmbeddingsAnswer(up.kind, model, req),
     )
 
 
-def passthrough_attempt(up: Upstream, client_path: str, body: bytes | None) -> Attempt:
-    return Attempt(path=up.path_override or client_path, body=body)
+def passthrough_attempt(up: Upstream, client_path: str) -> Attempt:
+    return Attempt(path=up.path_override or client_path, body=None)
+
+
+def _changed(req: Json, body: Json) -> bytes | None:
+    """The body to send, or None when it is the client's own (OpenAI passthrough, same model)."""
+    return None if body == req else orjson.dumps(body)
 
 
 # --- credentials ---------------------------------------------------------

@@ -88,14 +88,14 @@ def prepare(
     if parsed is not None and req.api in _JSON_APIS:
         attempt = _JSON_APIS[req.api](up, parsed)
     else:
-        attempt = egress.passthrough_attempt(up, req.client_path, body)
+        attempt = egress.passthrough_attempt(up, req.client_path)
     req.attempt = attempt
     set_headers = {":path": attempt.path}
-    if attempt.body is not None:
+    if attempt.body is not None:  # a body of our own making
         set_headers["content-length"] = str(len(attempt.body))
-        if req.api != "passthrough":
-            set_headers["content-type"] = "application/json"
-    set_headers.update(egress.credential_headers(up, req.method, attempt.path, attempt.body))
+        set_headers["content-type"] = "application/json"
+    sent = attempt.body if attempt.body is not None else body  # SigV4 signs the bytes that go
+    set_headers.update(egress.credential_headers(up, req.method, attempt.path, sent))
     strip = (*CREDENTIAL_HEADERS, *INTERNAL_HEADERS)
     if needs_response(up, req.api):
         # Plain bodies translate soonest (a compressing provider may hold stream chunks back);

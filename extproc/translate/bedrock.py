@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -302,6 +303,34 @@ def _shape_name(error_type: str) -> str:
 # ---------------------------------------------------------------- stream
 
 
+@dataclass(frozen=True, slots=True)
+class StreamItem:
+    """One ConverseStream message: an ``event`` (name, parsed data), or an ``exception``/``error``."""
+
+    kind: str
+    name: str
+    message: str = ""
+    data: Json | None = None
+
+
+def stream_item(message: EventStreamMessage) -> StreamItem:
+    """What an AWS event-stream message is, from its headers (payloads that are not JSON objects: no data)."""
+    headers = message.headers
+    kind = headers.get(":message-type", "event")
+    if kind == "exception":
+        return StreamItem("exception", headers.get(":exception-type") or "internalServerException")
+    if kind == "error":
+        code = headers.get(":error-code") or "InternalServerException"
+        return StreamItem("error", code, headers.get(":error-message") or code)
+    try:
+        data = orjson.loads(message.payload) if message.payload else {}
+    except orjson.JSONDecodeError:
+        data = None
+    return StreamItem(
+        "event", headers.get(":event-type") or "", data=data if isinstance(data, dict) else None
+    )
+
+
 class ChatStream:
     """Bedrock ConverseStream (AWS binary event stream) -> OpenAI chat.completion.chunk SSE."""
 
@@ -349,20 +378,12 @@ class ChatStream:
         return self._end()
 
     def _message(self, message: EventStreamMessage) -> bytes:
-        headers = message.headers
-        kind = headers.get(":message-type", "event")
-        if kind == "exception":
-            return self._exception(
-                headers.get(":exception-type") or "internalServerException", message.payload
-            )
-        if kind == "error":
-            code = headers.get(":error-code") or "InternalServerException"
-            return self._fail(code, headers.get(":error-message") or code)
-        try:
-            data = orjson.loads(message.payload) if message.payload else {}
-        except orjson.JSONDecodeError:
-            return b""
-        return self._event(headers.get(":event-type"), data) if isinstance(data, dict) else b""
+        item = stream_item(message)
+        if item.kind == "exception":
+            return self._exception(item.name, message.payload)
+        if item.kind == "error":
+            return self._fail(item.name, item.message)
+        return self._event(item.name, item.data) if item.data is not None else b""
 
     def _event(self, event: str | None, data: Json) -> bytes:
         if event == "contentBlockDelta":

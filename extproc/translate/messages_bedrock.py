@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-import orjson
 from botocore.eventstream import EventStreamBuffer, EventStreamMessage, ParserError
 
 from . import bedrock
@@ -370,21 +369,13 @@ class ConverseEvents:
         return self._end()  # messageStop came but metadata did not: end with what we have
 
     def _message(self, message: EventStreamMessage) -> bytes:
-        headers = message.headers
-        kind = headers.get(":message-type", "event")
-        if kind == "exception":
-            return self._exception(
-                headers.get(":exception-type") or "internalServerException", message.payload
-            )
-        if kind == "error":
-            code = headers.get(":error-code") or "InternalServerException"
-            type_ = m.BEDROCK_EXCEPTION_TYPES.get(m.bedrock_shape_name(code), "api_error")
-            return self._out.error(type_, headers.get(":error-message") or code)
-        try:
-            data = orjson.loads(message.payload) if message.payload else {}
-        except orjson.JSONDecodeError:
-            return b""
-        return self._event(headers.get(":event-type"), data) if isinstance(data, dict) else b""
+        item = bedrock.stream_item(message)
+        if item.kind == "exception":
+            return self._exception(item.name, message.payload)
+        if item.kind == "error":
+            type_ = m.BEDROCK_EXCEPTION_TYPES.get(m.bedrock_shape_name(item.name), "api_error")
+            return self._out.error(type_, item.message)
+        return self._event(item.name, item.data) if item.data is not None else b""
 
     def _event(self, name: str | None, data: Json) -> bytes:
         if not isinstance(data.get("contentBlockIndex", 0), int):
