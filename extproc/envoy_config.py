@@ -175,6 +175,20 @@ def _cors_filter() -> Json:
     }
 
 
+def _body_limit_filter(gw: Gateway) -> Json:
+    """Reads the whole request body before authz: over ``maxRequestBytes`` it is a 413 at once.
+
+    Without it, a chunked body that passes the limit while ext_authz is still deciding
+    leaves the downstream read-disabled, and the request hangs until the client gives up."""
+    return {
+        "name": "envoy.filters.http.buffer",
+        "typed_config": {
+            "@type": _T + "envoy.extensions.filters.http.buffer.v3.Buffer",
+            "max_request_bytes": gw.limits.max_request_bytes,
+        },
+    }
+
+
 def _router_filter() -> Json:
     return {
         "name": "envoy.filters.http.router",
@@ -270,8 +284,10 @@ def _no_api_and_messages_path() -> Json:
     }
 
 
-def _local_reply_config() -> Json:
+def _local_reply_config(gw: Gateway) -> Json:
     """Envoy-generated errors as the client API's error JSON (never a text body)."""
+    limit = gw.limits.max_request_bytes
+    messages = {413: f"the request body is larger than this gateway accepts (at most {limit} bytes)"}
     envoy_made = {
         "or_filter": {
             "filters": [
@@ -306,7 +322,10 @@ def _local_reply_config() -> Json:
                 "body_format_override": {
                     "json_format": {
                         "type": "error",
-                        "error": {"type": _ANTHROPIC_TYPES[status], "message": "%LOCAL_REPLY_BODY%"},
+                        "error": {
+                            "type": _ANTHROPIC_TYPES[status],
+                            "message": messages.get(status, "%LOCAL_REPLY_BODY%"),
+                        },
                     },
                     "content_type": "application/json",
                 },
@@ -318,7 +337,7 @@ def _local_reply_config() -> Json:
                 "body_format_override": {
                     "json_format": {
                         "error": {
-                            "message": "%LOCAL_REPLY_BODY%",
+                            "message": messages.get(status, "%LOCAL_REPLY_BODY%"),
                             "type": _OPENAI_TYPES[status],
                             "param": None,
                             "code": "%RESPONSE_CODE_DETAILS%",
@@ -634,9 +653,9 @@ def _hcm(stat_prefix: str, routes: list[Json], filters: list[Json], extra: Json 
 
 def _gateway_listener(gw: Gateway, port: int, host: str) -> Json:
     limits = gw.limits
-    filters = [_cors_filter(), _ext_authz(gw), _router_ext_proc(gw), _router_filter()]
+    filters = [_cors_filter(), _body_limit_filter(gw), _ext_authz(gw), _router_ext_proc(gw), _router_filter()]
     extra: Json = {
-        "local_reply_config": _local_reply_config(),
+        "local_reply_config": _local_reply_config(gw),
         "request_timeout": "0s",
         "stream_idle_timeout": _seconds(max(gw.request_timeout, 300.0)),
         # Clients cannot send the headers the gateway uses internally.

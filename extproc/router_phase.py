@@ -83,17 +83,6 @@ def start(gw: Gateway, route_name: str, method: str, path: str) -> RouterRequest
     return RouterRequest(route=route, method=method, path=path, api=client_api(route, path))
 
 
-def check_size(gw: Gateway, size: int) -> None:
-    """``limits.maxRequestBytes`` as a 413 in the client's format (Envoy's limits missed some paths)."""
-    limit = gw.limits.max_request_bytes
-    if size > limit:
-        raise GatewayError(
-            413,
-            f"the request body is {size} bytes; this gateway accepts at most {limit}",
-            code="request_too_large",
-        )
-
-
 def models_listing(req: RouterRequest) -> bytes:
     """``GET /v1/models``, answered from the route's configured providers."""
     data = [

@@ -134,8 +134,6 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
                     if msg.request_headers.end_of_stream:
                         yield self._router_bodyless(state)
                         continue
-                    if headers.get("content-length", "").isdigit():  # refuse before reading it
-                        router_phase.check_size(self.gateway, int(headers["content-length"]))
                     resp = pb.ProcessingResponse()
                     resp.request_headers.response.SetInParent()
                     direct = state.route.direct_upstream
@@ -144,7 +142,6 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
                     yield resp
                 elif kind == "request_body":
                     assert state is not None
-                    router_phase.check_size(self.gateway, len(msg.request_body.body))
                     parsed = router_phase.validate_body(state, msg.request_body.body)
                     resp = pb.ProcessingResponse()
                     common = resp.request_body.response

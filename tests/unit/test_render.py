@@ -62,6 +62,7 @@ def test_seed_failover_route_retries_to_another_endpoint() -> None:
     assert retry["retry_host_predicate"][0]["name"] == "envoy.retry_host_predicates.previous_hosts"
     assert [f["name"] for f in hcm["http_filters"]] == [
         "envoy.filters.http.cors",
+        "envoy.filters.http.buffer",  # maxRequestBytes, before authz can stall a chunked upload
         "envoy.filters.http.ext_authz",
         "envoy.filters.http.ext_proc",
         "envoy.filters.http.router",
