@@ -84,7 +84,7 @@ BY_NAME = {r.name: r for r in ROUTES}
 CHAT = {
     "openai": ("gpt-4o", "/v1/chat/completions"),
     "azure": ("gpt-4o", "/openai/deployments/dep-e2e/chat/completions?api-version=2024-10-21"),
-    "anthropic": ("claude-sonnet-4-5", "/v1/messages"),
+    "anthropic": ("claude-sonnet-4-6", "/v1/messages"),
     "gemini": ("gemini-2.5-flash", "/v1beta/models/gemini-2.5-flash:generateContent"),
     "vertex": ("gemini-2.5-pro", f"{VERTEX_BASE}/google/models/gemini-2.5-pro:generateContent"),
     "bedrock": (

@@ -105,7 +105,7 @@ def test_openai_sdk_streaming_through_anthropic(gateway: Gateway) -> None:
 def test_anthropic_sdk_native_messages(gateway: Gateway) -> None:
     client = anthropic.Anthropic(base_url=gateway.url + "/anthropic", api_key="client-key")
     message = client.messages.create(
-        model="claude-3-5-haiku-latest", max_tokens=64, messages=[{"role": "user", "content": "native hi"}]
+        model="claude-haiku-4-5", max_tokens=64, messages=[{"role": "user", "content": "native hi"}]
     )
     assert message.role == "assistant"
     assert "native hi" in message.content[0].text  # type: ignore[union-attr]
