@@ -19,6 +19,8 @@ from typing import Any
 from extproc.config.model import Cors, RouteMatch, parse_duration
 from extproc.gateway import Gateway, ResolvedBackend, ResolvedRoute
 from extproc.headers import API, INTERNAL_HEADERS, METADATA_NAMESPACE
+from extproc.translate import messages_common
+from extproc.translate.base import openai_error_type
 
 Json = dict[str, Any]
 
@@ -230,32 +232,8 @@ _ENVOY_FLAGS = [
     "RL",
 ]
 
-_OPENAI_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    408: "timeout_error",
-    413: "invalid_request_error",
-    429: "rate_limit_error",
-    500: "server_error",
-    502: "server_error",
-    503: "service_unavailable",
-    504: "timeout_error",
-}
-_ANTHROPIC_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    408: "timeout_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    500: "api_error",
-    502: "api_error",
-    503: "overloaded_error",
-    504: "timeout_error",
-}
+# The statuses Envoy's own replies use, each answered in the client API's error type.
+_LOCAL_REPLY_STATUSES = (400, 401, 403, 404, 408, 413, 429, 500, 502, 503, 504)
 
 
 def _api_is(api: str, if_unknown: bool) -> Json:
@@ -307,7 +285,7 @@ def _local_reply_config(gw: Gateway) -> Json:
     }
     anthropic_client = {"or_filter": {"filters": [_api_is("messages", False), _no_api_and_messages_path()]}}
     mappers = []
-    for status in sorted(_OPENAI_TYPES):
+    for status in _LOCAL_REPLY_STATUSES:
         is_status = {
             "status_code_filter": {
                 "comparison": {
@@ -323,7 +301,7 @@ def _local_reply_config(gw: Gateway) -> Json:
                     "json_format": {
                         "type": "error",
                         "error": {
-                            "type": _ANTHROPIC_TYPES[status],
+                            "type": messages_common.error_type(status),
                             "message": messages.get(status, "%LOCAL_REPLY_BODY%"),
                         },
                     },
@@ -338,7 +316,7 @@ def _local_reply_config(gw: Gateway) -> Json:
                     "json_format": {
                         "error": {
                             "message": messages.get(status, "%LOCAL_REPLY_BODY%"),
-                            "type": _OPENAI_TYPES[status],
+                            "type": openai_error_type(status),
                             "param": None,
                             "code": "%RESPONSE_CODE_DETAILS%",
                         }

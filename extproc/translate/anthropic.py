@@ -8,7 +8,7 @@ import orjson
 
 from . import common as c
 from .base import Json, TranslationError, openai_error, openai_error_type
-from .sse import DONE, SSEDecoder, SSEEvent, error_frame, malformed_frames
+from .sse import DONE, SSEEvent, SSETranslator, error_frame, malformed_frames
 
 VERTEX_ANTHROPIC_VERSION = "vertex-2023-10-16"
 
@@ -242,13 +242,13 @@ def error_response(status: int, body: bytes) -> tuple[int, Json]:
 # ---------------------------------------------------------------- stream
 
 
-class ChatStream:
+class ChatStream(SSETranslator):
     """Anthropic Messages SSE -> OpenAI chat.completion.chunk SSE."""
 
     def __init__(self, model: str, include_usage: bool, created: int = 0) -> None:
+        super().__init__()
         self.response_model: str = model
         self._out = c.ChunkWriter(c.new_id(), model, created, include_usage)
-        self._sse = SSEDecoder()
         self._usage: Json = {}
         self._tools: dict[int, list[Any]] = {}  # block index -> [tool index, args sent, start input]
         self._finished = False  # a stop reason was sent
@@ -258,21 +258,15 @@ class ChatStream:
     def usage(self) -> Json | None:
         return _usage(self._usage) if self._usage else None
 
-    def feed(self, chunk: bytes) -> bytes:
-        if self._done:
-            return b""
-        return self._events(self._sse.feed(chunk))
+    @property
+    def closed(self) -> bool:
+        return self._done
 
-    def finish(self) -> bytes:
-        if self._done:
-            return b""
-        out = self._events(self._sse.flush())
-        if self._done:
-            return out
+    def _ended(self) -> bytes:
         if not self._finished:
             self._done = True
-            return out + error_frame("upstream stream ended early", "server_error", "stream_truncated") + DONE
-        return out + self._end()
+            return error_frame("upstream stream ended early", "server_error", "stream_truncated") + DONE
+        return self._end()
 
     def _events(self, events: list[SSEEvent]) -> bytes:
         out = bytearray()

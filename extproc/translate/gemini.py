@@ -8,7 +8,7 @@ import orjson
 
 from . import common as c
 from .base import Json, TranslationError, openai_error, openai_error_type
-from .sse import DONE, SSEDecoder, SSEEvent, error_frame, malformed_frames
+from .sse import DONE, SSEEvent, SSETranslator, error_frame, malformed_frames
 
 FINISH_REASONS: dict[str, str] = {
     "STOP": "stop",
@@ -293,16 +293,16 @@ class _Candidate:
         self.finished = False
 
 
-class ChatStream:
+class ChatStream(SSETranslator):
     """Gemini ``alt=sse`` stream -> OpenAI chat.completion.chunk SSE.
 
     Gemini sends no end marker, so usage and ``[DONE]`` go out from ``finish()``.
     """
 
     def __init__(self, model: str, include_usage: bool, created: int = 0) -> None:
+        super().__init__()
         self.response_model: str = model
         self._out = c.ChunkWriter(c.new_id(), model, created, include_usage)
-        self._sse = SSEDecoder()
         self._meta: Json | None = None
         self._candidates: dict[int, _Candidate] = {}
         self._id_set = False
@@ -312,23 +312,17 @@ class ChatStream:
     def usage(self) -> Json | None:
         return _usage(self._meta) if self._meta is not None else None
 
-    def feed(self, chunk: bytes) -> bytes:
-        if self._done:
-            return b""
-        return self._events(self._sse.feed(chunk))
+    @property
+    def closed(self) -> bool:
+        return self._done
 
-    def finish(self) -> bytes:
-        if self._done:
-            return b""
-        out = self._events(self._sse.flush())
-        if self._done:
-            return out
+    def _ended(self) -> bytes:
         self._done = True
         if not any(cand.finished for cand in self._candidates.values()):
-            return out + error_frame("upstream stream ended early", "server_error", "stream_truncated") + DONE
+            return error_frame("upstream stream ended early", "server_error", "stream_truncated") + DONE
         if self._out.include_usage and self._meta is not None:
-            out += self._out.usage_chunk(_usage(self._meta))
-        return out + DONE
+            return self._out.usage_chunk(_usage(self._meta)) + DONE
+        return DONE
 
     def _events(self, events: list[SSEEvent]) -> bytes:
         out = bytearray()

@@ -30,7 +30,7 @@ from . import messages_bedrock as mb
 from . import messages_common as m
 from . import messages_openai as mo
 from .base import Json
-from .sse import SSEDecoder, SSEEvent
+from .sse import SSEEvent, SSETranslator
 
 
 class MessagesStream(Protocol):
@@ -166,7 +166,7 @@ def _vertex_cache_control(value: Any) -> Any:
     return {**value, **changed} if changed else value
 
 
-class NativeEvents:
+class NativeEvents(SSETranslator):
     """An Anthropic SSE stream passed on whole event by whole event.
 
     Only complete events go out, so a stream cut mid-event never reaches the client
@@ -175,8 +175,8 @@ class NativeEvents:
     """
 
     def __init__(self, model: str) -> None:
+        super().__init__()
         self.response_model: str = model
-        self._sse = SSEDecoder()
         self._usage: Json = {}
         self._done = False
 
@@ -184,20 +184,17 @@ class NativeEvents:
     def usage(self) -> Json | None:
         return dict(self._usage) if self._usage else None
 
-    def feed(self, chunk: bytes) -> bytes:
-        if self._done:
-            return b""
-        return self._events(self._sse.feed(chunk))
+    @property
+    def closed(self) -> bool:
+        return self._done
 
-    def finish(self) -> bytes:
-        if self._done:
-            return b""
+    def _last_events(self, events: list[SSEEvent]) -> bytes:
         # A half-written last event is a cut stream, not a malformed one.
-        out = self._events(self._sse.flush(), m.TRUNCATED)
-        if self._done:
-            return out
+        return self._events(events, m.TRUNCATED)
+
+    def _ended(self) -> bytes:
         self._done = True
-        return out + m.error_event("api_error", m.TRUNCATED)
+        return m.error_event("api_error", m.TRUNCATED)
 
     def _events(self, events: list[SSEEvent], bad_event: str = m.MALFORMED) -> bytes:
         out = bytearray()

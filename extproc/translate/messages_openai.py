@@ -17,7 +17,7 @@ import orjson
 from . import common as c
 from . import messages_common as m
 from .base import Json, TranslationError
-from .sse import SSEDecoder, SSEEvent
+from .sse import SSEEvent, SSETranslator
 
 STOP_REASONS: dict[str, str] = {
     "stop": "end_turn",
@@ -437,7 +437,7 @@ def _tool_input(arguments: Any) -> Any:
 # ---------------------------------------------------------------- stream
 
 
-class ChunkEvents:
+class ChunkEvents(SSETranslator):
     """OpenAI ``chat.completion.chunk`` SSE -> Anthropic Messages SSE events.
 
     ``message_delta`` waits for ``[DONE]`` because the usage chunk (asked for with
@@ -445,9 +445,9 @@ class ChunkEvents:
     """
 
     def __init__(self, model: str) -> None:
+        super().__init__()
         self.response_model: str = model
         self._out = m.EventWriter(c.new_id("msg_"), model)
-        self._sse = SSEDecoder()
         self._tools: set[int] = set()
         self._finish: str | None = None
         self._refusal = False
@@ -458,20 +458,14 @@ class ChunkEvents:
         """Anthropic usage once the message is complete (for accounting)."""
         return self._out.usage
 
-    def feed(self, chunk: bytes) -> bytes:
-        if self._out.done:
-            return b""
-        return self._events(self._sse.feed(chunk))
+    @property
+    def closed(self) -> bool:
+        return self._out.done
 
-    def finish(self) -> bytes:
-        if self._out.done:
-            return b""
-        out = self._events(self._sse.flush())
-        if self._out.done:
-            return out
+    def _ended(self) -> bytes:
         if self._finish is None:
-            return out + self._out.error("api_error", m.TRUNCATED)
-        return out + self._guarded(self._end)  # a finish reason but no [DONE]: complete enough
+            return self._out.error("api_error", m.TRUNCATED)
+        return self._guarded(self._end)  # a finish reason but no [DONE]: complete enough
 
     def _events(self, events: list[SSEEvent]) -> bytes:
         out = bytearray()

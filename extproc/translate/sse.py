@@ -7,6 +7,7 @@ after ``data:``. The ``*_frame`` helpers build the OpenAI-style frames we emit.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any
 
 import orjson
@@ -78,6 +79,41 @@ class SSEDecoder:
             self._data.append(value)
         elif name == b"event":
             self._event = value.decode("utf-8", "replace")
+
+
+class SSETranslator(ABC):
+    """``feed``/``finish`` for a stream translator reading provider SSE.
+
+    Subclasses translate whole events (``_events``) and say what ends the client's
+    stream when the provider stops first (``_ended``: usually a truncation error).
+    Once ``closed`` (the client's stream has ended), further input is ignored.
+    """
+
+    def __init__(self) -> None:
+        self._sse = SSEDecoder()
+
+    @property
+    @abstractmethod
+    def closed(self) -> bool: ...
+
+    @abstractmethod
+    def _events(self, events: list[SSEEvent]) -> bytes: ...
+
+    @abstractmethod
+    def _ended(self) -> bytes: ...
+
+    def _last_events(self, events: list[SSEEvent]) -> bytes:
+        """The events flushed when the provider's stream ends."""
+        return self._events(events)
+
+    def feed(self, chunk: bytes) -> bytes:
+        return b"" if self.closed else self._events(self._sse.feed(chunk))
+
+    def finish(self) -> bytes:
+        if self.closed:
+            return b""
+        out = self._last_events(self._sse.flush())
+        return out if self.closed else out + self._ended()
 
 
 def data_frame(obj: Any) -> bytes:
