@@ -304,6 +304,22 @@ def ensure_wrk() -> None:
         subprocess.run(["apt-get", "install", "-y", "wrk"], check=True, capture_output=True)
 
 
+def gateway_stack(config: dict, work: Path, envoy_concurrency: int, workers: int = 1) -> Stack:
+    """The gateway (Envoy and both sidecars, no mock) for ``config``, not started yet."""
+    cfg = work / "gateway.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    return Stack(
+        str(cfg),
+        work / "gateway",
+        extproc_port=free_port(),
+        authz_port=free_port(),
+        mock_port=None,
+        quiet=True,
+        extproc_workers=workers,
+        envoy_concurrency=envoy_concurrency,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -337,18 +353,7 @@ def main() -> None:
             args.envoy_concurrency,
         ),
     ]
-    cfg = work / "gateway.yaml"
-    cfg.write_text(yaml.safe_dump(gateway_config(gw_port, up_port)))
-    stack = Stack(
-        str(cfg),
-        work / "gateway",
-        extproc_port=free_port(),
-        authz_port=free_port(),
-        mock_port=None,
-        quiet=True,
-        extproc_workers=args.workers,
-        envoy_concurrency=args.envoy_concurrency,
-    )
+    stack = gateway_stack(gateway_config(gw_port, up_port), work, args.envoy_concurrency, args.workers)
     try:
         stack.start(timeout=30)
         targets = {

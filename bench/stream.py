@@ -31,15 +31,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from run import free_port, plain_proxy_config, start_envoy  # noqa: E402
-
-from extproc.supervisor import Stack  # noqa: E402
+from run import free_port, gateway_stack, plain_proxy_config, start_envoy  # noqa: E402
 
 WORD = "token "  # each delta carries the same text, so every event has the same size
 
@@ -179,17 +176,7 @@ def main() -> None:
     envoy = start_envoy(
         plain_proxy_config(proxy_port, free_port(), mock_port), work, "envoy-alone", args.envoy_concurrency
     )
-    cfg = work / "gateway.yaml"
-    cfg.write_text(yaml.safe_dump(gateway_config(gw_port, mock_port)))
-    stack = Stack(
-        str(cfg),
-        work / "gateway",
-        extproc_port=free_port(),
-        authz_port=free_port(),
-        mock_port=None,
-        quiet=True,
-        envoy_concurrency=args.envoy_concurrency,
-    )
+    stack = gateway_stack(gateway_config(gw_port, mock_port), work, args.envoy_concurrency)
     paths = {
         "envoy": (f"http://127.0.0.1:{proxy_port}/v1/messages", "messages"),
         "native": (f"http://127.0.0.1:{gw_port}/anthropic/v1/messages", "messages"),

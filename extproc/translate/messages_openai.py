@@ -423,15 +423,10 @@ def _text(content: Any) -> str:
 
 def _tool_input(arguments: Any) -> Any:
     """Arguments as an object; a call cut off by max_tokens keeps its raw text, as the peer does."""
-    if isinstance(arguments, dict):
-        return arguments
-    if not arguments:
-        return {}
     try:
-        value = orjson.loads(arguments)
-    except (orjson.JSONDecodeError, TypeError):
+        return c.parse_arguments(arguments)
+    except (TranslationError, TypeError):
         return arguments
-    return value if isinstance(value, dict) else arguments
 
 
 # ---------------------------------------------------------------- stream

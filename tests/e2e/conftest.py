@@ -6,7 +6,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,13 +77,27 @@ def start_mock(*args: str) -> Mock:
     return Mock(port, proc)
 
 
-def provider_route(name: str, prefix: str, provider: dict, host: str, key: str, **extra: object) -> dict:
-    return {
+def provider_route(
+    name: str, prefix: str, provider: dict, host: str, key: str | None, **extra: object
+) -> dict:
+    """One provider behind ``prefix``; ``key=None`` leaves credentials to the provider's own chain."""
+    route: dict = {
         "name": name,
         "matches": [{"path": {"pathPrefix": prefix}}],
         "backends": [{"ai": {"name": name, "provider": provider, "hostOverride": host}}],
-        "policies": {"backendAuth": {"key": key}, **extra},
     }
+    policies = {"backendAuth": {"key": key}} if key is not None else {}
+    if policies or extra:
+        route["policies"] = {**policies, **extra}
+    return route
+
+
+def listener_config(routes: list[dict], **limits: object) -> dict:
+    """A gateway config with ``routes`` on one listener; every port is a free one."""
+    config: dict = {"adminPort": free_port(), "metricsPort": free_port(), "readinessPort": free_port()}
+    if limits:
+        config["limits"] = limits
+    return {"config": config, "binds": [{"port": free_port(), "listeners": [{"routes": routes}]}]}
 
 
 def failover_route(name: str, prefix: str, primary_host: str, secondary_host: str) -> dict:
@@ -131,9 +146,7 @@ class Gateway:
     readiness_url: str
 
 
-def gateway_config(
-    port: int, mock: Mock, m429: Mock, m503: Mock, closed_port: int, **globals_: object
-) -> dict:
+def gateway_config(mock: Mock, m429: Mock, m503: Mock, closed_port: int, **globals_: object) -> dict:
     host = f"127.0.0.1:{mock.port}"
     routes = [
         provider_route("openai", "/openai", {"openAI": {}}, host, OPENAI_KEY),
@@ -167,15 +180,7 @@ def gateway_config(
         failover_route("failover-refused", "/failover/refused", f"127.0.0.1:{closed_port}", host),
         provider_route("default", "/v1", {"openAI": {}}, host, OPENAI_KEY),
     ]
-    return {
-        "config": {
-            "adminPort": free_port(),
-            "metricsPort": free_port(),
-            "readinessPort": free_port(),
-            "limits": {"maxRequestBytes": 256 * 1024, "sidecarTimeout": "2s", **globals_},
-        },
-        "binds": [{"port": port, "listeners": [{"routes": routes}]}],
-    }
+    return listener_config(routes, maxRequestBytes=256 * 1024, sidecarTimeout="2s", **globals_)
 
 
 @pytest.fixture(scope="session")
@@ -210,10 +215,34 @@ def launch(tmp: Path, config: dict, mock: Mock) -> Gateway:
     )
 
 
+@contextmanager
+def gateway_with_own_mock(tmp: Path, routes: Callable[[str], list[dict]]) -> Iterator[Gateway]:
+    """A gateway with a mock of its own; ``routes`` gets the mock's ``host:port``."""
+    mock = start_mock()
+    try:
+        gw = launch(
+            tmp,
+            listener_config(
+                routes(f"127.0.0.1:{mock.port}"), maxRequestBytes=1024 * 1024, sidecarTimeout="2s"
+            ),
+            mock,
+        )
+    except BaseException:
+        mock.proc.terminate()
+        mock.proc.wait(timeout=5)
+        raise
+    try:
+        yield gw
+    finally:
+        gw.stack.stop()
+        mock.proc.terminate()
+        mock.proc.wait(timeout=5)
+
+
 @pytest.fixture(scope="session")
 def gateway(tmp_path_factory: pytest.TempPathFactory, mocks: tuple[Mock, Mock, Mock]) -> Iterator[Gateway]:
     mock, m429, m503 = mocks
-    config = gateway_config(free_port(), mock, m429, m503, free_port())
+    config = gateway_config(mock, m429, m503, free_port())
     gw = launch(tmp_path_factory.mktemp("gateway"), config, mock)
     yield gw
     gw.stack.stop()
@@ -223,6 +252,6 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, mocks: tuple[Mock, Mock, M
 def private_gateway(tmp_path: Path, mocks: tuple[Mock, Mock, Mock]) -> Iterator[Gateway]:
     """A gateway of its own, for tests that stop parts of it."""
     mock, m429, m503 = mocks
-    gw = launch(tmp_path, gateway_config(free_port(), mock, m429, m503, free_port()), mock)
+    gw = launch(tmp_path, gateway_config(mock, m429, m503, free_port()), mock)
     yield gw
     gw.stack.stop()

@@ -21,7 +21,7 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from tests.e2e.conftest import CLIENT_KEY, Gateway, Mock, free_port, launch
+from tests.e2e.conftest import CLIENT_KEY, Gateway, Mock, launch, listener_config, provider_route
 
 ACCESS_KEY, SECRET_KEY, SESSION_TOKEN = (
     "AKIDGATEWAYTEST0001",
@@ -40,24 +40,9 @@ def sigv4_gateway(
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
     monkeypatch.setenv("AWS_SESSION_TOKEN", SESSION_TOKEN)
-    route = {
-        "name": "bedrock",
-        "matches": [{"path": {"pathPrefix": "/bedrock"}}],
-        "backends": [
-            {
-                "ai": {
-                    "name": "bedrock",
-                    "provider": {"bedrock": {"region": REGION}},
-                    "hostOverride": f"127.0.0.1:{mock.port}",
-                }
-            }
-        ],
-    }
-    config = {
-        "config": {"adminPort": free_port(), "metricsPort": free_port(), "readinessPort": free_port()},
-        "binds": [{"port": free_port(), "listeners": [{"routes": [route]}]}],
-    }
-    gw = launch(tmp_path, config, mock)
+    bedrock = {"bedrock": {"region": REGION}}
+    route = provider_route("bedrock", "/bedrock", bedrock, f"127.0.0.1:{mock.port}", None)
+    gw = launch(tmp_path, listener_config([route]), mock)
     yield gw
     gw.stack.stop()
 

@@ -27,10 +27,8 @@ from tests.e2e.conftest import (
     OPENAI_KEY,
     VERTEX_TOKEN,
     Gateway,
-    free_port,
-    launch,
+    gateway_with_own_mock,
     provider_route,
-    start_mock,
 )
 
 PROJECT, REGION = "proj-e2e", "europe-west4"
@@ -100,33 +98,11 @@ VERTEX_CLAUDE = (
 
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    mock = start_mock()
-    host = f"127.0.0.1:{mock.port}"
-    config = {
-        "config": {
-            "adminPort": free_port(),
-            "metricsPort": free_port(),
-            "readinessPort": free_port(),
-            "limits": {"maxRequestBytes": 1024 * 1024, "sidecarTimeout": "2s"},
-        },
-        "binds": [
-            {
-                "port": free_port(),
-                "listeners": [
-                    {"routes": [provider_route(r.name, f"/{r.name}", r.spec, host, r.key) for r in ROUTES]}
-                ],
-            }
-        ],
-    }
-    try:
-        gateway = launch(tmp_path_factory.mktemp("client-apis"), config, mock)
-    except BaseException:
-        mock.proc.terminate()
-        raise
-    yield gateway
-    gateway.stack.stop()
-    mock.proc.terminate()
-    mock.proc.wait(timeout=5)
+    def routes(host: str) -> list[dict]:
+        return [provider_route(r.name, f"/{r.name}", r.spec, host, r.key) for r in ROUTES]
+
+    with gateway_with_own_mock(tmp_path_factory.mktemp("client-apis"), routes) as gateway:
+        yield gateway
 
 
 def claude(gw: Gateway, route: str) -> anthropic.Anthropic:

@@ -35,10 +35,8 @@ from tests.e2e.conftest import (
     OPENAI_KEY,
     VERTEX_TOKEN,
     Gateway,
-    free_port,
-    launch,
+    gateway_with_own_mock,
     provider_route,
-    start_mock,
 )
 
 PROJECT, REGION = "proj-e2e", "europe-west4"
@@ -163,34 +161,12 @@ def providers(*names: str, marks: dict[str, Any] | None = None) -> list[Any]:
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     """A gateway of this module's own: one route per provider, all answered by a private mock."""
-    mock = start_mock()
-    try:
-        host = f"127.0.0.1:{mock.port}"
-        config = {
-            "config": {
-                "adminPort": free_port(),
-                "metricsPort": free_port(),
-                "readinessPort": free_port(),
-                "limits": {"maxRequestBytes": 1024 * 1024, "sidecarTimeout": "2s"},
-            },
-            "binds": [
-                {
-                    "port": free_port(),
-                    "listeners": [
-                        {"routes": [provider_route(p.name, p.prefix, p.spec, host, p.key) for p in PROVIDERS]}
-                    ],
-                }
-            ],
-        }
-        gateway = launch(tmp_path_factory.mktemp("providers"), config, mock)
-    except BaseException:
-        mock.proc.terminate()
-        mock.proc.wait(timeout=5)
-        raise
-    yield gateway
-    gateway.stack.stop()
-    mock.proc.terminate()
-    mock.proc.wait(timeout=5)
+
+    def routes(host: str) -> list[dict]:
+        return [provider_route(p.name, p.prefix, p.spec, host, p.key) for p in PROVIDERS]
+
+    with gateway_with_own_mock(tmp_path_factory.mktemp("providers"), routes) as gateway:
+        yield gateway
 
 
 @pytest.fixture

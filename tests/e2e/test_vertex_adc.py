@@ -16,7 +16,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.e2e.conftest import Gateway, Mock, free_port, launch
+from tests.e2e.conftest import Gateway, Mock, launch, listener_config, provider_route
 
 PROJECT = "proj-adc"
 MODEL = "gemini-2.5-flash"
@@ -45,36 +45,9 @@ def service_account_file(directory: Path, token_uri: str) -> Path:
     return path
 
 
-def vertex_config(port: int, mock: Mock) -> dict:
-    return {
-        "config": {"adminPort": free_port(), "metricsPort": free_port(), "readinessPort": free_port()},
-        "binds": [
-            {
-                "port": port,
-                "listeners": [
-                    {
-                        "routes": [
-                            {
-                                "name": "vertex",
-                                "matches": [{"path": {"pathPrefix": "/vertex"}}],
-                                "backends": [
-                                    {
-                                        "ai": {
-                                            "name": "vertex",
-                                            "provider": {
-                                                "vertex": {"projectId": PROJECT, "region": "us-east5"}
-                                            },
-                                            "hostOverride": f"127.0.0.1:{mock.port}",
-                                        }
-                                    }
-                                ],
-                            }
-                        ]
-                    }
-                ],
-            }
-        ],
-    }
+def vertex_config(mock: Mock) -> dict:
+    vertex = {"vertex": {"projectId": PROJECT, "region": "us-east5"}}
+    return listener_config([provider_route("vertex", "/vertex", vertex, f"127.0.0.1:{mock.port}", None)])
 
 
 @pytest.fixture
@@ -84,7 +57,7 @@ def adc_gateway(
     mock = mocks[0]
     creds = service_account_file(tmp_path, f"http://127.0.0.1:{mock.port}/token")
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(creds))
-    gw = launch(tmp_path, vertex_config(free_port(), mock), mock)
+    gw = launch(tmp_path, vertex_config(mock), mock)
     yield gw
     gw.stack.stop()
 
@@ -111,7 +84,7 @@ def test_vertex_without_any_credentials_fails_closed(
 ) -> None:
     mock = mocks[0]
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "missing.json"))
-    gw = launch(tmp_path, vertex_config(free_port(), mock), mock)
+    gw = launch(tmp_path, vertex_config(mock), mock)
     try:
         mock.clear()
         resp = httpx.post(f"{gw.url}/vertex/v1/chat/completions", json=CHAT, timeout=20)

@@ -533,6 +533,23 @@ def test_openai_response_stop_reasons(finish: str, tools: bool, stop: str) -> No
         assert resp["content"][-1] == {"type": "tool_use", "id": "c", "name": "f", "input": {"a": 1}}
 
 
+@pytest.mark.parametrize(
+    ("arguments", "expected"),
+    [
+        ('{"a": 1}', {"a": 1}),
+        ("", {}),
+        (None, {}),
+        ({"a": 1}, {"a": 1}),
+        ('{"a": ', '{"a": '),  # cut off by max_tokens: the raw text is kept
+        ("[1]", "[1]"),  # not an object: kept as sent
+    ],
+)
+def test_openai_response_tool_arguments(arguments: Any, expected: Any) -> None:
+    calls = [{"id": "c", "type": "function", "function": {"name": "f", "arguments": arguments}}]
+    resp = codec("openai", "m").response(_completion({"content": None, "tool_calls": calls}, "length"), "m")
+    assert resp["content"][-1]["input"] == expected
+
+
 def test_openai_response_usage_reasoning_and_refusal() -> None:
     usage = {"prompt_tokens": 100, "completion_tokens": 7, "prompt_tokens_details": {"cached_tokens": 60}}
     msg = {"content": "hi", "reasoning_content": "think"}
