@@ -16,7 +16,14 @@ from . import bedrock
 from . import common as c
 from . import messages_common as m
 from .base import Json, TranslationError
-from .messages_openai import content_blocks, field_list, field_object, input_schema, output_format
+from .messages_openai import (
+    block_source,
+    content_blocks,
+    field_list,
+    field_object,
+    input_schema,
+    output_format,
+)
 
 STOP_REASONS: dict[str, str] = {
     "end_turn": "end_turn",
@@ -177,7 +184,7 @@ def _block(block: Json, role: str, position: int) -> Json | None:
 
 
 def _image(block: Json) -> Json:
-    src = block.get("source") or {}
+    src = block_source(block)
     kind = src.get("type")
     if kind == "base64":
         mime = src.get("media_type") or ""
@@ -190,7 +197,7 @@ def _image(block: Json) -> Json:
 
 
 def _document(block: Json, position: int) -> Json:
-    src = block.get("source") or {}
+    src = block_source(block)
     kind = src.get("type")
     if kind == "base64":
         mime, data = src.get("media_type") or "", src.get("data") or ""

@@ -153,6 +153,16 @@ def content_blocks(content: Any, param: str = "messages") -> list[Json]:
     raise TranslationError("content must be a string or a list of content blocks", param)
 
 
+def block_source(block: Json) -> Json:
+    """An image or document block's ``source``; {} when absent (then its kind is unsupported)."""
+    src = block.get("source")
+    if src is None:
+        return {}
+    if not isinstance(src, dict):
+        raise TranslationError(f"{block.get('type')} blocks need a source object", "messages")
+    return src
+
+
 def _messages(req: Json, breakpoints: bool) -> list[Json]:
     out: list[Json] = []
     system = req.get("system")
@@ -251,7 +261,7 @@ def _block_text(block: Json) -> str:
 
 
 def _image_part(block: Json) -> Json:
-    src = block.get("source") or {}
+    src = block_source(block)
     kind = src.get("type")
     if kind == "base64":
         url = f"data:{src.get('media_type') or 'image/png'};base64,{src.get('data') or ''}"
@@ -263,7 +273,7 @@ def _image_part(block: Json) -> Json:
 
 
 def _document_parts(block: Json) -> list[Json]:
-    src = block.get("source") or {}
+    src = block_source(block)
     kind = src.get("type")
     if kind == "base64":
         mime = src.get("media_type") or "application/pdf"

@@ -13,6 +13,8 @@ import pytest
 from extproc.translate import embeddings as emb
 from extproc.translate.base import TranslationError
 
+from .wrong_types import mutate
+
 TITAN_V2 = "amazon.titan-embed-text-v2:0"
 TITAN_V1 = "amazon.titan-embed-text-v1"
 TITAN_IMAGE = "amazon.titan-embed-image-v1"
@@ -392,19 +394,6 @@ def test_openai_response(
 
 # ---------------------------------------------------------------- robustness
 
-_WRONG: list[Any] = [None, [], 1, "x", {}, True, 1.5]
-
-
-def _mutate(obj: Any, rng: random.Random) -> Any:
-    """Replace one value somewhere in ``obj`` with a value of the wrong type."""
-    if isinstance(obj, dict) and obj:
-        key = rng.choice(list(obj))
-        return {**obj, key: rng.choice(_WRONG) if rng.random() < 0.5 else _mutate(obj[key], rng)}
-    if isinstance(obj, list) and obj:
-        i = rng.randrange(len(obj))
-        return [*obj[:i], rng.choice(_WRONG) if rng.random() < 0.5 else _mutate(obj[i], rng), *obj[i + 1 :]]
-    return obj
-
 
 @pytest.mark.parametrize(
     ("kind", "model", "resp"), [pytest.param(c[1], c[2], c[3], id=c[0]) for c in RESPONSES]
@@ -413,7 +402,7 @@ def test_wrongly_typed_fields_never_raise(kind: str, model: str, resp: dict[str,
     rng = random.Random(model)
     for _ in range(200):
         for encoding in ("float", "base64"):
-            out = emb.response(kind, _mutate(resp, rng), model, {"encoding_format": encoding})
+            out = emb.response(kind, mutate(resp, rng), model, {"encoding_format": encoding})
             assert out["object"] == "list"
             assert isinstance(out["usage"]["prompt_tokens"], int)
             for i, item in enumerate(out["data"]):

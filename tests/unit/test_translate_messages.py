@@ -22,6 +22,7 @@ from .conformance_util import every_byte, feed
 from .test_conformance_messages import frames, sse_events, stream_view
 from .test_translate_bedrock import _event as bedrock_event
 from .test_translate_bedrock import _message as bedrock_message
+from .wrong_types import mutate
 
 KINDS = ["openai", "azure", "anthropic", "gemini", "vertex", "bedrock"]
 
@@ -248,6 +249,8 @@ def test_openai_drops_replayed_thinking_and_server_tools() -> None:
         (_req(tool_choice="auto", tools=[WEATHER]), "tool_choice"),
         (_req(output_config={"format": {"type": "regex"}}), "output_config"),
         ({"model": "m", "messages": "hi"}, "messages"),
+        (_req({"role": "user", "content": [{"type": "image", "source": 1.5}]}), "messages"),
+        (_req({"role": "user", "content": [{"type": "document", "source": "x"}]}), "messages"),
     ],
 )
 def test_openai_untranslatable_requests(req: dict[str, Any], param: str) -> None:
@@ -492,6 +495,8 @@ def test_bedrock_content_blocks() -> None:
         {"type": "image", "source": {"type": "base64", "media_type": "image/bmp", "data": "x"}},
         {"type": "document", "source": {"type": "url", "url": "https://x.test/a.pdf"}},
         {"type": "tool_use", "id": "x", "name": "f", "input": {}},  # not in a user turn
+        {"type": "image", "source": 1.5},
+        {"type": "document", "source": ["x"]},
     ],
 )
 def test_bedrock_untranslatable_blocks(block: dict[str, Any]) -> None:
@@ -1040,28 +1045,15 @@ def test_native_stream_overloaded_mid_stream_and_truncation() -> None:
 
 # ---------------------------------------------------------------- robustness
 
-_WRONG: list[Any] = [None, [], 1, "x", {}, True]
-
-
-def _mutate(obj: Any, rng: random.Random) -> Any:
-    """Replace one value somewhere in ``obj`` with a value of the wrong type."""
-    if isinstance(obj, dict) and obj:
-        key = rng.choice(list(obj))
-        return {**obj, key: rng.choice(_WRONG) if rng.random() < 0.5 else _mutate(obj[key], rng)}
-    if isinstance(obj, list) and obj:
-        i = rng.randrange(len(obj))
-        return [*obj[:i], rng.choice(_WRONG) if rng.random() < 0.5 else _mutate(obj[i], rng), *obj[i + 1 :]]
-    return obj
-
 
 def _mutated(kind: str, rng: random.Random) -> bytes:
     if kind == "openai":
-        return _sse(*[e if isinstance(e, bytes) else _mutate(e, rng) for e in OPENAI_TOOL_STREAM])
+        return _sse(*[e if isinstance(e, bytes) else mutate(e, rng) for e in OPENAI_TOOL_STREAM])
     if kind == "gemini":
-        return _sse(*[_mutate(e, rng) for e in GEMINI_STREAM], newline=b"\r\n")
+        return _sse(*[mutate(e, rng) for e in GEMINI_STREAM], newline=b"\r\n")
     if kind == "bedrock":
-        return _bedrock(*[(name, _mutate(payload, rng)) for name, payload in BEDROCK_STREAM])
-    return _anthropic_sse(*[_mutate(e, rng) if i else e for i, e in enumerate(NATIVE)])
+        return _bedrock(*[(name, mutate(payload, rng)) for name, payload in BEDROCK_STREAM])
+    return _anthropic_sse(*[mutate(e, rng) if i else e for i, e in enumerate(NATIVE)])
 
 
 @pytest.mark.parametrize("kind", ["openai", "gemini", "bedrock", "anthropic"])
@@ -1167,7 +1159,7 @@ def test_wrong_request_shapes_are_translation_errors(kind: str) -> None:
     ]
     rng = random.Random(kind)
     for _ in range(400):
-        req = _mutate(_mutate(rng.choice(reqs), rng), rng)
+        req = mutate(mutate(rng.choice(reqs), rng), rng)
         try:
             codec(kind, "claude-x" if kind == "vertex" else "gpt-5.6").request(req, "model")
         except TranslationError as exc:

@@ -14,19 +14,7 @@ from extproc.translate.base import TranslationError
 
 from .conformance_util import corpus_dir, sse_events
 from .test_translate_bedrock import _event as bedrock_event
-
-_WRONG: list[Any] = [None, [], 1, "x", {}, True]
-
-
-def _mutate(obj: Any, rng: random.Random) -> Any:
-    """Replace one value somewhere in ``obj`` with a value of the wrong type."""
-    if isinstance(obj, dict) and obj:
-        key = rng.choice(list(obj))
-        return {**obj, key: rng.choice(_WRONG) if rng.random() < 0.5 else _mutate(obj[key], rng)}
-    if isinstance(obj, list) and obj:
-        i = rng.randrange(len(obj))
-        return [*obj[:i], rng.choice(_WRONG) if rng.random() < 0.5 else _mutate(obj[i], rng), *obj[i + 1 :]]
-    return obj
+from .wrong_types import mutate
 
 
 def _sse_events(path: str) -> list[dict[str, Any]]:
@@ -46,7 +34,7 @@ def _anthropic_data(rng: random.Random) -> bytes:
     events = _sse_events("response/anthropic/stream_thinking.json") + _sse_events(
         "response/anthropic/stream_tool.json"
     )
-    return b"".join(b"data: " + json.dumps(_mutate(e, rng)).encode() + b"\n\n" for e in events)
+    return b"".join(b"data: " + json.dumps(mutate(e, rng)).encode() + b"\n\n" for e in events)
 
 
 def _gemini_data(rng: random.Random) -> bytes:
@@ -63,7 +51,7 @@ def _gemini_data(rng: random.Random) -> bytes:
         ],
         "usageMetadata": {"promptTokenCount": 1, "candidatesTokenCount": 2},
     }
-    return b"data: " + json.dumps(_mutate(event, rng)).encode() + b"\n\n"
+    return b"data: " + json.dumps(mutate(event, rng)).encode() + b"\n\n"
 
 
 def _bedrock_data(rng: random.Random) -> bytes:
@@ -79,7 +67,7 @@ def _bedrock_data(rng: random.Random) -> bytes:
         ("messageStop", {"stopReason": "tool_use"}),
         ("metadata", {"usage": {"inputTokens": 1, "outputTokens": 2}}),
     ]
-    return b"".join(bedrock_event(kind, _mutate(payload, rng)) for kind, payload in events)
+    return b"".join(bedrock_event(kind, mutate(payload, rng)) for kind, payload in events)
 
 
 @pytest.mark.parametrize(
