@@ -17,7 +17,7 @@ from envoy.service.auth.v3 import external_auth_pb2_grpc as pb_grpc
 from google.rpc import code_pb2, status_pb2
 
 from extproc.gateway import Gateway
-from extproc.server import serve_grpc
+from extproc.grpc_serve import serve_grpc
 
 log = logging.getLogger("gateway.authz")
 

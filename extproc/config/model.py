@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from extproc.config.ai import AIPolicy, RouteType
+
 Loc = tuple[str | int, ...]
 
 
@@ -143,6 +145,7 @@ class RoutePolicies(Strict):
     timeout: Timeout | None = None
     backend_auth: KeyAuth | None = Field(None, alias="backendAuth")
     backend_tls: BackendTLS | None = Field(None, alias="backendTLS")
+    ai: AIPolicy | None = None
 
 
 class BackendPolicies(Strict):
@@ -213,9 +216,6 @@ class ProviderSpec(Strict):
     @property
     def settings(self) -> Any:
         return getattr(self, self.kind)
-
-
-RouteType = Literal["completions", "messages", "models", "embeddings", "passthrough"]
 
 
 class NamedProvider(Strict):
