@@ -133,7 +133,11 @@ def _router_ext_proc(gw: Gateway) -> Json:
         "router",
         request_attributes=["xds.route_name"],
         # Tells an upstream's answer ("via_upstream") from Envoy's own local replies.
-        response_attributes=["response.code_details"],
+        response_attributes=[
+            "response.code_details",
+            "xds.upstream_host_metadata",
+            "upstream.request_attempt_count",
+        ],
         metadata_options={"receiving_namespaces": {"untyped": [METADATA_NAMESPACE]}},
         # On single-provider routes this phase also sets :path and credentials.
         mutation_rules={"disallow_is_error": False, "allow_all_routing": True},

@@ -11,12 +11,20 @@ from extproc.translate.base import openai_error, openai_error_type
 class GatewayError(Exception):
     """An error the gateway answers itself, before or instead of a provider."""
 
-    def __init__(self, status: int, message: str, code: str | None = None, param: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        code: str | None = None,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.code = code
         self.param = param
+        self.headers = headers  # extra response headers (retry-after, rate limit state)
 
 
 def error_body(

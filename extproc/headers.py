@@ -11,6 +11,10 @@ METADATA_NAMESPACE = "io.llm_gateway"
 API = "api"  # the client API: completions, messages, models, embeddings, passthrough
 PATH = "path"  # the client's path after urlRewrite
 ROUTE = "route"  # the gateway route id
+REQUEST_ID = "request_id"  # the gateway-made request id (access log, upstream phase)
+
+# Sent back to the client on every answer that went through the pipeline: quote it to find the usage record.
+RESPONSE_REQUEST_ID = "x-gateway-request-id"
 
 # Identity headers set by authz. Envoy strips them from clients at the listener
 # (early header mutation) and the upstream phase strips them before egress.

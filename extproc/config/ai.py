@@ -38,6 +38,9 @@ class AIPolicy(_Strict):
     prompts: Prompts | None = None
     model_aliases: dict[str, str] = Field({}, alias="modelAliases")
     routes: dict[str, RouteType] | None = None
+    # Client headers that may reach this route's providers besides each provider's own allowlist:
+    # exact names, or a prefix ending in ``*`` (``x-tenant-*``). Credentials are never forwarded.
+    forward_headers: list[str] = Field([], alias="forwardHeaders")
 
     @field_validator("defaults", "overrides")
     @classmethod
@@ -46,6 +49,17 @@ class AIPolicy(_Strict):
         if bad:
             raise ValueError(f"{', '.join(bad)} cannot be set by the gateway; use prompts for messages")
         return v
+
+    @field_validator("forward_headers")
+    @classmethod
+    def _headers(cls, v: list[str]) -> list[str]:
+        out = []
+        for name in v:
+            low = name.strip().lower()
+            if not low or "*" in low[:-1] or low.startswith(":"):
+                raise ValueError(f"{name!r}: use a header name, or a prefix ending in '*'")
+            out.append(low)
+        return out
 
     @field_validator("model_aliases")
     @classmethod

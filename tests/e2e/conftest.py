@@ -77,6 +77,11 @@ def start_mock(*args: str) -> Mock:
     return Mock(port, proc)
 
 
+# The mock provider's test controls (x-mock-status, x-mock-delay-ms, ...) are client headers, and what
+# reaches a provider is an allowlist: test routes allow them explicitly.
+MOCK_CONTROLS = {"forwardHeaders": ["x-mock-*"]}
+
+
 def provider_route(
     name: str, prefix: str, provider: dict, host: str, key: str | None, **extra: object
 ) -> dict:
@@ -86,9 +91,9 @@ def provider_route(
         "matches": [{"path": {"pathPrefix": prefix}}],
         "backends": [{"ai": {"name": name, "provider": provider, "hostOverride": host}}],
     }
-    policies = {"backendAuth": {"key": key}} if key is not None else {}
-    if policies or extra:
-        route["policies"] = {**policies, **extra}
+    policies: dict = {"backendAuth": {"key": key}} if key is not None else {}
+    policies["ai"] = {**MOCK_CONTROLS, **extra.pop("ai", {})}  # type: ignore[dict-item]
+    route["policies"] = {**policies, **extra}
     return route
 
 
@@ -104,7 +109,7 @@ def failover_route(name: str, prefix: str, primary_host: str, secondary_host: st
     return {
         "name": name,
         "matches": [{"path": {"pathPrefix": prefix}}],
-        "policies": {"retry": {"attempts": 2, "codes": [429, 500, 502, 503, 504]}},
+        "policies": {"retry": {"attempts": 2, "codes": [429, 500, 502, 503, 504]}, "ai": MOCK_CONTROLS},
         "backends": [
             {
                 "ai": {

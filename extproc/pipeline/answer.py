@@ -1,0 +1,196 @@
+"""Reading the provider's answer: translated back to the client's format, usage taken on the way.
+
+Three ways an answer comes back, decided at the response headers:
+- translated (the provider speaks another format): every byte is rewritten;
+- observed (same format): bytes pass unchanged, usage and model are read; an OpenAI
+  stream whose usage chunk the gateway asked for and the client did not is re-framed
+  without that chunk, so the client's stream is what it would have been;
+- untouched (errors on native paths, passthrough APIs): Envoy is told not to send it.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any
+
+import orjson
+
+from extproc import egress
+from extproc.errors import GatewayError
+from extproc.gateway import Upstream
+from extproc.translate import embeddings, openai
+from extproc.translate import usage as usage_mod
+
+_OPENAI_FORMAT = frozenset({"openai", "azure"})
+
+
+def usage_format(up: Upstream, api: str, model: str) -> str | None:
+    """The provider-native body format whose usage ``usage_of`` reads."""
+    if api == "embeddings":
+        try:
+            return embeddings.family(up.kind, model) + "-embeddings"
+        except ValueError:
+            return None
+    if up.kind in _OPENAI_FORMAT or egress.is_vertex_openapi(up, model):
+        return "openai"
+    if up.kind == "anthropic" or egress.is_vertex_claude(up, model):
+        return "anthropic"
+    if up.kind in ("gemini", "vertex"):
+        return "gemini"
+    if up.kind == "bedrock":
+        return "bedrock"
+    return None
+
+
+class ResponseReader:
+    """One answer, read once. ``usage`` and ``response_model`` are set as the answer goes by."""
+
+    def __init__(self, up: Upstream, api: str, attempt: egress.Attempt, client_wants_usage: bool) -> None:
+        self.up = up
+        self.api = api
+        self.attempt = attempt
+        self.client_wants_usage = client_wants_usage
+        self.status = 0
+        self.error_type: str | None = None
+        self.stream: Any = None  # a stream translator or observer while streaming
+        self.gunzip: Any = None  # a zlib decompressor while the provider's body is gzip-encoded
+        self.usage: usage_mod.Usage | None = None
+        self.response_model: str | None = None
+        self.translating = attempt.answer is not None
+        self.streaming = False
+
+    # --- headers ---------------------------------------------------------
+
+    def on_headers(self, headers: dict[str, str]) -> tuple[str, dict[str, str], list[str]]:
+        """The response body mode (NONE, STREAMED, BUFFERED) and header changes.
+
+        Headers change here, not with the body: once the mode switches, Envoy has
+        already let the response headers go and ignores header mutations on the body.
+        """
+        self.status = int(headers.get(":status", "0"))
+        self.error_type = headers.get("x-amzn-errortype")
+        attempt = self.attempt
+        if not self.translating:
+            return self._observe_mode(headers)
+        self._check_encoding(headers)
+        if self.status == 200 and attempt.stream:
+            assert attempt.answer is not None
+            self.stream = attempt.answer.stream(egress.now())
+            self.streaming = True
+            return "STREAMED", {"content-type": "text/event-stream"}, ["content-length", "content-encoding"]
+        # The translated body has another length: Envoy sends it chunked.
+        return "BUFFERED", {"content-type": "application/json"}, ["content-length", "content-encoding"]
+
+    def _observe_mode(self, headers: dict[str, str]) -> tuple[str, dict[str, str], list[str]]:
+        if self.status != 200 or self.api not in ("completions", "messages", "embeddings"):
+            return "NONE", {}, []
+        encoding = headers.get("content-encoding", "identity").strip().lower()
+        if encoding not in ("identity", "gzip", "x-gzip"):
+            return "NONE", {}, []  # cannot be read; passes untouched, without usage
+        if encoding != "identity":
+            self.gunzip = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        if not self.attempt.stream:
+            return "BUFFERED", {}, []
+        self.streaming = True
+        if self.api == "completions":
+            # Re-frames only when it must drop the usage chunk the gateway asked for.
+            self.stream = openai.ChatStream(self.attempt.model, self.client_wants_usage)
+            if not self.client_wants_usage and self.gunzip is not None:
+                return "STREAMED", {}, ["content-length", "content-encoding"]  # re-framed goes out plain
+        else:
+            self.stream = usage_mod.AnthropicStreamObserver()
+        return "STREAMED", {}, []
+
+    def _check_encoding(self, headers: dict[str, str]) -> None:
+        encoding = headers.get("content-encoding", "identity").strip().lower()
+        if encoding in ("gzip", "x-gzip"):
+            self.gunzip = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif encoding != "identity":
+            raise GatewayError(
+                502,
+                f"the provider answered with content-encoding {headers['content-encoding']!r}, which the "
+                "gateway cannot translate",
+                code="bad_upstream_response",
+            )
+
+    # --- body ------------------------------------------------------------
+
+    def _decoded(self, chunk: bytes, end: bool) -> bytes:
+        if self.gunzip is None:
+            return chunk
+        try:
+            out: bytes = self.gunzip.decompress(chunk)
+            return out + self.gunzip.flush() if end else out
+        except zlib.error:
+            raise GatewayError(
+                502, "the provider's gzip-encoded answer is corrupt", code="bad_upstream_response"
+            ) from None
+
+    def on_chunk(self, chunk: bytes, end: bool) -> bytes | None:
+        """A streamed chunk: the bytes for the client, or None to let the provider's bytes pass."""
+        stream = self.stream
+        if stream is None:  # already ended with an error event
+            return b""
+        passthrough = not self.translating and (self.api != "completions" or self.client_wants_usage)
+        try:
+            data = self._decoded(chunk, end)
+        except GatewayError:
+            if passthrough:
+                self.stream = None
+                return None
+            # Mid-stream the status line is gone: the translator ends the stream with an error event.
+            self.stream = None
+            return stream.finish()  # type: ignore[no-any-return]
+        out = stream.feed(data) if data else b""
+        if end:
+            out += stream.finish()
+        self._take_stream_usage(stream)
+        if passthrough:
+            return None  # the provider's own bytes (still gzip-encoded, if they were)
+        return out  # type: ignore[no-any-return]
+
+    def _take_stream_usage(self, stream: Any) -> None:
+        usage = getattr(stream, "usage", None)
+        if isinstance(usage, usage_mod.Usage):
+            self.usage = usage
+        model = getattr(stream, "response_model", None)
+        if model:
+            self.response_model = model
+
+    def on_body(self, body: bytes) -> tuple[bytes | None, dict[str, str]]:
+        """A whole answer: the translated body (None: unchanged) and headers to set."""
+        attempt = self.attempt
+        decoded = self._decoded(body, True)
+        if self.status == 200:
+            parsed = _json(decoded, strict=self.translating)
+            if parsed is not None:
+                self._take_usage(parsed)
+            if not self.translating:
+                return None, {}
+            assert attempt.answer is not None and parsed is not None
+            out = orjson.dumps(attempt.answer.response(parsed, egress.now()))
+        else:
+            assert attempt.answer is not None
+            _, err = attempt.answer.error(self.status, decoded, self.error_type)
+            out = orjson.dumps(err)
+        return out, {"content-type": "application/json", "content-length": str(len(out))}
+
+    def _take_usage(self, parsed: dict[str, Any]) -> None:
+        fmt = usage_format(self.up, self.api, self.attempt.model)
+        if fmt is None:
+            return
+        usage, model = usage_mod.usage_of(fmt, parsed)
+        self.usage = usage
+        self.response_model = model or self.attempt.model
+
+
+def _json(body: bytes, strict: bool) -> dict[str, Any] | None:
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        if strict:
+            raise GatewayError(
+                502, "the provider answered with a body that is not JSON", code="bad_upstream_response"
+            ) from None
+        return None
+    return parsed if isinstance(parsed, dict) else None

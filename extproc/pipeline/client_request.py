@@ -1,0 +1,131 @@
+"""What the client asked for: which API, which path after rewrite, and a valid body.
+
+Pure functions over the resolved route; errors are GatewayErrors the router phase
+answers in the client API's shape.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from extproc.errors import GatewayError
+from extproc.gateway import ResolvedRoute
+
+# Client APIs, by the path's suffix (agentgateway's default route types).
+_SUFFIX_API: tuple[tuple[str, str], ...] = (
+    ("/chat/completions", "completions"),
+    ("/messages", "messages"),
+    ("/embeddings", "embeddings"),
+    ("/models", "models"),
+)
+
+
+def api_of_path(path: str) -> str:
+    """The client API by path alone (before the route is known, for error shapes)."""
+    return "messages" if path.split("?", 1)[0].rstrip("/").endswith("/messages") else "completions"
+
+
+def _route_tables(route: ResolvedRoute) -> list[dict[str, str]]:
+    tables: list[dict[str, str]] = []
+    if route.policies.ai is not None and route.policies.ai.routes:
+        tables.append(dict(route.policies.ai.routes))
+    for backend in route.backends:
+        table = backend.upstreams[0].routes if backend.upstreams else None
+        if table:
+            tables.append(dict(table))
+    return tables
+
+
+def client_api(route: ResolvedRoute, path: str) -> str:
+    """Which API a path speaks: a ``routes`` map wins, then the path's suffix.
+
+    Passthrough (the provider's whole API with the gateway's key: files, fine-tuning,
+    deletes) is opt-in: only a ``routes`` map entry, such as ``'*': passthrough``,
+    allows it. Any other path is a 404.
+    """
+    bare = path.split("?", 1)[0].rstrip("/")
+    tables = _route_tables(route)
+    for table in tables:
+        for suffix, kind in table.items():
+            if suffix != "*" and bare.endswith(suffix.rstrip("/")):
+                return kind
+    for suffix, api in _SUFFIX_API:
+        if bare.endswith(suffix):
+            return api
+    for table in tables:
+        if "*" in table:
+            return table["*"]
+    raise GatewayError(
+        404,
+        f"this gateway serves no API at {path.split('?', 1)[0]} on route {route.name!r} "
+        "(chat completions, messages, embeddings and models are served; other provider paths need a "
+        "routes entry such as '*': passthrough)",
+        code="unknown_path",
+    )
+
+
+def rewritten_path(route: ResolvedRoute, path: str) -> str:
+    """Apply ``urlRewrite.path``: replace the matched prefix, or the whole path."""
+    rewrite = route.policies.url_rewrite
+    if not rewrite or not rewrite.path:
+        return path
+    if rewrite.path.full is not None:
+        query = path.partition("?")[2]
+        return rewrite.path.full + (f"?{query}" if query else "")
+    for m in route.matches:
+        prefix = m.path.path_prefix if m.path else None
+        if prefix and path.startswith(prefix):
+            rest = path[len(prefix.rstrip("/")) :]
+            new = (rewrite.path.prefix or "").rstrip("/") + rest
+            return new if new.startswith("/") else "/" + new
+    return path
+
+
+def models_listing(route: ResolvedRoute) -> bytes:
+    """``GET /v1/models``, answered from the route's configured providers."""
+    data = [
+        {"id": model, "object": "model", "created": 0, "owned_by": up.kind} for model, up in route.models()
+    ]
+    return orjson.dumps({"object": "list", "data": data})
+
+
+def _missing(param: str) -> GatewayError:
+    return GatewayError(
+        400, f"missing required parameter: '{param}'", code="missing_required_parameter", param=param
+    )
+
+
+def parse_body(route: ResolvedRoute, api: str, body: bytes) -> dict[str, Any]:
+    """The parsed body of an LLM API request; raises GatewayError (400) with the reason."""
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise GatewayError(400, f"the request body is not valid JSON: {exc}", code="invalid_json") from None
+    if not isinstance(parsed, dict):
+        raise GatewayError(400, "the request body must be a JSON object", code="invalid_json")
+    if api in ("completions", "messages"):
+        messages = parsed.get("messages")
+        if messages is None:
+            raise _missing("messages")
+        if not isinstance(messages, list) or not messages:
+            raise GatewayError(
+                400, "'messages' must be a non-empty array", code="invalid_type", param="messages"
+            )
+    if api == "embeddings" and "input" not in parsed:
+        raise _missing("input")
+    model = parsed.get("model")
+    if model is not None and not isinstance(model, str):
+        raise GatewayError(400, "'model' must be a string", code="invalid_type", param="model")
+    if not model and not _model_from_config(route):
+        raise _missing("model")
+    return parsed
+
+
+def _model_from_config(route: ResolvedRoute) -> bool:
+    """Every provider names its model, or the route's ai policy supplies one."""
+    ai = route.policies.ai
+    if ai is not None and ("model" in ai.defaults or "model" in ai.overrides):
+        return True
+    return all(u.model for b in route.backends for u in b.upstreams)

@@ -1,0 +1,66 @@
+"""One client request, from its headers to its last byte: what every stage reads and writes."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from extproc.gateway import ResolvedRoute, Upstream
+    from extproc.pipeline.llm_request import LLMRequest
+    from extproc.translate.usage import Usage
+
+
+def new_request_id() -> str:
+    """A gateway-made id: 128 random bits, hex. The client's x-request-id is never trusted as the id."""
+    return os.urandom(16).hex()
+
+
+@dataclass
+class AttemptRecord:
+    """One try at a provider. Failed attempts are known only as far as Envoy reports them."""
+
+    number: int
+    provider: str  # provider name(s) from the config; a group's names joined with "|" when Envoy does not say
+    outcome: str  # "answered" or "retried"
+    status: int | None = None
+
+
+@dataclass
+class Exchange:
+    """Owned by the router-phase stream. What the upstream phase needs travels in dynamic metadata."""
+
+    request_id: str
+    route: ResolvedRoute
+    api: str  # completions, messages, embeddings, models, passthrough
+    method: str
+    path: str  # the client's path, before urlRewrite
+    client_request_id: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)  # the client's request headers
+    llm: LLMRequest | None = None  # the parsed request, for the LLM APIs
+    identity: dict[str, Any] = field(default_factory=dict)  # filled by authz (the identity issue)
+    upstream: Upstream | None = None  # the provider that answered (or was to answer)
+    attempts: list[AttemptRecord] = field(default_factory=list)
+    usage: Usage | None = None
+    response_model: str | None = None
+    status: int = 0
+    outcome: str = (
+        "pending"  # ok, provider_error, gateway_error, envoy_error, client_disconnected, stream_cut
+    )
+    error: str | None = None  # what went wrong, for the record (never a secret)
+    stream: bool = False
+    started: float = field(default_factory=time.monotonic)
+    started_wall: float = field(default_factory=time.time)
+    first_byte: float | None = None  # the provider's response headers reached the gateway
+    first_token: float | None = None  # the first response body bytes reached the client
+    ended: float | None = None
+    completed: bool = False
+
+    @property
+    def request_model(self) -> str | None:
+        return self.llm.model if self.llm is not None else None
+
+    def elapsed_ms(self, at: float | None) -> float | None:
+        return None if at is None else round((at - self.started) * 1000, 3)

@@ -1,0 +1,283 @@
+"""Router phase: once per client request. A request's whole life reads top to bottom here.
+
+1. request headers: find the route and the client API; open the exchange; a body-less
+   request (``GET .../models``, opt-in passthrough) is answered or sent on here.
+2. request body: parse, run each stage's ``on_request`` (shaping, later entitlements,
+   guardrails, limits), then either do the egress work (a single-provider route:
+   no retry can change the wire format) or leave it to the upstream phase, which runs
+   once per attempt, by recording the decision in dynamic metadata.
+3. response headers: which provider answered (and after how many attempts); translate,
+   observe or ignore the body.
+4. response body: back to the client's format, chunk by chunk when streaming; usage
+   is read on the way.
+5. complete: every stage's ``on_complete`` runs once, whatever happened (``close``
+   covers a stream that ends early).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+
+from extproc import headers as h
+from extproc.errors import GatewayError
+from extproc.gateway import Gateway, ResolvedRoute, Upstream
+from extproc.pipeline import client_request, outbound
+from extproc.pipeline.answer import ResponseReader
+from extproc.pipeline.exchange import AttemptRecord, Exchange, new_request_id
+from extproc.pipeline.llm_request import LLMRequest
+from extproc.pipeline.reply import Immediate, Reply, error_reply
+from extproc.pipeline.stage import Needs, Stage
+
+log = logging.getLogger("gateway.router")
+
+_UPSTREAM_ID = re.compile(r'key: "upstream"\s+value \{\s*string_value: "([^"]+)"')
+_LLM_APIS = frozenset({"completions", "messages", "embeddings"})
+
+
+def upstream_of_metadata(gw: Gateway, metadata_text: str) -> Upstream | None:
+    """An endpoint's metadata arrives as protobuf text; it carries our upstream id."""
+    m = _UPSTREAM_ID.search(metadata_text)
+    return gw.upstreams_by_id.get(m.group(1)) if m else None
+
+
+def forward_of(route: ResolvedRoute) -> tuple[str, ...]:
+    ai = route.policies.ai
+    return tuple(ai.forward_headers) if ai is not None else ()
+
+
+class RouterProcessor:
+    """One gRPC stream's worth of router-phase work; ``stages`` are the route's, built once."""
+
+    def __init__(self, gw: Gateway, stages_of: dict[str, list[Stage]]) -> None:
+        self.gw = gw
+        self.stages_of = stages_of
+        self.ex: Exchange | None = None
+        self.stages: list[Stage] = []
+        self.api = "completions"  # the error shape until the route is known
+        self.reader: ResponseReader | None = None
+
+    # 1 -------------------------------------------------------------------
+
+    async def request_headers(self, headers: dict[str, str], end_of_stream: bool, route_name: str) -> Reply:
+        path = headers.get(":path", "/")
+        self.api = client_request.api_of_path(path)
+        route = self.gw.routes_by_id.get(route_name.split("#", 1)[0])
+        if route is None:
+            raise GatewayError(404, f"no route for {path}", code="route_not_found")
+        ex = Exchange(
+            request_id=new_request_id(),
+            route=route,
+            api=self.api,
+            method=headers.get(":method", "GET"),
+            path=path,
+            client_request_id=headers.get("x-request-id"),
+            headers=headers,
+        )
+        self.ex = ex
+        self.stages = self.stages_of.get(route.id, [])
+        ex.api = self.api = client_request.client_api(route, path)
+        if end_of_stream:
+            return await self._bodyless(ex)
+        if ex.api == "models":
+            raise GatewayError(
+                405, f"{ex.method} is not allowed on {path}; use GET", code="method_not_allowed"
+            )
+        return Reply(response_header_mode="SEND" if self._wants_response(route) else None)
+
+    def _wants_response(self, route: ResolvedRoute) -> bool:
+        needs = Needs.NONE
+        for stage in self.stages:
+            needs |= stage.needs
+        if needs & (Needs.RESPONSE_HEADERS | Needs.RESPONSE_BODY):
+            return True
+        return any(outbound.may_translate(u, self.api) for b in route.backends for u in b.upstreams)
+
+    async def _bodyless(self, ex: Exchange) -> Reply:
+        if ex.api == "models":
+            if ex.method not in ("GET", "HEAD"):
+                raise GatewayError(405, f"{ex.method} is not allowed on {ex.path}", code="method_not_allowed")
+            body = client_request.models_listing(ex.route)
+            await self._finish(ex, 200, "ok")
+            return Reply(immediate=Immediate(200, body, details="gateway_models"))
+        if ex.api != "passthrough":
+            raise GatewayError(
+                405, f"{ex.method} is not allowed on {ex.path}; use POST", code="method_not_allowed"
+            )
+        reply = self._route_decision(ex)
+        direct = ex.route.direct_upstream
+        if direct is not None:
+            self._egress(reply, ex, direct, None, None)
+        reply.response_header_mode = "SEND"
+        return reply
+
+    # 2 -------------------------------------------------------------------
+
+    async def request_body(self, body: bytes) -> Reply:
+        ex = self._exchange()
+        parsed = None
+        if ex.api in _LLM_APIS:
+            parsed = client_request.parse_body(ex.route, ex.api, body)
+            ex.llm = LLMRequest(ex.api, parsed)
+            ex.stream = ex.llm.stream
+            for stage in self.stages:
+                await stage.on_request(ex)
+        sent: bytes | None = None
+        if ex.llm is not None and ex.llm.changed:
+            sent = outbound.reserialize(ex.llm.body)
+        reply = self._route_decision(ex)
+        direct = ex.route.direct_upstream
+        if direct is not None:
+            self._egress(reply, ex, direct, parsed, sent if sent is not None else body)
+        elif sent is not None:
+            reply.body = sent
+            reply.set_headers["content-length"] = str(len(sent))
+        return reply
+
+    def _route_decision(self, ex: Exchange) -> Reply:
+        path = client_request.rewritten_path(ex.route, ex.path)
+        return Reply(
+            metadata={h.API: ex.api, h.PATH: path, h.ROUTE: ex.route.id, h.REQUEST_ID: ex.request_id}
+        )
+
+    def _egress(
+        self, reply: Reply, ex: Exchange, up: Upstream, parsed: dict | None, body: bytes | None
+    ) -> None:
+        assert reply.metadata is not None
+        out = outbound.build(
+            up, ex.api, ex.method, reply.metadata[h.PATH], parsed, body, ex.headers, forward_of(ex.route)
+        )
+        reply.set_headers.update(out.set_headers)
+        reply.remove_headers.extend(out.remove_headers)
+        if out.body is not None:
+            reply.body = out.body
+        elif body is not None and parsed is not None and ex.llm is not None and ex.llm.changed:
+            reply.body = body
+            reply.set_headers["content-length"] = str(len(body))
+        self.reader = self._reader(ex, up, out.attempt)
+
+    def _reader(self, ex: Exchange, up: Upstream, attempt: object) -> ResponseReader:
+        wants = ex.llm.wants_usage_chunk if ex.llm is not None else False
+        return ResponseReader(up, ex.api, attempt, wants)  # type: ignore[arg-type]
+
+    # 3 -------------------------------------------------------------------
+
+    async def response_headers(self, headers: dict[str, str], attrs: dict[str, str]) -> Reply:
+        ex = self._exchange()
+        ex.first_byte = time.monotonic()
+        ex.status = int(headers.get(":status", "0"))
+        details = attrs.get("response.code_details", "")
+        up = ex.route.direct_upstream or upstream_of_metadata(
+            self.gw, attrs.get("xds.upstream_host_metadata", "")
+        )
+        ex.upstream = up
+        ex.attempts = self._attempts(ex, up, attrs.get("upstream.request_attempt_count", ""), details)
+        if details and details != "via_upstream":
+            # Envoy's own reply (timeout, no healthy upstream): already in the client's format.
+            ex.error = details
+            await self._finish(ex, ex.status, "envoy_error")
+            return Reply(response_body_mode="NONE")
+        if up is None:
+            await self._finish(ex, ex.status, "ok" if ex.status < 400 else "provider_error")
+            return Reply(response_body_mode="NONE")
+        if self.reader is None:
+            parsed = ex.llm.body if ex.llm is not None else None
+            path = client_request.rewritten_path(ex.route, ex.path)
+            self.reader = self._reader(ex, up, outbound.plan(up, ex.api, parsed, path))
+        mode, set_headers, remove = self.reader.on_headers(headers)
+        set_headers = {**set_headers, h.RESPONSE_REQUEST_ID: ex.request_id}
+        if mode == "NONE":
+            await self._finish(ex, ex.status, "ok" if ex.status < 400 else "provider_error")
+        return Reply(set_headers=set_headers, remove_headers=remove, response_body_mode=mode)
+
+    def _attempts(
+        self, ex: Exchange, up: Upstream | None, count_text: str, details: str
+    ) -> list[AttemptRecord]:
+        """Failed attempts went, one priority level (provider group) each, before the one that answered."""
+        try:
+            count = max(1, int(count_text))
+        except ValueError:
+            count = 1
+        backend = next((b for b in ex.route.backends if up in b.upstreams), ex.route.backends[0])
+        levels = sorted({u.priority for u in backend.upstreams})
+        records = []
+        for n in range(1, count):
+            level = levels[min(n - 1, len(levels) - 1)]
+            names = "|".join(u.name for u in backend.upstreams if u.priority == level)
+            records.append(AttemptRecord(n, names, "retried"))
+        answered = details in ("", "via_upstream")
+        name = up.name if up is not None else "-"
+        records.append(AttemptRecord(count, name, "answered" if answered else "failed", ex.status))
+        return records
+
+    # 4 -------------------------------------------------------------------
+
+    async def response_body(self, body: bytes, end_of_stream: bool) -> Reply:
+        ex = self._exchange()
+        reader = self.reader
+        assert reader is not None
+        if body and ex.first_token is None:
+            ex.first_token = time.monotonic()
+        reply = Reply()
+        if reader.streaming:
+            out = reader.on_chunk(body, end_of_stream)
+            out = self._chunk_stages(ex, body if out is None else out, out)
+            reply.body = out
+        else:
+            out, set_headers = reader.on_body(body)
+            out = self._chunk_stages(ex, body if out is None else out, out)
+            reply.body = out
+            reply.set_headers.update(set_headers)
+            if reply.body is not None:
+                reply.remove_headers.append("content-encoding")
+        if end_of_stream or not reader.streaming:
+            ex.usage, ex.response_model = reader.usage, reader.response_model
+            outcome = "ok" if ex.status < 400 else "provider_error"
+            await self._finish(ex, ex.status, outcome)
+        return reply
+
+    def _chunk_stages(self, ex: Exchange, data: bytes, out: bytes | None) -> bytes | None:
+        for stage in self.stages:
+            if stage.needs & Needs.RESPONSE_BODY:
+                changed = stage.on_response_chunk(ex, data)
+                if changed is not data:
+                    data = out = changed
+        return out
+
+    # 5 -------------------------------------------------------------------
+
+    async def fail(self, err: GatewayError) -> Reply:
+        """A gateway error at any step: the client's error shape, and the exchange completes."""
+        if self.ex is not None:
+            self.ex.error = err.message
+            await self._finish(self.ex, err.status, "gateway_error")
+        return error_reply(self.api, err)
+
+    async def close(self) -> None:
+        """The gRPC stream ended. An exchange still open was cut short (client gone or stream reset)."""
+        ex = self.ex
+        if ex is not None and not ex.completed:
+            if self.reader is not None and self.reader.usage is not None:
+                ex.usage, ex.response_model = self.reader.usage, self.reader.response_model
+            ex.error = ex.error or "the exchange ended before the answer was complete"
+            outcome = "stream_cut" if ex.first_byte is not None else "client_disconnected"
+            await self._finish(ex, ex.status or 499, outcome)
+
+    async def _finish(self, ex: Exchange, status: int, outcome: str) -> None:
+        if ex.completed:
+            return
+        ex.completed = True
+        ex.status, ex.outcome, ex.ended = status, outcome, time.monotonic()
+        if ex.upstream is None:
+            ex.upstream = ex.route.direct_upstream
+        for stage in self.stages:
+            try:
+                await stage.on_complete(ex)
+            except Exception:  # one stage's failure must not skip the others
+                log.exception("stage %s failed in on_complete (request %s)", stage.name, ex.request_id)
+
+    def _exchange(self) -> Exchange:
+        if self.ex is None:
+            raise GatewayError(500, "the gateway lost track of this request", code="gateway_internal")
+        return self.ex

@@ -1,0 +1,45 @@
+"""The one interface every policy implements, and what it may ask Envoy to show it.
+
+A stage is built once per route (from that route's policies) and shared by all of
+its requests, so it keeps no per-request state of its own: that lives on the
+``Exchange``. Order on a route: request shaping -> entitlements -> request guardrails
+-> limit and budget reservation -> [provider] -> response guardrails -> settlement,
+usage record, metrics, ledger.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from extproc.errors import GatewayError
+from extproc.pipeline.exchange import Exchange
+
+
+class Needs(enum.Flag):
+    """What a stage must see; the processing modes Envoy is asked for are the union."""
+
+    NONE = 0
+    REQUEST_BODY = enum.auto()  # the parsed LLM request (on_request)
+    RESPONSE_HEADERS = enum.auto()  # status and the answering provider, at least (on_complete)
+    RESPONSE_BODY = enum.auto()  # a buffered answer, or every chunk of a stream (usage, guardrails)
+
+
+class Denied(GatewayError):
+    """Raised by ``on_request`` to answer the client at once (status, message, extra headers)."""
+
+
+class Stage:
+    """A policy on the request's way. Override what you need; the defaults do nothing."""
+
+    name = "stage"
+    needs = Needs.NONE
+
+    async def on_request(self, ex: Exchange) -> None:
+        """Before the provider is called. May rewrite ``ex.llm`` or raise ``Denied``."""
+
+    def on_response_chunk(self, ex: Exchange, data: bytes) -> bytes:
+        """Each piece of the answer in the client's format (a whole body when not streamed)."""
+        return data
+
+    async def on_complete(self, ex: Exchange) -> None:
+        """Always runs once: success, provider error, gateway error, client disconnect, cut stream."""

@@ -1,0 +1,65 @@
+"""The usage record: one structured JSON line per request, written when it completes.
+
+Metrics, traces, cost and the ledger (later issues) read the same fields, so each
+number has one source: the translators' usage and the exchange's timings.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+from extproc import usage_log
+from extproc.pipeline.exchange import Exchange
+from extproc.pipeline.stage import Needs, Stage
+
+
+def record_of(ex: Exchange) -> dict[str, Any]:
+    up = ex.upstream
+    usage = ex.usage
+    return {
+        "type": "llm_request",
+        "request_id": ex.request_id,
+        "client_request_id": ex.client_request_id,
+        "timestamp": datetime.datetime.fromtimestamp(ex.started_wall, datetime.UTC).isoformat(
+            timespec="milliseconds"
+        ),
+        "route": ex.route.name,
+        "api": ex.api,
+        "method": ex.method,
+        "path": ex.path,
+        "http_status_code": ex.status,
+        "outcome": ex.outcome,
+        "error": ex.error,
+        "provider": up.name if up else None,
+        "provider_kind": up.kind if up else None,
+        "request_model": ex.request_model,
+        "response_model": ex.response_model,
+        "stream": ex.stream,
+        "attempt_count": len(ex.attempts),
+        "attempts": [
+            {"number": a.number, "provider": a.provider, "outcome": a.outcome, "status": a.status}
+            for a in ex.attempts
+        ],
+        "input_tokens": usage.input_tokens if usage else None,
+        "output_tokens": usage.output_tokens if usage else None,
+        "total_tokens": usage.total_tokens if usage else None,
+        "cache_read_tokens": usage.cache_read_tokens if usage else None,
+        "cache_write_tokens": usage.cache_write_tokens if usage else None,
+        "reasoning_tokens": usage.reasoning_tokens if usage else None,
+        "duration_ms": ex.elapsed_ms(ex.ended),
+        "time_to_first_byte_ms": ex.elapsed_ms(ex.first_byte),
+        "time_to_first_token_ms": ex.elapsed_ms(ex.first_token) if ex.stream else None,
+        "user_id": ex.identity.get("user_id"),
+        "api_key_id": ex.identity.get("api_key_id"),
+        "group_id": ex.identity.get("group_id"),
+    }
+
+
+class UsageRecord(Stage):
+    name = "usage_record"
+    # Usage is in the answer's body (or the stream's last events), so the response must come back.
+    needs = Needs.RESPONSE_HEADERS | Needs.RESPONSE_BODY
+
+    async def on_complete(self, ex: Exchange) -> None:
+        usage_log.write(record_of(ex))
