@@ -1,55 +1,62 @@
 """The per-request usage log: one JSON object per line on stdout, written off the event loop.
 
-The request path only puts the record on a queue; a background thread writes it,
-so a slow terminal, pipe or disk never stalls a request. Operational logs go to
+The request path only puts the encoded line on a queue; a background thread writes
+it, so a slow terminal, pipe or disk never stalls a request. Operational logs go to
 stderr, so stdout carries nothing but these records.
 """
 
 from __future__ import annotations
 
 import atexit
-import logging
-import logging.handlers
 import queue
 import sys
-from typing import Any
+import threading
+from typing import Any, BinaryIO
 
 import orjson
 
-_logger = logging.getLogger("gateway.usage")
-_listener: logging.handlers.QueueListener | None = None
+_STOP = b""
+_queue: queue.SimpleQueue[bytes] | None = None
+_thread: threading.Thread | None = None
 
 
-class _JSONLine(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        return orjson.dumps(record.msg).decode()
+def _drain(q: queue.SimpleQueue[bytes], out: BinaryIO) -> None:
+    while True:
+        line = q.get()
+        if line is _STOP:
+            return
+        try:
+            out.write(line)
+            if q.empty():
+                out.flush()
+        except (OSError, ValueError):  # a closed or broken stdout must not kill the writer
+            pass
 
 
-def start(stream: Any = None) -> None:
-    """Route usage records to ``stream`` (stdout by default) through a writer thread."""
-    global _listener
+def start(out: BinaryIO | None = None) -> None:
+    """Write usage records to ``out`` (stdout by default) from a writer thread."""
+    global _queue, _thread
     stop()
-    handler = logging.StreamHandler(stream or sys.stdout)
-    handler.setFormatter(_JSONLine())
-    q: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-    _listener = logging.handlers.QueueListener(q, handler)
-    _listener.start()
-    _logger.handlers = [logging.handlers.QueueHandler(q)]
-    _logger.setLevel(logging.INFO)
-    _logger.propagate = False
+    _queue = queue.SimpleQueue()
+    _thread = threading.Thread(
+        target=_drain, args=(_queue, out or sys.stdout.buffer), name="usage-log", daemon=True
+    )
+    _thread.start()
 
 
 def stop() -> None:
-    """Flush what is queued and stop the writer thread."""
-    global _listener
-    if _listener is not None:
-        _listener.stop()
-        _listener = None
+    """Write what is queued, then stop the writer thread."""
+    global _queue, _thread
+    if _queue is not None and _thread is not None:
+        _queue.put(_STOP)
+        _thread.join(timeout=5)
+    _queue, _thread = None, None
 
 
 def write(record: dict[str, Any]) -> None:
-    # QueueHandler.prepare would format msg with args; a dict msg with no args is kept as it is.
-    _logger.info(record)
+    q = _queue
+    if q is not None:
+        q.put(orjson.dumps(record) + b"\n")
 
 
 atexit.register(stop)

@@ -73,7 +73,11 @@ def plan(up: egress.Upstream, api: str, parsed: dict[str, Any] | None, client_pa
     """The attempt for this provider: path, translated body and how to read the answer."""
     if parsed is not None and api in _JSON_APIS:
         if api == "completions" and parsed.get("stream") and _speaks_openai(up, parsed):
-            parsed = _with_usage_chunk(parsed)
+            asked = _with_usage_chunk(parsed)
+            attempt = egress.chat_attempt(up, asked)
+            if attempt.body is None and asked is not parsed:  # same as what we asked for, not the client's
+                attempt.body = orjson.dumps({**asked, "model": attempt.model})
+            return attempt
         return _JSON_APIS[api](up, parsed)
     return egress.passthrough_attempt(up, client_path)
 
