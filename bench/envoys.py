@@ -1,0 +1,248 @@
+"""The processes the benchmarks measure: Envoy configs, the gateway stack, ports.
+
+Every path goes to the same fast upstream: a second Envoy answering with fixed
+provider bodies (``direct_response``), so the upstream is never the bottleneck
+and costs the same for every path.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import socket
+import subprocess
+from pathlib import Path
+from types import ModuleType
+
+import yaml
+
+from extproc.supervisor import Stack, envoy_binary
+
+OPENAI_BODY = json.dumps(
+    {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion",
+        "created": 1700000000,
+        "model": "gpt-4o",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "Hello from the bench upstream."},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 12, "completion_tokens": 7, "total_tokens": 19},
+    }
+)
+ANTHROPIC_BODY = json.dumps(
+    {
+        "id": "msg_bench",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-3-5-haiku-latest",
+        "content": [{"type": "text", "text": "Hello from the bench upstream."}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": {"input_tokens": 12, "output_tokens": 7},
+    }
+)
+REQUEST = json.dumps(
+    {
+        "model": "gpt-4o",
+        "max_tokens": 64,
+        "messages": [
+            {"role": "system", "content": "You are a concise assistant."},
+            {"role": "user", "content": "Say hello to the benchmark in one short sentence, please."},
+        ],
+    }
+)
+
+_HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+
+
+def _renderer() -> ModuleType:
+    # The renderer may become a package (extproc.render); the bench works with either name.
+    try:
+        return importlib.import_module("extproc.render")
+    except ModuleNotFoundError as missing:
+        if missing.name != "extproc.render":  # the new package is there but broken: say so
+            raise
+        return importlib.import_module("extproc.envoy_config")
+
+
+_RENDER = _renderer()
+EXTPROC_CLUSTER: str = getattr(_RENDER, "EXTPROC_CLUSTER", "gw_extproc")
+AUTHZ_CLUSTER: str = getattr(_RENDER, "AUTHZ_CLUSTER", "gw_authz")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _admin(port: int) -> dict:
+    return {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}
+
+
+def _listener(name: str, port: int, routes: list[dict]) -> dict:
+    router = {
+        "name": "envoy.filters.http.router",
+        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+    }
+    hcm = {
+        "@type": _HCM,
+        "stat_prefix": name,
+        "route_config": {"virtual_hosts": [{"name": name, "domains": ["*"], "routes": routes}]},
+        "http_filters": [router],
+    }
+    return {
+        "name": name,
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+        "filter_chains": [
+            {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
+        ],
+    }
+
+
+def _static_cluster(name: str, port: int, http2: bool = False) -> dict:
+    cluster: dict = {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [
+                {
+                    "lb_endpoints": [
+                        {
+                            "endpoint": {
+                                "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}
+                            }
+                        }
+                    ]
+                }
+            ],
+        },
+    }
+    if http2:
+        cluster["typed_extension_protocol_options"] = {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        }
+    return cluster
+
+
+def upstream_config(port: int, admin: int) -> dict:
+    def direct(path: str, body: str) -> dict:
+        return {
+            "match": {"path": path},
+            "direct_response": {"status": 200, "body": {"inline_string": body}},
+            "response_headers_to_add": [{"header": {"key": "content-type", "value": "application/json"}}],
+        }
+
+    routes = [direct("/v1/chat/completions", OPENAI_BODY), direct("/v1/messages", ANTHROPIC_BODY)]
+    return {"admin": _admin(admin), "static_resources": {"listeners": [_listener("upstream", port, routes)]}}
+
+
+def plain_proxy_config(port: int, admin: int, upstream: int) -> dict:
+    """Envoy alone: a plain route to the upstream, the baseline every path is compared to."""
+    routes = [{"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}]
+    return {
+        "admin": _admin(admin),
+        "static_resources": {
+            "listeners": [_listener("proxy", port, routes)],
+            "clusters": [_static_cluster("upstream", upstream)],
+        },
+    }
+
+
+def bare_extproc_config(port: int, admin: int, upstream: int, extproc: int) -> dict:
+    """Envoy alone plus a do-nothing Python ext_proc seeing all four phases."""
+    cfg = plain_proxy_config(port, admin, upstream)
+    hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    hcm["http_filters"].insert(
+        0,
+        {
+            "name": "envoy.filters.http.ext_proc",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
+                "grpc_service": {"envoy_grpc": {"cluster_name": "bare_extproc"}, "timeout": "2s"},
+                "processing_mode": {
+                    "request_header_mode": "SEND",
+                    "request_body_mode": "BUFFERED",
+                    "response_header_mode": "SEND",
+                    "response_body_mode": "BUFFERED",
+                },
+            },
+        },
+    )
+    cfg["static_resources"]["clusters"].append(_static_cluster("bare_extproc", extproc, http2=True))
+    return cfg
+
+
+def provider_route(name: str, provider: dict, host: str) -> dict:
+    """A gateway route under ``/<name>`` to one provider at ``host``."""
+    return {
+        "name": name,
+        "matches": [{"path": {"pathPrefix": f"/{name}"}}],
+        "backends": [{"ai": {"name": name, "provider": provider, "hostOverride": host}}],
+        "policies": {"backendAuth": {"key": "bench-key"}},
+    }
+
+
+def failover_route(name: str, host: str) -> dict:
+    """Anthropic first, OpenAI second: a route that can fail over across formats (two ext_proc levels)."""
+
+    def group(provider_name: str, provider: dict) -> dict:
+        return {
+            "providers": [
+                {
+                    "name": provider_name,
+                    "provider": provider,
+                    "hostOverride": host,
+                    "backendAuth": {"key": "bench-key"},
+                }
+            ]
+        }
+
+    return {
+        "name": name,
+        "matches": [{"path": {"pathPrefix": f"/{name}"}}],
+        "backends": [
+            {"ai": {"groups": [group("primary", {"anthropic": {}}), group("secondary", {"openAI": {}})]}}
+        ],
+    }
+
+
+def gateway_config(port: int, routes: list[dict]) -> dict:
+    return {
+        "config": {"adminPort": free_port(), "metricsPort": free_port(), "readinessPort": free_port()},
+        "binds": [{"port": port, "listeners": [{"routes": routes}]}],
+    }
+
+
+def start_envoy(config: dict, workdir: Path, name: str, concurrency: int = 1) -> subprocess.Popen[bytes]:
+    path = workdir / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    log = open(workdir / f"{name}.log", "wb")  # noqa: SIM115 - the child owns it
+    argv = [envoy_binary(), "-c", str(path), "--use-dynamic-base-id", "--concurrency", str(concurrency)]
+    return subprocess.Popen([*argv, "--log-level", "error"], stdout=log, stderr=subprocess.STDOUT)
+
+
+def gateway_stack(config: dict, work: Path, envoy_concurrency: int, workers: int = 1) -> Stack:
+    """The gateway (Envoy and both sidecars, no mock) for ``config``, not started yet."""
+    cfg = work / "gateway.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    return Stack(
+        str(cfg),
+        work / "gateway",
+        extproc_port=free_port(),
+        authz_port=free_port(),
+        mock_port=None,
+        quiet=True,
+        extproc_workers=workers,
+        envoy_concurrency=envoy_concurrency,
+    )
