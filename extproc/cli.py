@@ -67,12 +67,20 @@ def _serve(args: argparse.Namespace, which: str) -> int:
         usage_log.start()
     else:
         from extproc.authz.server import serve
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(gw, args.listen))
+    from extproc import grpc_serve
+
+    grpc_serve.share_port(getattr(args, "reuseport", False))
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(serve(gw, args.listen))
+    except grpc_serve.BindError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from extproc.ports import PortInUse
     from extproc.supervisor import Stack
 
     loaded = _load_or_exit(args.config)
@@ -82,8 +90,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         extproc_port=args.extproc_port,
         authz_port=args.authz_port,
         mock_port=None if args.no_mock else args.mock_port,
+        extproc_workers=args.extproc_workers,
     )
-    stack.start(timeout=60)
+    try:
+        stack.start(timeout=60)
+    except PortInUse as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return 1
     ports = ", ".join(str(b.port) for b in loaded.config.binds)
     cfg = loaded.config.config
     print(
@@ -115,6 +128,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--authz-port", type=int, default=9002)
     p.add_argument("--mock-port", type=int, default=9100)
     p.add_argument("--no-mock", action="store_true", help="do not start the built-in mock provider")
+    p.add_argument(
+        "--extproc-workers", type=int, default=1, help="extproc processes sharing a port (see supervisor.py)"
+    )
 
     p = sub.add_parser("check", help="validate a gateway config")
     p.add_argument("config")
@@ -133,6 +149,10 @@ def main(argv: list[str] | None = None) -> None:
         p = sub.add_parser(name, help=f"serve the {name} sidecar")
         p.add_argument("--config", default="policies/gateway.yaml")
         p.add_argument("--listen", default="127.0.0.1:9001" if name == "extproc" else "127.0.0.1:9002")
+        if name == "extproc":
+            p.add_argument(
+                "--reuseport", action="store_true", help="share the port with other workers (SO_REUSEPORT)"
+            )
 
     sub.add_parser("mock", help="serve the built-in mock LLM provider (see --help after mock)")
 

@@ -9,16 +9,38 @@ from collections.abc import Callable
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from extproc import ports
+
 log = logging.getLogger("gateway.grpc")
 
 GRPC_OPTIONS = [
     # Python gRPC defaults to 4 MiB messages; LLM bodies are larger (DESIGN.md).
     ("grpc.max_receive_message_length", -1),
     ("grpc.max_send_message_length", -1),
-    ("grpc.so_reuseport", 1),
+    # gRPC turns SO_REUSEPORT on by default: a stale sidecar from an earlier run would then
+    # share the port silently. Only several extproc workers share one (``share_port``).
+    ("grpc.so_reuseport", 0),
     ("grpc.http2.max_pings_without_data", 0),
     ("grpc.keepalive_permit_without_calls", 1),
 ]
+
+# Set once by the CLI (``extproc --reuseport``) before serving; serve_grpc's default.
+_share_port = False
+
+
+class BindError(OSError):
+    """The sidecar cannot listen on its address (usually: another process holds the port)."""
+
+
+def share_port(enabled: bool) -> None:
+    """Let several worker processes listen on the same port (SO_REUSEPORT; the kernel spreads
+    connections). The supervisor asks for it only when it starts more than one extproc worker."""
+    global _share_port
+    _share_port = enabled
+
+
+def grpc_options(reuseport: bool) -> list[tuple[str, int]]:
+    return [(k, int(reuseport) if k == "grpc.so_reuseport" else v) for k, v in GRPC_OPTIONS]
 
 
 def add_health(server: grpc.aio.Server) -> health.HealthServicer:
@@ -28,15 +50,29 @@ def add_health(server: grpc.aio.Server) -> health.HealthServicer:
     return servicer
 
 
-async def serve_grpc(name: str, listen: str, register: Callable[[grpc.aio.Server], None]) -> None:
-    """Run one sidecar's gRPC server (plus grpc.health) until cancelled."""
-    server = grpc.aio.server(options=GRPC_OPTIONS)
+def _bind_error(name: str, listen: str) -> BindError:
+    _, _, port = listen.rpartition(":")
+    if port.isdigit() and (who := ports.holder(int(port))):
+        return BindError(f"{name}: cannot listen on {listen}: the port is already in use by {who}")
+    return BindError(f"{name}: cannot listen on {listen} (is the port in use?)")
+
+
+async def serve_grpc(
+    name: str, listen: str, register: Callable[[grpc.aio.Server], None], *, reuseport: bool | None = None
+) -> None:
+    """Run one sidecar's gRPC server (plus grpc.health) until cancelled; BindError if it cannot listen."""
+    shared = _share_port if reuseport is None else reuseport
+    server = grpc.aio.server(options=grpc_options(shared))
     register(server)
     add_health(server)
-    if server.add_insecure_port(listen) == 0:
-        raise OSError(f"{name}: cannot listen on {listen}")
+    try:
+        bound = server.add_insecure_port(listen)
+    except RuntimeError:  # grpcio raises "Failed to bind to address" (older versions returned 0)
+        bound = 0
+    if bound == 0:
+        raise _bind_error(name, listen)
     await server.start()
-    log.info("%s listening on %s", name, listen)
+    log.info("%s listening on %s%s", name, listen, " (port shared with other workers)" if shared else "")
     try:
         await server.wait_for_termination()
     except asyncio.CancelledError:

@@ -2,10 +2,28 @@
 
 ``make run`` and the end-to-end tests use the same code, so what the tests
 start is what users run.
+
+Ports: before starting anything, every port the stack needs (sidecars, mock,
+Envoy's listeners, admin, metrics, readiness) must be free, or start fails naming
+the port and, when /proc tells, the process holding it. A stale process from an
+earlier run would otherwise share a SO_REUSEPORT port silently and serve traffic
+with an old config. Only extproc workers share a port, and only when several are
+asked for (``extproc --reuseport``).
+
+Several extproc workers (``extproc_workers > 1``): Envoy's connections are spread
+across processes, and any request (or any stream of one request) may land on any
+worker. What a worker keeps in memory is that worker's alone: in-process stores
+(rate-limit and budget buckets, Prometheus counters) are per worker, so the
+in-process store is only allowed with one worker. Several workers need shared
+storage (Redis) for limits and prometheus-client's multiprocess mode for metrics;
+neither exists yet, so starting more than one worker logs a warning saying so.
+Per-request state is not affected: what the upstream phase needs travels in
+Envoy's dynamic metadata.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import signal
@@ -19,8 +37,16 @@ from pathlib import Path
 
 import yaml
 
-from extproc import envoy_config, gateway
+from extproc import envoy_config, gateway, ports
 from extproc.config.loader import load
+
+log = logging.getLogger("gateway.supervisor")
+
+SEVERAL_WORKERS_WARNING = (
+    "%d extproc workers: in-process state (limit buckets, counters, metrics) is per worker, so the "
+    "in-process store is only correct with one worker; several workers need shared storage (Redis) and "
+    "prometheus-client's multiprocess mode, which this gateway does not have yet"
+)
 
 
 def envoy_binary() -> str:
@@ -42,6 +68,7 @@ class Stack:
     authz_port: int = 9002
     mock_port: int | None = 9100
     # Processes sharing the extproc port (SO_REUSEPORT): the kernel spreads Envoy's connections.
+    # More than one: see the module docstring (per-worker state).
     extproc_workers: int = 1
     envoy_concurrency: int | None = None  # Envoy worker threads; None = one per core
     envoy_log_level: str = "warning"
@@ -64,20 +91,42 @@ class Stack:
         )
         path = self.workdir / "envoy.yaml"
         path.write_text(yaml.safe_dump(envoy_config.render(gw, addrs), sort_keys=False))
-        self.readiness_port = loaded.config.config.readiness_port
+        cfg = loaded.config.config
+        self.readiness_port = cfg.readiness_port
+        self.envoy_ports = {bind.port: "Envoy listener" for bind in loaded.config.binds}
+        self.envoy_ports |= {
+            cfg.admin_port: "Envoy admin",
+            cfg.metrics_port: "Envoy metrics",
+            cfg.readiness_port: "Envoy readiness",
+        }
         return path
 
+    def needed_ports(self) -> dict[int, str]:
+        """Every port the stack listens on, and what for (after ``render``)."""
+        needed = dict(self.envoy_ports)
+        needed[self.authz_port] = "authz"
+        needed[self.extproc_port] = "extproc"
+        if self.mock_port:
+            needed[self.mock_port] = "mock provider"
+        return needed
+
     def start(self, timeout: float = 30.0) -> None:
+        """Start everything; ports.PortInUse (nothing started) if a needed port is held."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         envoy_yaml = self.render()
+        ports.check_free(self.needed_ports())
+        workers = max(1, self.extproc_workers)
+        if workers > 1:
+            log.warning(SEVERAL_WORKERS_WARNING, workers)
         py = [sys.executable, "-m", "extproc"]
         if self.mock_port:
             self._spawn("mock", [*py, "mock", "--port", str(self.mock_port)])
-        for n in range(max(1, self.extproc_workers)):
-            self._spawn(
-                "extproc" if n == 0 else f"extproc-{n}",
-                [*py, "extproc", "--config", self.config_path, "--listen", f"127.0.0.1:{self.extproc_port}"],
-            )
+        extproc = [*py, "extproc", "--config", self.config_path, "--listen", f"127.0.0.1:{self.extproc_port}"]
+        # SO_REUSEPORT only among these workers: a single one must own its port outright.
+        if workers > 1:
+            extproc.append("--reuseport")
+        for n in range(workers):
+            self._spawn("extproc" if n == 0 else f"extproc-{n}", extproc)
         self._spawn(
             "authz", [*py, "authz", "--config", self.config_path, "--listen", f"127.0.0.1:{self.authz_port}"]
         )
@@ -107,7 +156,8 @@ class Stack:
                 if proc.poll() is not None:
                     self.stop()
                     raise RuntimeError(
-                        f"{name} exited with {proc.returncode} during startup (logs in {self.workdir})"
+                        f"{name} exited with {proc.returncode} during startup{self._last_line(name)} "
+                        f"(logs in {self.workdir})"
                     )
             try:
                 with urllib.request.urlopen(url, timeout=1) as resp:
@@ -118,6 +168,14 @@ class Stack:
             time.sleep(0.1)
         self.stop()
         raise TimeoutError(f"the gateway was not ready within {timeout}s (logs in {self.workdir})")
+
+    def _last_line(self, name: str) -> str:
+        """``: <the last line of its log>`` when its output went to a log file."""
+        try:
+            lines = (self.workdir / f"{name}.log").read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return ""
+        return f": {lines[-1]}" if self.quiet and lines else ""
 
     def stop_one(self, name: str) -> None:
         proc = self.procs.pop(name, None)

@@ -1,0 +1,135 @@
+"""A stale process on a port the gateway needs cannot go unnoticed.
+
+The "stale process" is a real listener in another process, with SO_REUSEPORT as an
+old extproc (or Envoy listener) would have it, so the kernel would happily let a new
+gRPC server share the port.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import yaml
+
+from extproc.ports import PortInUse, holder, is_free
+from extproc.supervisor import Stack
+
+HOLD = """
+import socket, sys, time
+s = socket.socket()
+if sys.argv[1] == "1":
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+s.bind(("127.0.0.1", 0))
+s.listen()
+print(s.getsockname()[1], flush=True)
+time.sleep(120)
+"""
+
+
+@contextmanager
+def stale_listener(reuseport: bool = True) -> Iterator[tuple[int, int]]:
+    """(port, pid) of another process listening on a fresh port."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD, "1" if reuseport else "0"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        yield int(proc.stdout.readline()), proc.pid
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def config_file(tmp_path: Path) -> Path:
+    config = {
+        "config": {"adminPort": free_port(), "metricsPort": free_port(), "readinessPort": free_port()},
+        "binds": [
+            {
+                "port": free_port(),
+                "listeners": [{"routes": [{"backends": [{"ai": {"provider": {"openAI": {}}}}]}]}],
+            }
+        ],
+    }
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_a_stale_process_on_the_extproc_port_stops_the_start(tmp_path: Path) -> None:
+    with stale_listener() as (port, pid):
+        stack = Stack(
+            str(config_file(tmp_path)), tmp_path, extproc_port=port, authz_port=free_port(), mock_port=None
+        )
+        try:
+            with pytest.raises(PortInUse) as err:
+                stack.start(timeout=10)
+        finally:
+            stack.stop()  # if it did start, nothing may outlive the test
+        assert stack.procs == {}  # nothing was started
+        message = str(err.value)
+        assert f"port {port} (extproc) is already in use by pid {pid} ({sys.executable} -c" in message
+        assert message.endswith("stop that process or choose another port")
+
+
+def test_every_busy_port_is_named(tmp_path: Path) -> None:
+    path = config_file(tmp_path)
+    readiness = yaml.safe_load(path.read_text())["config"]["readinessPort"]
+    with stale_listener() as (mock_port, _), stale_listener() as (authz_port, _):
+        stack = Stack(
+            str(path), tmp_path, extproc_port=free_port(), authz_port=authz_port, mock_port=mock_port
+        )
+        try:
+            with pytest.raises(PortInUse) as err:
+                stack.start(timeout=10)
+        finally:
+            stack.stop()
+    assert err.value.ports == sorted([mock_port, authz_port])
+    assert f"port {authz_port} (authz)" in str(err.value)
+    assert f"port {mock_port} (mock provider)" in str(err.value)
+    assert stack.needed_ports()[readiness] == "Envoy readiness"
+
+
+def test_a_port_in_time_wait_is_free_and_a_listener_is_not() -> None:
+    with stale_listener(reuseport=False) as (port, pid):
+        assert not is_free(port)
+        assert (holder(port) or "").startswith(f"pid {pid} ({sys.executable} -c")
+    # After a connection closed by the listener's side the port has TIME_WAIT entries but no listener.
+    with socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        client = socket.create_connection(("127.0.0.1", port))
+        conn, _ = server.accept()
+        conn.close()  # the server side closes first: its end goes to TIME_WAIT
+        client.close()
+    assert is_free(port)
+
+
+@pytest.mark.parametrize("reuseport", [True, False], ids=["stale-with-reuseport", "stale-plain"])
+def test_an_extproc_that_cannot_bind_exits_non_zero_naming_the_holder(
+    tmp_path: Path, reuseport: bool
+) -> None:
+    with stale_listener(reuseport) as (port, pid):
+        proc = subprocess.run(
+            [sys.executable, "-m", "extproc", "extproc", "--config", str(config_file(tmp_path)),
+             "--listen", f"127.0.0.1:{port}"],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+    assert proc.returncode == 1
+    assert f"error: extproc: cannot listen on 127.0.0.1:{port}: the port is already in use by pid {pid}" in (
+        proc.stderr
+    )
+    assert "Traceback" not in proc.stderr
