@@ -14,8 +14,9 @@ ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 # Only what `pip install .` needs (README.md* is optional: the glob may match
 # nothing while pyproject.toml always matches).
-COPY pyproject.toml README.md* ./
+COPY pyproject.toml setup.py README.md* ./
 COPY extproc ./extproc
+COPY protos ./protos
 RUN --mount=type=cache,target=/root/.cache/pip \
     pip install --upgrade pip && pip install .
 

@@ -9,7 +9,9 @@ STAMP  := $(VENV)/.installed
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+# setup.py and the .proto files too: an editable install generates the protobuf modules
+# (setup.py's build_protos), so editing a proto must re-run it.
+$(STAMP): pyproject.toml setup.py $(wildcard protos/llm_gateway/*/*.proto)
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip

@@ -1,0 +1,1 @@
+"""Generated protobuf modules of the gateway's own contracts (sources in protos/)."""
