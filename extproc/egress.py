@@ -1,23 +1,20 @@
 """What one attempt sends to the provider Envoy picked: path, credentials, body.
 
-Pure except for credentials (environment, AWS credential chain) and SigV4's clock.
-The translators themselves live in ``extproc.translate``.
+Pure: credentials come from ``extproc.credentials``, the translators from ``extproc.translate``.
 """
 
 from __future__ import annotations
 
-import functools
 import time
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Protocol
+from typing import Protocol
 from urllib.parse import quote
 
 import orjson
 
-from extproc import gcp_auth
 from extproc.errors import GatewayError
-from extproc.gateway import KEY_HEADER, Upstream
+from extproc.gateway import Upstream
 from extproc.translate import anthropic, bedrock, embeddings, gemini, messages, openai
 from extproc.translate.base import Json, TranslationError
 
@@ -264,85 +261,6 @@ def passthrough_attempt(up: Upstream, client_path: str) -> Attempt:
 def _changed(req: Json, body: Json) -> bytes | None:
     """The body to send, or None when it is the client's own (OpenAI passthrough, same model)."""
     return None if body == req else orjson.dumps(body)
-
-
-# --- credentials ---------------------------------------------------------
-
-
-def credential_headers(up: Upstream, method: str, path: str, body: bytes | None) -> dict[str, str]:
-    """The provider's auth headers for this exact request (SigV4 signs path and body)."""
-    secret, missing = up.secret()
-    if missing:
-        raise GatewayError(
-            500,
-            f"the gateway has no credentials for provider {up.name!r}: "
-            f"environment variable {missing} is not set",
-            code="gateway_missing_credentials",
-        )
-    headers: dict[str, str] = {}
-    if up.kind == "anthropic":
-        headers["anthropic-version"] = "2023-06-01"
-    if secret is not None:
-        name, prefix = KEY_HEADER[up.kind]
-        headers[name] = prefix + secret
-        return headers
-    if up.kind == "bedrock":
-        headers.update(_sigv4(up, method, path, body or b""))
-        return headers
-    if up.kind == "vertex":
-        headers["authorization"] = "Bearer " + _gcp_token(up)
-        return headers
-    if up.kind in ("openai", "anthropic", "gemini", "azure"):
-        raise GatewayError(
-            500,
-            f"the gateway has no credentials for provider {up.name!r}: set backendAuth.key",
-            code="gateway_missing_credentials",
-        )
-    return headers
-
-
-@functools.lru_cache(maxsize=1)
-def _aws_credentials() -> Any:
-    from botocore.session import Session
-
-    return Session().get_credentials()
-
-
-def _sigv4(up: Upstream, method: str, path: str, body: bytes) -> dict[str, str]:
-    from botocore.auth import SigV4Auth
-    from botocore.awsrequest import AWSRequest
-
-    creds = _aws_credentials()
-    if creds is None:
-        raise GatewayError(
-            500,
-            f"the gateway has no AWS credentials for provider {up.name!r} "
-            "(set backendAuth.key to a Bedrock API key, "
-            "or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)",
-            code="gateway_missing_credentials",
-        )
-    scheme = "https" if up.tls else "http"
-    request = AWSRequest(
-        method=method,
-        url=f"{scheme}://{up.authority}{path}",
-        data=body,
-        headers={"content-type": "application/json"},
-    )
-    # content-length is not signed: Envoy may rewrite it (DESIGN.md, lessons from peers).
-    SigV4Auth(creds.get_frozen_credentials(), "bedrock", up.settings.region).add_auth(request)
-    return {k.lower(): v for k, v in request.headers.items() if k.lower() != "content-type"}
-
-
-def _gcp_token(up: Upstream) -> str:
-    try:
-        return gcp_auth.access_token()
-    except gcp_auth.GCPCredentialsError as exc:
-        raise GatewayError(
-            500,
-            f"the gateway has no Google credentials for provider {up.name!r} ({exc}); set backendAuth.key "
-            "to an access token, or GOOGLE_APPLICATION_CREDENTIALS for Application Default Credentials",
-            code="gateway_missing_credentials",
-        ) from None
 
 
 def now() -> int:

@@ -7,10 +7,11 @@ METADATA_NAMESPACE = "io.llm_gateway"
 # The router phase tells the upstream phase what the request is through dynamic
 # metadata in this namespace, not headers: Envoy keeps an attempt's header
 # mutations on a retry, so anything the upstream phase removes from headers is
-# gone for the next attempt, while metadata reaches every attempt unchanged.
+# gone for the next attempt, while metadata reaches every attempt unchanged. The
+# sidecar reads the typed RouteDecision (extproc.contracts); these plain keys are
+# for Envoy's access log and local-reply mappers.
 API = "api"  # the client API: completions, messages, models, embeddings, passthrough
 PATH = "path"  # the client's path after urlRewrite
-ROUTE = "route"  # the gateway route id
 REQUEST_ID = "request_id"  # the gateway-made request id (access log, upstream phase)
 
 # Sent back to the client on every answer that went through the pipeline: quote it to find the usage record.

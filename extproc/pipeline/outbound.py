@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from extproc import egress
+from extproc import credentials, egress
 from extproc.headers import CREDENTIAL_HEADERS
 
 # Any provider may see these: content negotiation, trace context and the request id Envoy traces by.
@@ -97,7 +97,7 @@ def _with_usage_chunk(parsed: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def build(
+async def build(
     up: egress.Upstream,
     api: str,
     method: str,
@@ -113,7 +113,7 @@ def build(
         set_headers["content-length"] = str(len(attempt.body))
         set_headers["content-type"] = "application/json"
     sent = attempt.body if attempt.body is not None else body  # SigV4 signs the bytes that go
-    set_headers.update(egress.credential_headers(up, method, attempt.path, sent))
+    set_headers.update(await credentials.credential_headers(up, method, attempt.path, sent))
     reads_answer = api in _JSON_APIS
     remove = [
         name

@@ -20,6 +20,7 @@ import logging
 import re
 import time
 
+from extproc import contracts
 from extproc import headers as h
 from extproc.errors import GatewayError
 from extproc.gateway import Gateway, ResolvedRoute, Upstream
@@ -108,7 +109,7 @@ class RouterProcessor:
         reply = self._route_decision(ex)
         direct = ex.route.direct_upstream
         if direct is not None:
-            self._egress(reply, ex, direct, None, None)
+            await self._egress(reply, ex, direct, None, None)
         reply.response_header_mode = "SEND"
         return reply
 
@@ -129,23 +130,38 @@ class RouterProcessor:
         reply = self._route_decision(ex)
         direct = ex.route.direct_upstream
         if direct is not None:
-            self._egress(reply, ex, direct, parsed, sent if sent is not None else body)
+            await self._egress(reply, ex, direct, parsed, sent if sent is not None else body)
         elif sent is not None:
             reply.body = sent
             reply.set_headers["content-length"] = str(len(sent))
         return reply
 
     def _route_decision(self, ex: Exchange) -> Reply:
+        """What the upstream phase needs (typed), and the plain keys Envoy's access log and error
+        mappers read (``api``, ``path``, ``request_id``)."""
         path = client_request.rewritten_path(ex.route, ex.path)
+        decision = contracts.RouteDecision(
+            request_id=ex.request_id,
+            client_api=contracts.client_api(ex.api),
+            client_path=path,
+            route_id=ex.route.id,
+            requested_model=ex.request_model or "",
+            stream=ex.stream,
+        )
         return Reply(
-            metadata={h.API: ex.api, h.PATH: path, h.ROUTE: ex.route.id, h.REQUEST_ID: ex.request_id}
+            metadata={
+                h.API: ex.api,
+                h.PATH: path,
+                h.REQUEST_ID: ex.request_id,
+                contracts.DECISION_KEY: contracts.encode_decision(decision),
+            }
         )
 
-    def _egress(
+    async def _egress(
         self, reply: Reply, ex: Exchange, up: Upstream, parsed: dict | None, body: bytes | None
     ) -> None:
         assert reply.metadata is not None
-        out = outbound.build(
+        out = await outbound.build(
             up, ex.api, ex.method, reply.metadata[h.PATH], parsed, body, ex.headers, forward_of(ex.route)
         )
         reply.set_headers.update(out.set_headers)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import orjson
 
-from extproc import headers as h
+from extproc import contracts
 from extproc.errors import GatewayError
 from extproc.gateway import Gateway, Upstream
 from extproc.pipeline import outbound
@@ -26,34 +26,40 @@ class UpstreamProcessor:
         self.gw = gw
         self.api = "completions"
         self.upstream: Upstream | None = None
-        self.decision: dict[str, str] = {}
+        self.decision = contracts.RouteDecision()
         self.method = "POST"
         self.headers: dict[str, str] = {}
 
     async def request_headers(
-        self, headers: dict[str, str], end_of_stream: bool, host_metadata: str, decision: dict[str, str]
+        self, headers: dict[str, str], end_of_stream: bool, host_metadata: str, metadata: dict[str, str]
     ) -> Reply:
         up = upstream_of_metadata(self.gw, host_metadata)
         if up is None:
             raise GatewayError(
                 500, "the gateway could not identify the upstream endpoint", code="gateway_internal"
             )
-        if h.API not in decision:
-            raise GatewayError(500, "the router phase left no routing metadata", code="gateway_internal")
-        self.upstream, self.decision, self.api = up, decision, decision[h.API]
+        try:
+            self.decision = contracts.decode_decision(metadata.get(contracts.DECISION_KEY, ""))
+        except contracts.ContractError as exc:
+            raise GatewayError(
+                500, f"the router phase left no usable routing decision ({exc})", code="gateway_internal"
+            ) from None
+        self.upstream, self.api = up, contracts.client_api_name(self.decision.client_api)
         self.method, self.headers = headers.get(":method", "POST"), headers
         if not end_of_stream:
             return Reply()
-        return self._reply(None, None)
+        return await self._reply(None, None)
 
     async def request_body(self, body: bytes) -> Reply:
         parsed = orjson.loads(body) if self.api in ("completions", "messages", "embeddings") else None
-        return self._reply(parsed, body)
+        return await self._reply(parsed, body)
 
-    def _reply(self, parsed: dict | None, body: bytes | None) -> Reply:
+    async def _reply(self, parsed: dict | None, body: bytes | None) -> Reply:
         assert self.upstream is not None
-        route = self.gw.routes_by_id.get(self.decision.get(h.ROUTE, ""))
+        route = self.gw.routes_by_id.get(self.decision.route_id)
         forward = forward_of(route) if route is not None else ()
-        path = self.decision.get(h.PATH, "/")
-        out = outbound.build(self.upstream, self.api, self.method, path, parsed, body, self.headers, forward)
+        path = self.decision.client_path or "/"
+        out = await outbound.build(
+            self.upstream, self.api, self.method, path, parsed, body, self.headers, forward
+        )
         return Reply(set_headers=out.set_headers, remove_headers=out.remove_headers, body=out.body)

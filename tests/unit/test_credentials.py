@@ -19,13 +19,15 @@ from pathlib import Path
 from typing import Any
 
 import botocore.auth
+import botocore.credentials
 import pytest
 import yaml
+from botocore.awsrequest import AWSRequest
 from botocore.credentials import RefreshableCredentials
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from extproc import aws_auth, credentials, egress, gateway, gcp_auth
+from extproc import aws_auth, credentials, gateway, gcp_auth
 from extproc.config.loader import parse_text
 from extproc.errors import GatewayError
 from extproc.refresh import Fetched, Refreshing
@@ -257,7 +259,9 @@ def test_a_failed_advisory_refresh_backs_off_instead_of_refetching_per_request(
     assert access_key(headers()) == "AKID0002"
 
 
-def test_sigv4_headers_match_the_sync_egress_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_sigv4_headers_are_botocores_signature_of_the_exact_request(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     for name, value in {
         "AWS_ACCESS_KEY_ID": "AKIDSTATIC",
         "AWS_SECRET_ACCESS_KEY": "static-secret",
@@ -268,24 +272,62 @@ def test_sigv4_headers_match_the_sync_egress_path(monkeypatch: pytest.MonkeyPatc
         monkeypatch.setenv(name, value)
     fixed = datetime.datetime(2025, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
     monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda: fixed)
-    egress._aws_credentials.cache_clear()
-    try:
-        assert headers() == egress.credential_headers(BEDROCK, "POST", PATH, BODY)
-    finally:
-        egress._aws_credentials.cache_clear()
-    assert headers()["x-amz-security-token"] == "static-token"
+    # Signed independently, the way botocore signs any request to this URL.
+    request = AWSRequest(
+        method="POST",
+        url=f"{'https' if BEDROCK.tls else 'http'}://{BEDROCK.authority}{PATH}",
+        data=BODY,
+        headers={"content-type": "application/json"},
+    )
+    creds = botocore.credentials.Credentials("AKIDSTATIC", "static-secret", "static-token")
+    botocore.auth.SigV4Auth(creds, "bedrock", "eu-west-1").add_auth(request)
+    expected = {k.lower(): v for k, v in request.headers.items() if k.lower() != "content-type"}
+    got = headers()
+    assert got == expected
+    assert got["authorization"].startswith(
+        "AWS4-HMAC-SHA256 Credential=AKIDSTATIC/20250102/eu-west-1/bedrock/"
+    )
+    assert got["x-amz-security-token"] == "static-token"
+
+
+_NO_KEY = "the gateway has no credentials for provider 'p': set backendAuth.key"
 
 
 @pytest.mark.parametrize(
-    ("provider", "key", "env"),
+    ("provider", "key", "env", "expected"),
     [
-        ({"openAI": {}}, "$OPENAI_TEST_KEY", {"OPENAI_TEST_KEY": "sk-1"}),
-        ({"anthropic": {}}, "sk-ant-literal", {}),
-        ({"anthropic": {}}, None, {}),
-        ({"gemini": {}}, "$UNSET_TEST_KEY", {}),
-        ({"bedrock": {"region": "us-east-1"}}, "bedrock-api-key", {}),
-        ({"vertex": {"projectId": "p"}}, "ya29.literal", {}),
-        ({"azure": {"resourceName": "r", "deploymentName": "d"}}, None, {}),
+        ({"openAI": {}}, "$OPENAI_TEST_KEY", {"OPENAI_TEST_KEY": "sk-1"}, {"authorization": "Bearer sk-1"}),
+        (
+            {"anthropic": {}},
+            "sk-ant-literal",
+            {},
+            {"anthropic-version": "2023-06-01", "x-api-key": "sk-ant-literal"},
+        ),
+        ({"anthropic": {}}, None, {}, (500, "gateway_missing_credentials", _NO_KEY)),
+        (
+            {"gemini": {}},
+            "$UNSET_TEST_KEY",
+            {},
+            (
+                500,
+                "gateway_missing_credentials",
+                "the gateway has no credentials for provider 'p': "
+                "environment variable UNSET_TEST_KEY is not set",
+            ),
+        ),
+        (
+            {"bedrock": {"region": "us-east-1"}},
+            "bedrock-api-key",
+            {},
+            {"authorization": "Bearer bedrock-api-key"},
+        ),
+        ({"vertex": {"projectId": "p"}}, "ya29.literal", {}, {"authorization": "Bearer ya29.literal"}),
+        (
+            {"azure": {"resourceName": "r", "deploymentName": "d"}},
+            None,
+            {},
+            (500, "gateway_missing_credentials", _NO_KEY),
+        ),
     ],
     ids=[
         "openai-env",
@@ -297,23 +339,18 @@ def test_sigv4_headers_match_the_sync_egress_path(monkeypatch: pytest.MonkeyPatc
         "azure-none",
     ],
 )
-def test_key_headers_and_errors_match_the_sync_egress_path(
-    monkeypatch: pytest.MonkeyPatch, provider: dict, key: str | None, env: dict[str, str]
+def test_key_headers_and_errors(
+    monkeypatch: pytest.MonkeyPatch, provider: dict, key: str | None, env: dict[str, str], expected: object
 ) -> None:
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("UNSET_TEST_KEY", raising=False)
     up = upstream(provider, key)
-
-    def outcome(call: Callable[[], dict[str, str]]) -> object:
-        try:
-            return call()
-        except GatewayError as exc:
-            return (exc.status, exc.code, exc.message)
-
-    expected = outcome(lambda: egress.credential_headers(up, "POST", "/v1/x", BODY))
-    assert outcome(lambda: headers(up)) == expected
-    assert expected  # every case gives headers or an error, never nothing
+    try:
+        got: object = headers(up)
+    except GatewayError as exc:
+        got = (exc.status, exc.code, exc.message)
+    assert got == expected
 
 
 # --- Google: service-account credentials against a local OAuth token endpoint ---
