@@ -25,6 +25,7 @@ from extproc.headers import METADATA_NAMESPACE
 from extproc.pipeline import stages
 from extproc.pipeline.reply import Reply, error_reply
 from extproc.pipeline.router import RouterProcessor
+from extproc.pipeline.stage import Stage
 from extproc.pipeline.upstream import UpstreamProcessor
 
 log = logging.getLogger("gateway.extproc")
@@ -106,10 +107,10 @@ def to_proto(kind: str, reply: Reply) -> pb.ProcessingResponse:
 
 
 class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: Gateway, stages_of: dict[str, list[Stage]] | None = None) -> None:
         self.gateway = gateway
         # Stages are built once per route and shared by its requests.
-        self.stages_of = {route.id: stages.for_route(route) for route in gateway.routes}
+        self.stages_of = stages_of or {route.id: stages.for_route(route) for route in gateway.routes}
 
     async def Process(
         self, request_iterator: AsyncIterator[pb.ProcessingRequest], context: grpc.aio.ServicerContext
