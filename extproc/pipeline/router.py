@@ -122,8 +122,8 @@ class RouterProcessor:
             parsed = client_request.parse_body(ex.route, ex.api, body)
             ex.llm = LLMRequest(ex.api, parsed)
             ex.stream = ex.llm.stream
-            for stage in self.stages:
-                await stage.on_request(ex)
+        for stage in self.stages:  # passthrough requests too: ex.llm is None there
+            await stage.on_request(ex)
         sent: bytes | None = None
         if ex.llm is not None and ex.llm.changed:
             sent = outbound.reserialize(ex.llm.body)
@@ -195,8 +195,11 @@ class RouterProcessor:
             await self._finish(ex, ex.status, "envoy_error")
             return Reply(response_body_mode="NONE")
         if up is None:
-            await self._finish(ex, ex.status, "ok" if ex.status < 400 else "provider_error")
-            return Reply(response_body_mode="NONE")
+            # Envoy always names the endpoint it used; without it the answer cannot be read safely.
+            log.error("no upstream host metadata for request %s on route %s", ex.request_id, ex.route.name)
+            raise GatewayError(
+                502, "the gateway could not tell which provider answered", code="gateway_internal"
+            )
         if self.reader is None:
             parsed = ex.llm.body if ex.llm is not None else None
             path = client_request.rewritten_path(ex.route, ex.path)
