@@ -399,7 +399,7 @@ def _add_tools(req: Json, body: Json) -> None:
 
 def message_usage(u: Any) -> Json:
     """OpenAI usage as Anthropic's: prompt_tokens include cache reads and writes, input_tokens don't."""
-    return (from_openai(u) or Usage()).anthropic()
+    return (from_openai(u, billed_total=False) or Usage()).anthropic()
 
 
 def stop_reason(finish: Any, has_tools: bool) -> str:

@@ -91,16 +91,22 @@ def set_counters(into: Json, usage: Any) -> None:
 # ---------------------------------------------------------------- chat usage objects
 
 
-def from_openai(u: Any) -> Usage | None:
-    """OpenAI ``usage`` (chat.completion, also Azure, vLLM and other compatible servers)."""
+def from_openai(u: Any, *, billed_total: bool = True) -> Usage | None:
+    """OpenAI ``usage`` (chat.completion, also Azure, vLLM and other compatible servers).
+
+    Gemini's OpenAI-compatible endpoint leaves thinking out of ``completion_tokens``
+    but not out of ``total_tokens`` (7 + 12 of 402). With ``billed_total`` (for
+    accounting) what the total has beyond the input counts as output; without it
+    (translating the answer for a client) output is ``completion_tokens`` as sent.
+    """
     if not isinstance(u, dict):
         return None
     prompt = _dict(u.get("prompt_tokens_details"))
     completion = _dict(u.get("completion_tokens_details"))
     input_tokens = count(u.get("prompt_tokens"))
-    # Gemini's OpenAI-compatible endpoint leaves thinking out of completion_tokens but
-    # not out of total_tokens (7 + 12 of 402): what the total has beyond the input is output.
-    output_tokens = max(count(u.get("completion_tokens")), count(u.get("total_tokens")) - input_tokens)
+    output_tokens = count(u.get("completion_tokens"))
+    if billed_total:
+        output_tokens = max(output_tokens, count(u.get("total_tokens")) - input_tokens)
     return Usage(
         input_tokens=input_tokens,
         output_tokens=output_tokens,

@@ -349,3 +349,11 @@ def test_running_totals_are_set_not_added(
         stream = make()
         feed(stream, data, cuts)
         assert stream.usage == expected
+
+
+def test_thinking_left_out_of_completion_tokens_is_billed_output() -> None:
+    """Gemini's OpenAI-compatible endpoint: 7 + 12 of a 402 total; the rest is thinking."""
+    u = {"prompt_tokens": 7, "completion_tokens": 12, "total_tokens": 402}
+    assert from_openai(u) == Usage(7, 395)  # accounting: what the provider bills
+    assert from_openai(u, billed_total=False) == Usage(7, 12)  # a client's answer: as the provider said
+    assert from_openai({"prompt_tokens": 7, "completion_tokens": 12, "total_tokens": 3}) == Usage(7, 12)
