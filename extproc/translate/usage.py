@@ -22,14 +22,15 @@ gives None (the provider said nothing), not a zero Usage. Provider counters are
 running totals, so stream readers SET the latest value and never add.
 
 ``usage_of(fmt, body)`` reads a whole non-streamed body; ``native_format(kind, api,
-model)`` names the format a provider kind answers in.
+model)`` names the format a provider kind answers in; ``Observed`` reads a native
+stream passed on untouched.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol
 
 Json = dict[str, Any]
 
@@ -177,6 +178,47 @@ def from_bedrock_headers(headers: Mapping[str, str]) -> Usage | None:
         return int(raw) if raw is not None and raw.strip().isdigit() else 0
 
     return Usage(input_tokens=number(raw_in), output_tokens=number(raw_out))
+
+
+class _Reading(Protocol):
+    @property
+    def usage(self) -> Usage | None: ...
+
+    @property
+    def response_model(self) -> str | None: ...
+
+    def feed(self, chunk: bytes) -> bytes: ...
+
+    def finish(self) -> bytes: ...
+
+
+class Observed:
+    """A provider stream passed on untouched, read by a translator whose output is discarded.
+
+    For native streams without an observer of their own (Gemini's, Bedrock's event
+    stream): ``Observed(gemini.ChatStream(model, True))``. Anthropic's has a cheaper
+    one (``anthropic.AnthropicStreamObserver``); OpenAI's is ``openai.ChatStream``
+    with ``include_usage``.
+    """
+
+    def __init__(self, reader: _Reading) -> None:
+        self._reader = reader
+
+    @property
+    def usage(self) -> Usage | None:
+        return self._reader.usage
+
+    @property
+    def response_model(self) -> str | None:
+        return self._reader.response_model
+
+    def feed(self, chunk: bytes) -> bytes:
+        self._reader.feed(chunk)
+        return chunk
+
+    def finish(self) -> bytes:
+        self._reader.finish()
+        return b""
 
 
 # ---------------------------------------------------------------- whole bodies

@@ -19,6 +19,7 @@ from extproc.translate import anthropic, bedrock, gemini, openai
 from extproc.translate.messages import codec
 from extproc.translate.usage import (
     FORMATS,
+    Observed,
     Usage,
     from_anthropic,
     from_bedrock_headers,
@@ -218,10 +219,14 @@ STREAMS: list[tuple[str, str, Callable[[], Any], str | None]] = [
     ("messages/vertex-gemini", "gemini", lambda: codec("vertex", "gemini-x").stream("m"), MODEL),
     ("messages/bedrock", "bedrock", lambda: codec("bedrock", "m").stream("m"), None),
     ("observe/anthropic", "anthropic", lambda: anthropic.AnthropicStreamObserver(), MODEL),
+    ("observe/gemini", "gemini", lambda: Observed(gemini.ChatStream("m", True)), MODEL),
+    ("observe/bedrock", "bedrock", lambda: Observed(bedrock.ChatStream("m", True)), None),
 ]
 
 
-PASSTHROUGH = {"chat/openai", "chat/openai-unasked", "messages/anthropic", "observe/anthropic"}
+PASSTHROUGH = {"chat/openai", "chat/openai-unasked", "messages/anthropic"} | {
+    name for name, *_ in STREAMS if name.startswith("observe/")
+}
 
 
 @pytest.mark.parametrize(("name", "provider", "make", "model"), STREAMS, ids=[s[0] for s in STREAMS])
@@ -245,6 +250,8 @@ def test_stream_usage_split_anywhere(
     if name in PASSTHROUGH:
         # Translators make ids of their own; the conformance tests compare their frames.
         assert len(outputs) == 1, "the same stream, however split, gives the same bytes"
+    if name.startswith("observe/"):
+        assert outputs == {data}, "an observer passes the provider's bytes unchanged"
 
 
 def test_observer_passes_bytes_unchanged() -> None:
