@@ -8,7 +8,9 @@ import orjson
 
 from . import common as c
 from .base import Json, TranslationError, openai_error, openai_error_type
-from .sse import DONE, SSEEvent, SSETranslator, error_frame, malformed_frames
+from .fields import CHAT_IGNORED, NO_NOOP, FieldTable
+from .sse import DONE, SSEDecoder, SSEEvent, SSETranslator, error_frame, malformed_frames
+from .usage import Usage, from_anthropic, set_counters
 
 VERTEX_ANTHROPIC_VERSION = "vertex-2023-10-16"
 
@@ -39,6 +41,39 @@ ERROR_STATUS: dict[str, int] = {
 # json_object has no schema; any JSON object is the closest structured-output format.
 _ANY_OBJECT_SCHEMA: Json = {"type": "object", "additionalProperties": True}
 
+# The chat.completions fields carried to Messages, dropped (see CHAT_IGNORED for why),
+# or refused unless they hold their no-op value (see fields.py).
+REQUEST_FIELDS = FieldTable(
+    provider="Anthropic",
+    mapped=frozenset(
+        {
+            "model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p",
+            "top_k",  # not OpenAI's, but a common extension, and Anthropic has it
+            "stop", "stream", "tools", "tool_choice", "parallel_tool_calls", "response_format",
+            "reasoning_effort",
+            "user",  # -> metadata.user_id
+            "n",  # 1 only (reject_n)
+        }
+    ),
+    ignored=CHAT_IGNORED,
+    unsupported={
+        "logprobs": False,
+        "top_logprobs": 0,
+        "logit_bias": {},
+        "presence_penalty": 0,
+        "frequency_penalty": 0,
+        "seed": NO_NOOP,
+        "modalities": ["text"],
+        "audio": NO_NOOP,
+        "prediction": NO_NOOP,
+        "web_search_options": NO_NOOP,
+        "verbosity": NO_NOOP,
+        "moderation": NO_NOOP,
+        "functions": NO_NOOP,  # the deprecated function calling: send tools instead
+        "function_call": NO_NOOP,
+    },
+)  # fmt: skip
+
 
 # ---------------------------------------------------------------- request
 
@@ -57,6 +92,7 @@ def vertex_chat_request(req: Json, model: str) -> Json:
 
 
 def _messages_body(req: Json) -> Json:
+    REQUEST_FIELDS.check(req)
     c.reject_n(req)
     system, messages = _convert_messages(req.get("messages") or [])
     limit = c.max_tokens(req) or c.DEFAULT_MAX_TOKENS
@@ -223,12 +259,14 @@ def chat_response(resp: Json, model: str, *, created: int = 0) -> Json:
     return c.completion(resp.get("id") or c.new_id(), resp.get("model") or model, created, [ch], usage)
 
 
-def _usage(u: Json) -> Json:
+def _usage(u: Any) -> Json:
     # Anthropic's input_tokens exclude cache reads and writes; OpenAI's prompt_tokens include them.
-    read = u.get("cache_read_input_tokens")
-    write = u.get("cache_creation_input_tokens")
-    prompt = (u.get("input_tokens") or 0) + (read or 0) + (write or 0)
-    return c.make_usage(prompt, u.get("output_tokens") or 0, cached=read or 0, cache_write=write)
+    usage = from_anthropic(u) or Usage()
+    wrote = isinstance(u, dict) and u.get("cache_creation_input_tokens") is not None
+    write = usage.cache_write_tokens if wrote else None
+    return c.make_usage(
+        usage.input_tokens, usage.output_tokens, cached=usage.cache_read_tokens, cache_write=write
+    )
 
 
 def error_response(status: int, body: bytes) -> tuple[int, Json]:
@@ -243,11 +281,16 @@ def error_response(status: int, body: bytes) -> tuple[int, Json]:
 
 
 class ChatStream(SSETranslator):
-    """Anthropic Messages SSE -> OpenAI chat.completion.chunk SSE."""
+    """Anthropic Messages SSE -> OpenAI chat.completion.chunk SSE.
+
+    ``usage`` and ``response_model`` are what the provider's events said so far (None
+    before they say anything): input counts from ``message_start``, the final output
+    count from ``message_delta``.
+    """
 
     def __init__(self, model: str, include_usage: bool, created: int = 0) -> None:
         super().__init__()
-        self.response_model: str = model
+        self.response_model: str | None = None
         self._out = c.ChunkWriter(c.new_id(), model, created, include_usage)
         self._usage: Json = {}
         self._tools: dict[int, list[Any]] = {}  # block index -> [tool index, args sent, start input]
@@ -255,8 +298,8 @@ class ChatStream(SSETranslator):
         self._done = False  # [DONE] was sent
 
     @property
-    def usage(self) -> Json | None:
-        return _usage(self._usage) if self._usage else None
+    def usage(self) -> Usage | None:
+        return from_anthropic(self._usage) if self._usage else None
 
     @property
     def closed(self) -> bool:
@@ -307,9 +350,9 @@ class ChatStream(SSETranslator):
     def _start(self, message: Json) -> bytes:
         if message.get("id"):
             self._out.id = message["id"]
-        if message.get("model"):
+        if isinstance(message.get("model"), str) and message["model"]:
             self.response_model = self._out.model = message["model"]
-        self._merge_usage(message.get("usage"))
+        set_counters(self._usage, message.get("usage"))
         return self._out.chunk({"role": "assistant", "content": ""})
 
     def _block_start(self, index: int, block: Json) -> bytes:
@@ -351,18 +394,12 @@ class ChatStream(SSETranslator):
         return self._out.tool_args(tool[0], c.dumps_str(tool[2] or {}))
 
     def _message_delta(self, data: Json) -> bytes:
-        self._merge_usage(data.get("usage"))
+        set_counters(self._usage, data.get("usage"))
         reason = (data.get("delta") or {}).get("stop_reason")
         if not reason or self._finished:
             return b""
         self._finished = True
         return self._out.chunk({}, finish_reason=FINISH_REASONS.get(reason, "stop"))
-
-    def _merge_usage(self, usage: Json | None) -> None:
-        # message_delta counts are cumulative: the latest value of each field wins.
-        for key, value in (usage or {}).items():
-            if isinstance(value, int):
-                self._usage[key] = value
 
     def _end(self) -> bytes:
         self._done = True
@@ -379,3 +416,52 @@ class ChatStream(SSETranslator):
         kind = err.get("type") or "api_error"
         status = ERROR_STATUS.get(kind, 500)
         return error_frame(err.get("message") or kind, openai_error_type(status), kind) + DONE
+
+
+# ---------------------------------------------------------------- native streams
+
+
+class AnthropicStreamObserver:
+    """Reads usage and the model from an Anthropic SSE stream passed on untouched.
+
+    ``feed`` returns its input unchanged, so the client gets the provider's bytes;
+    only ``message_start`` (model, input counts) and ``message_delta`` (running
+    totals: set, never added) are parsed.
+    """
+
+    def __init__(self, model: str | None = None) -> None:
+        self.response_model: str | None = None
+        self._usage: Json = {}
+        self._sse = SSEDecoder()
+
+    @property
+    def usage(self) -> Usage | None:
+        return from_anthropic(self._usage) if self._usage else None
+
+    def feed(self, chunk: bytes) -> bytes:
+        self._read(self._sse.feed(chunk))
+        return chunk
+
+    def finish(self) -> bytes:
+        self._read(self._sse.flush())
+        return b""
+
+    def _read(self, events: list[SSEEvent]) -> None:
+        for event in events:
+            if event.event not in (None, "message_start", "message_delta"):
+                continue  # deltas and pings: most of the stream, never parsed
+            if b"message_start" not in event.data and b"message_delta" not in event.data:
+                continue
+            try:
+                data = orjson.loads(event.data)
+            except orjson.JSONDecodeError:
+                continue
+            if not isinstance(data, dict):
+                continue
+            if data.get("type") == "message_start" and isinstance(data.get("message"), dict):
+                message = data["message"]
+                if isinstance(message.get("model"), str) and message["model"]:
+                    self.response_model = message["model"]
+                set_counters(self._usage, message.get("usage"))
+            elif data.get("type") == "message_delta":
+                set_counters(self._usage, data.get("usage"))

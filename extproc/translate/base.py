@@ -13,12 +13,21 @@ Each provider module (``anthropic``, ``gemini``, ``bedrock``, ``openai``) offers
   error as ``(http status, OpenAI error JSON)``, keeping the provider's message.
 - ``ChatStream(model: str, include_usage: bool)``: ``feed(chunk) -> bytes`` and
   ``finish() -> bytes``; turns the provider's stream, split anywhere, into
-  OpenAI ``chat.completion.chunk`` SSE ending in ``data: [DONE]``.
+  OpenAI ``chat.completion.chunk`` SSE ending in ``data: [DONE]``. As it goes it
+  exposes ``usage`` (a ``usage.Usage``) and ``response_model``, read from the
+  provider's own events; each is None until the provider says.
+- ``REQUEST_FIELDS``: the request fields it carries, drops or refuses (``fields.py``).
+
+``usage.usage_of(fmt, body)`` reads usage and the model from any provider's
+non-streamed body; ``extproc.tokens`` estimates a request's tokens before the call.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from .usage import Usage
 
 Json = dict[str, Any]
 
@@ -35,6 +44,12 @@ class TranslationError(ValueError):
 
 
 class ChatStreamTranslator(Protocol):
+    @property
+    def usage(self) -> Usage | None: ...
+
+    @property
+    def response_model(self) -> str | None: ...
+
     def feed(self, chunk: bytes) -> bytes: ...
 
     def finish(self) -> bytes: ...

@@ -10,7 +10,9 @@ from botocore.eventstream import EventStreamBuffer, EventStreamMessage, ParserEr
 
 from . import common as c
 from .base import Json, TranslationError, openai_error, openai_error_type
+from .fields import CHAT_IGNORED, NO_NOOP, FieldTable
 from .sse import DONE, error_frame, malformed_frames
+from .usage import Usage, from_bedrock
 
 FINISH_REASONS: dict[str, str] = {
     "end_turn": "stop",
@@ -78,12 +80,47 @@ _DOC_FORMATS = {
 }
 _ANY_OBJECT_SCHEMA = '{"type":"object","additionalProperties":true}'
 
+# The chat.completions fields carried to Converse, dropped (see CHAT_IGNORED for why),
+# or refused unless they hold their no-op value (see fields.py).
+REQUEST_FIELDS = FieldTable(
+    provider="Bedrock",
+    mapped=frozenset(
+        {
+            "model",  # the path
+            "stream",  # the path: converse-stream
+            "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "stop",
+            "tools", "tool_choice", "response_format", "reasoning_effort",
+            "top_k",  # no Converse field: additionalModelRequestFields, as the model names it
+            "n",  # 1 only (reject_n)
+        }
+    ),
+    ignored={**CHAT_IGNORED, "user": "Converse has no end-user field; the id tracks abuse, not the answer"},
+    unsupported={
+        "logprobs": False,
+        "top_logprobs": 0,
+        "logit_bias": {},
+        "presence_penalty": 0,
+        "frequency_penalty": 0,
+        "seed": NO_NOOP,
+        "parallel_tool_calls": True,  # Converse cannot be told to call one tool at a time
+        "modalities": ["text"],
+        "audio": NO_NOOP,
+        "prediction": NO_NOOP,
+        "web_search_options": NO_NOOP,
+        "verbosity": NO_NOOP,
+        "moderation": NO_NOOP,
+        "functions": NO_NOOP,  # the deprecated function calling: send tools instead
+        "function_call": NO_NOOP,
+    },
+)  # fmt: skip
+
 
 # ---------------------------------------------------------------- request
 
 
 def chat_request(req: Json, model: str) -> Json:
     """The Converse body; ``model`` goes in the URL path, not here."""
+    REQUEST_FIELDS.check(req)
     c.reject_n(req)
     system, messages, has_tool_blocks = _convert_messages(req.get("messages") or [])
     limit = c.max_tokens(req) or c.DEFAULT_MAX_TOKENS
@@ -103,10 +140,14 @@ def chat_request(req: Json, model: str) -> Json:
     tool_config = _tool_config(req, has_tool_blocks)
     if tool_config:
         body["toolConfig"] = tool_config
+    extra: Json = {}
+    if req.get("top_k") is not None:
+        extra["top_k"] = req["top_k"]  # Claude's name; a model without it answers a ValidationException
     budget = c.reasoning_budget(req)
     if budget:
-        thinking = {"type": "enabled", "budget_tokens": c.capped_budget(budget, limit)}
-        body["additionalModelRequestFields"] = {"thinking": thinking}
+        extra["thinking"] = {"type": "enabled", "budget_tokens": c.capped_budget(budget, limit)}
+    if extra:
+        body["additionalModelRequestFields"] = extra
     return body
 
 
@@ -274,12 +315,16 @@ def chat_response(resp: Json, model: str, *, created: int = 0) -> Json:
     return c.completion(c.new_id(), model, created, [ch], _usage(resp.get("usage") or {}))
 
 
-def _usage(u: Json) -> Json:
+def _usage(u: Any) -> Json:
     # inputTokens exclude cache reads and writes; OpenAI's prompt_tokens include them.
-    read = u.get("cacheReadInputTokens")
-    write = u.get("cacheWriteInputTokens")
-    prompt = (u.get("inputTokens") or 0) + (read or 0) + (write or 0)
-    return c.make_usage(prompt, u.get("outputTokens") or 0, cached=read or 0, cache_write=write)
+    usage = from_bedrock(u) or Usage()
+    wrote = isinstance(u, dict) and u.get("cacheWriteInputTokens") is not None
+    return c.make_usage(
+        usage.input_tokens,
+        usage.output_tokens,
+        cached=usage.cache_read_tokens,
+        cache_write=usage.cache_write_tokens if wrote else None,
+    )
 
 
 def error_response(status: int, body: bytes, error_type: str | None = None) -> tuple[int, Json]:
@@ -332,10 +377,14 @@ def stream_item(message: EventStreamMessage) -> StreamItem:
 
 
 class ChatStream:
-    """Bedrock ConverseStream (AWS binary event stream) -> OpenAI chat.completion.chunk SSE."""
+    """Bedrock ConverseStream (AWS binary event stream) -> OpenAI chat.completion.chunk SSE.
+
+    ``usage`` comes from the ``metadata`` event; ``response_model`` stays None (Bedrock's
+    events name no model: the model is the one the path called).
+    """
 
     def __init__(self, model: str, include_usage: bool, created: int = 0) -> None:
-        self.response_model: str = model
+        self.response_model: str | None = None
         self._out = c.ChunkWriter(c.new_id(), model, created, include_usage)
         self._buf = EventStreamBuffer()
         self._usage_raw: Json | None = None
@@ -344,8 +393,8 @@ class ChatStream:
         self._done = False
 
     @property
-    def usage(self) -> Json | None:
-        return _usage(self._usage_raw) if self._usage_raw is not None else None
+    def usage(self) -> Usage | None:
+        return from_bedrock(self._usage_raw)
 
     def feed(self, chunk: bytes) -> bytes:
         if self._done:

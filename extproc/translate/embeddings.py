@@ -30,6 +30,7 @@ from typing import Any
 from urllib.parse import quote
 
 from .base import Json, TranslationError
+from .usage import usage_of
 
 _NOVA_SCHEMA_VERSION = "nova-multimodal-embed-v1"
 _NOVA_DEFAULT_DIMENSION = 3072  # the model's full size, as OpenAI returns full-size vectors by default
@@ -343,8 +344,11 @@ def response(kind: str, resp: Json, model: str, req: Json) -> Json:
         return _openai_response(resp, as_base64)
     if not isinstance(resp, dict):
         resp = {}
-    vectors, tokens = _EXTRACT[fam](resp)
-    data = [_item(i, vec, as_base64) for i, vec in enumerate(vectors)]
+    # Token counts come from the usage readers; a provider that reports none gives 0 here
+    # (Bedrock's Cohere and Nova bodies: the counts are in its response headers).
+    found, _ = usage_of(fam + "-embeddings", resp)
+    tokens = found.input_tokens if found else 0
+    data = [_item(i, vec, as_base64) for i, vec in enumerate(_EXTRACT[fam](resp))]
     return {
         "object": "list",
         "data": data,
@@ -395,57 +399,41 @@ def _list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
-def _count(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
-
-
-Extracted = tuple[list[list[float]], int]
-
-
-def _gemini_vectors(resp: Json) -> Extracted:
+def _gemini_vectors(resp: Json) -> list[list[float]]:
     items = _list(resp.get("embeddings")) or ([resp["embedding"]] if "embedding" in resp else [])
-    vectors = [_floats(_dict(e).get("values")) for e in items]
-    # Gemini reports no tokens for embeddings today; read usageMetadata should it appear.
-    usage = _dict(resp.get("usageMetadata"))
-    return vectors, _count(usage.get("promptTokenCount") or usage.get("totalTokenCount"))
+    return [_floats(_dict(e).get("values")) for e in items]
 
 
-def _vertex_vectors(resp: Json) -> Extracted:
+def _vertex_vectors(resp: Json) -> list[list[float]]:
     vectors: list[list[float]] = []
-    tokens = 0
     for prediction in _list(resp.get("predictions")):
         prediction = _dict(prediction)
         if "textEmbedding" in prediction:  # multimodalembedding
             vectors.append(_floats(prediction["textEmbedding"]))
-            continue
-        emb = _dict(prediction.get("embeddings"))
-        vectors.append(_floats(emb.get("values")))
-        tokens += _count(_dict(emb.get("statistics")).get("token_count"))
-    return vectors, tokens
+        else:
+            vectors.append(_floats(_dict(prediction.get("embeddings")).get("values")))
+    return vectors
 
 
-def _titan_vectors(resp: Json) -> Extracted:
+def _titan_vectors(resp: Json) -> list[list[float]]:
     vector = resp.get("embedding")
     if vector is None:
         vector = _dict(resp.get("embeddingsByType")).get("float")
-    vectors = [] if vector is None else [_floats(vector)]
-    return vectors, _count(resp.get("inputTextTokenCount"))
+    return [] if vector is None else [_floats(vector)]
 
 
-def _cohere_vectors(resp: Json) -> Extracted:
+def _cohere_vectors(resp: Json) -> list[list[float]]:
     embeddings = resp.get("embeddings")
     if isinstance(embeddings, dict):  # response_type "embeddings_by_type"
         embeddings = embeddings.get("float")
-    # Bedrock's Cohere body has no token count (the lead may read x-amzn-bedrock-input-token-count).
-    billed = _dict(_dict(resp.get("meta")).get("billed_units"))
-    return [_floats(v) for v in _list(embeddings)], _count(billed.get("input_tokens"))
+    return [_floats(v) for v in _list(embeddings)]
 
 
-def _nova_vectors(resp: Json) -> Extracted:
-    return [_floats(_dict(e).get("embedding")) for e in _list(resp.get("embeddings"))], 0
+def _nova_vectors(resp: Json) -> list[list[float]]:
+    return [_floats(_dict(e).get("embedding")) for e in _list(resp.get("embeddings"))]
 
 
-_EXTRACT: dict[str, Callable[[Json], Extracted]] = {
+_EXTRACT: dict[str, Callable[[Json], list[list[float]]]] = {
     "gemini": _gemini_vectors,
     "vertex": _vertex_vectors,
     "bedrock-titan": _titan_vectors,

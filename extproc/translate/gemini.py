@@ -8,7 +8,9 @@ import orjson
 
 from . import common as c
 from .base import Json, TranslationError, openai_error, openai_error_type
+from .fields import CHAT_IGNORED, NO_NOOP, FieldTable
 from .sse import DONE, SSEEvent, SSETranslator, error_frame, malformed_frames
+from .usage import Usage, from_gemini
 
 FINISH_REASONS: dict[str, str] = {
     "STOP": "stop",
@@ -31,11 +33,43 @@ _SCHEMA_KEYS = frozenset(
 )  # fmt: skip
 _MAX_SCHEMA_DEPTH = 64
 
+# The chat.completions fields carried to generateContent, dropped (see CHAT_IGNORED for
+# why), or refused unless they hold their no-op value (see fields.py).
+REQUEST_FIELDS = FieldTable(
+    provider="Gemini",
+    mapped=frozenset(
+        {
+            "model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p",
+            "top_k", "frequency_penalty", "presence_penalty", "seed", "stop", "tools",
+            "tool_choice", "response_format", "reasoning_effort",
+            "n",  # -> candidateCount
+            "stream",  # the path: streamGenerateContent
+        }
+    ),
+    ignored={**CHAT_IGNORED, "user": "Gemini has no end-user field; the id tracks abuse, not the answer"},
+    unsupported={
+        # Gemini can return logprobs, but its answer is not translated back with them.
+        "logprobs": False,
+        "top_logprobs": 0,
+        "logit_bias": {},
+        "parallel_tool_calls": True,  # Gemini cannot be told to call one tool at a time
+        "modalities": ["text"],
+        "audio": NO_NOOP,
+        "prediction": NO_NOOP,
+        "web_search_options": NO_NOOP,
+        "verbosity": NO_NOOP,
+        "moderation": NO_NOOP,
+        "functions": NO_NOOP,  # the deprecated function calling: send tools instead
+        "function_call": NO_NOOP,
+    },
+)  # fmt: skip
+
 
 # ---------------------------------------------------------------- request
 
 
 def chat_request(req: Json, model: str) -> Json:
+    REQUEST_FIELDS.check(req)
     system, contents = _convert_messages(req.get("messages") or [])
     body: Json = {"contents": contents}
     if system:
@@ -261,13 +295,15 @@ def _choice(cand: Json, position: int) -> Json:
     return c.choice(cand.get("index", position), text, calls, finish, "".join(thoughts) if thoughts else None)
 
 
-def _usage(meta: Json) -> Json:
-    # Tool-use prompt tokens are input too; thoughts are billed as output.
-    prompt = (meta.get("promptTokenCount") or 0) + (meta.get("toolUsePromptTokenCount") or 0)
-    thoughts = meta.get("thoughtsTokenCount")
-    completion = (meta.get("candidatesTokenCount") or 0) + (thoughts or 0)
+def _usage(meta: Any) -> Json:
+    # Tool-use prompt tokens are input too; thoughts are billed as output (see usage.from_gemini).
+    usage = from_gemini(meta) or Usage()
+    thought = isinstance(meta, dict) and meta.get("thoughtsTokenCount") is not None
     return c.make_usage(
-        prompt, completion, cached=meta.get("cachedContentTokenCount") or 0, reasoning=thoughts
+        usage.input_tokens,
+        usage.output_tokens,
+        cached=usage.cache_read_tokens,
+        reasoning=usage.reasoning_tokens if thought else None,
     )
 
 
@@ -297,11 +333,13 @@ class ChatStream(SSETranslator):
     """Gemini ``alt=sse`` stream -> OpenAI chat.completion.chunk SSE.
 
     Gemini sends no end marker, so usage and ``[DONE]`` go out from ``finish()``.
+    ``usage`` is the last ``usageMetadata`` seen (each chunk carries running totals)
+    and ``response_model`` the last ``modelVersion``; None until the stream says.
     """
 
     def __init__(self, model: str, include_usage: bool, created: int = 0) -> None:
         super().__init__()
-        self.response_model: str = model
+        self.response_model: str | None = None
         self._out = c.ChunkWriter(c.new_id(), model, created, include_usage)
         self._meta: Json | None = None
         self._candidates: dict[int, _Candidate] = {}
@@ -309,8 +347,8 @@ class ChatStream(SSETranslator):
         self._done = False
 
     @property
-    def usage(self) -> Json | None:
-        return _usage(self._meta) if self._meta is not None else None
+    def usage(self) -> Usage | None:
+        return from_gemini(self._meta)
 
     @property
     def closed(self) -> bool:
@@ -351,7 +389,7 @@ class ChatStream(SSETranslator):
             return error_frame(message, openai_error_type(status), err.get("status")) + DONE
         if not self._id_set and data.get("responseId"):
             self._out.id, self._id_set = data["responseId"], True
-        if data.get("modelVersion"):
+        if isinstance(data.get("modelVersion"), str) and data["modelVersion"]:
             self.response_model = self._out.model = data["modelVersion"]
         meta = data.get("usageMetadata")
         if isinstance(meta, dict):  # each chunk carries the running totals

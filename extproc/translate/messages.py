@@ -15,7 +15,8 @@
 Each codec is pure and stateless; ``stream()`` returns a fresh translator whose
 ``feed(bytes)`` / ``finish()`` turn the provider's stream, split anywhere, into
 Anthropic SSE events that always end in ``message_stop`` or one ``error`` event.
-Streams also expose ``response_model`` and ``usage`` (Anthropic usage, once known).
+Streams also expose ``response_model`` and ``usage`` (a ``Usage``), read from the
+provider's own events as they come; each is None until the provider says.
 """
 
 from __future__ import annotations
@@ -29,15 +30,18 @@ from . import common as c
 from . import messages_bedrock as mb
 from . import messages_common as m
 from . import messages_openai as mo
-from .base import Json
+from .base import Json, TranslationError
+from .fields import MESSAGES_IGNORED, NO_NOOP, FieldTable
 from .sse import SSEEvent, SSETranslator
+from .usage import Usage, from_anthropic, set_counters
 
 
 class MessagesStream(Protocol):
-    response_model: str
+    @property
+    def response_model(self) -> str | None: ...
 
     @property
-    def usage(self) -> Json | None: ...
+    def usage(self) -> Usage | None: ...
 
     def feed(self, chunk: bytes) -> bytes: ...
 
@@ -176,13 +180,13 @@ class NativeEvents(SSETranslator):
 
     def __init__(self, model: str) -> None:
         super().__init__()
-        self.response_model: str = model
+        self.response_model: str | None = None
         self._usage: Json = {}
         self._done = False
 
     @property
-    def usage(self) -> Json | None:
-        return dict(self._usage) if self._usage else None
+    def usage(self) -> Usage | None:
+        return from_anthropic(self._usage) if self._usage else None
 
     @property
     def closed(self) -> bool:
@@ -219,16 +223,11 @@ class NativeEvents(SSETranslator):
             raise TypeError("event type must be a string")
         if kind == "message_start":
             message = data["message"]
-            if message.get("model"):
-                self.response_model = str(message["model"])
-            self._merge(message.get("usage"))
+            if isinstance(message.get("model"), str) and message["model"]:
+                self.response_model = message["model"]
+            set_counters(self._usage, message.get("usage"))
         elif kind == "message_delta":
-            self._merge(data.get("usage"))
-
-    def _merge(self, usage: Any) -> None:
-        # message_delta counts are cumulative: the latest value of each field wins.
-        if isinstance(usage, dict):
-            self._usage.update((k, v) for k, v in usage.items() if isinstance(v, int))
+            set_counters(self._usage, data.get("usage"))
 
 
 # ---------------------------------------------------------------- OpenAI and Azure
@@ -253,11 +252,36 @@ class OpenAICodec:
 # ---------------------------------------------------------------- Gemini and Vertex Gemini
 
 
+# The Messages fields carried to generateContent (through the chat shape), dropped (see
+# MESSAGES_IGNORED for why), or refused (see fields.py).
+GEMINI_FIELDS = FieldTable(
+    provider="Gemini",
+    mapped=frozenset(
+        {
+            "model", "messages", "system", "max_tokens", "stop_sequences", "stream", "temperature",
+            "top_p", "top_k", "tools", "output_format",
+            "tool_choice",  # but not disable_parallel_tool_use (_gemini_parallel_tools)
+            "thinking", "output_config",  # -> thinkingConfig, responseSchema
+        }
+    ),
+    ignored={
+        **MESSAGES_IGNORED,
+        "metadata": "only user_id, and Gemini has no end-user field; the id tracks abuse, not the answer",
+    },
+    unsupported={
+        "container": NO_NOOP,  # code execution and skills run at Anthropic only
+        "mcp_servers": NO_NOOP,  # Anthropic's MCP connector calls the servers itself
+        "inference_geo": NO_NOOP,  # data residency: a promise the gateway cannot keep elsewhere
+    },
+)  # fmt: skip
+
+
 class GeminiCodec:
     native = False
 
     def request(self, req: Json, model: str) -> Json:
-        chat = mo.chat_request(req, model, keep_top_k=True)
+        _gemini_parallel_tools(req)
+        chat = mo.chat_request(req, model, keep_top_k=True, fields=GEMINI_FIELDS)
         chat.pop("reasoning_effort", None)  # the thinking budget is set below, unrounded
         body = gemini.chat_request(chat, model)
         _gemini_thinking(req, body)
@@ -272,6 +296,15 @@ class GeminiCodec:
 
     def stream(self, model: str, *, created: int = 0) -> MessagesStream:
         return GeminiEvents(model, created)
+
+
+def _gemini_parallel_tools(req: Json) -> None:
+    """Gemini cannot be told to call one tool at a time: refuse rather than drop the wish."""
+    choice = req.get("tool_choice")
+    if isinstance(choice, dict) and choice.get("disable_parallel_tool_use") and req.get("tools"):
+        raise TranslationError(
+            "tool_choice.disable_parallel_tool_use is not supported by Gemini", "tool_choice"
+        )
 
 
 def _gemini_thinking(req: Json, body: Json) -> None:
@@ -322,12 +355,12 @@ class GeminiEvents:
         self._events = mo.ChunkEvents(model)
 
     @property
-    def response_model(self) -> str:
-        return self._events.response_model
+    def response_model(self) -> str | None:
+        return self._gemini.response_model
 
     @property
-    def usage(self) -> Json | None:
-        return self._events.usage
+    def usage(self) -> Usage | None:
+        return self._gemini.usage
 
     def feed(self, chunk: bytes) -> bytes:
         return self._events.feed(self._gemini.feed(chunk))

@@ -16,6 +16,7 @@ from . import bedrock
 from . import common as c
 from . import messages_common as m
 from .base import Json, TranslationError
+from .fields import MESSAGES_IGNORED, NO_NOOP, FieldTable
 from .messages_openai import (
     block_source,
     content_blocks,
@@ -24,6 +25,7 @@ from .messages_openai import (
     input_schema,
     output_format,
 )
+from .usage import Usage, from_bedrock
 
 STOP_REASONS: dict[str, str] = {
     "end_turn": "end_turn",
@@ -48,6 +50,30 @@ _DOC_FORMATS = {
 }
 
 
+# The Messages fields carried to Converse, dropped (see MESSAGES_IGNORED for why), or
+# refused (see fields.py).
+REQUEST_FIELDS = FieldTable(
+    provider="Bedrock",
+    mapped=frozenset(
+        {
+            "model", "stream",  # the path
+            "messages", "system", "max_tokens", "stop_sequences", "temperature", "top_p", "tools",
+            "output_format",
+            "tool_choice",  # but not disable_parallel_tool_use (_tool_config)
+            "top_k", "thinking",  # additionalModelRequestFields, as Claude names them
+            "output_config",  # format -> outputConfig; the rest (effort) as top_k
+            "metadata",  # Claude models only; for others see _model_fields
+        }
+    ),
+    ignored=MESSAGES_IGNORED,
+    unsupported={
+        "container": NO_NOOP,  # code execution and skills run at Anthropic only
+        "mcp_servers": NO_NOOP,  # Anthropic's MCP connector calls the servers itself
+        "inference_geo": NO_NOOP,  # data residency: a promise the gateway cannot keep elsewhere
+    },
+)  # fmt: skip
+
+
 def _cache_point() -> Json:
     return {"cachePoint": {"type": "default"}}
 
@@ -57,6 +83,7 @@ def _cache_point() -> Json:
 
 def converse_request(req: Json, model: str) -> Json:
     """The Converse body; the model goes in the URL path, not here."""
+    REQUEST_FIELDS.check(req)
     system, messages, has_tool_blocks = _convert(req)
     body: Json = {"messages": messages}
     if system:
@@ -101,7 +128,8 @@ def _model_fields(req: Json, model: str) -> Json:
     config = {k: v for k, v in field_object(req, "output_config").items() if k != "format"}
     if config:
         extra["output_config"] = config  # effort; the format went to outputConfig
-    # Claude Code always sends metadata; only Claude models accept it, others reject the field.
+    # Claude Code always sends metadata; only Claude models accept it, others reject the
+    # field. It holds only user_id, an abuse-tracking id: dropping it keeps the answer.
     metadata = field_object(req, "metadata")
     if metadata and "claude" in model.lower():
         extra["metadata"] = metadata
@@ -240,6 +268,11 @@ def _tool_config(req: Json, has_tool_blocks: bool) -> Json | None:
     kind = choice.get("type")
     # Converse has no "none": offering no tools is the way to forbid calls.
     tools = [] if kind == "none" else _tool_specs(field_list(req, "tools"))
+    if tools and choice.get("disable_parallel_tool_use"):
+        # Converse's toolChoice has no such switch: refuse rather than drop the wish.
+        raise TranslationError(
+            "tool_choice.disable_parallel_tool_use is not supported by Bedrock", "tool_choice"
+        )
     if not tools:
         # Bedrock wants toolConfig whenever the history holds tool blocks.
         return {"tools": [bedrock.PLACEHOLDER_TOOL]} if has_tool_blocks else None
@@ -277,14 +310,7 @@ def _tool_specs(tools: list[Any]) -> list[Json]:
 
 
 def message_usage(u: Any) -> Json:
-    if not isinstance(u, dict):
-        return m.usage(0, 0)
-    return m.usage(
-        m.count(u.get("inputTokens")),
-        m.count(u.get("outputTokens")),
-        m.count(u.get("cacheReadInputTokens")),
-        m.count(u.get("cacheWriteInputTokens")),
-    )
+    return (from_bedrock(u) or Usage()).anthropic()
 
 
 def _stop_sequence(fields: Any) -> str | None:
@@ -340,7 +366,8 @@ class ConverseEvents:
     """
 
     def __init__(self, model: str) -> None:
-        self.response_model: str = model
+        # Bedrock's events name no model: the model is the one the path called.
+        self.response_model: str | None = None
         self._out = m.EventWriter(c.new_id("msg_"), model)
         self._buf = EventStreamBuffer()
         self._stop: str | None = None
@@ -348,8 +375,9 @@ class ConverseEvents:
         self._usage: Json | None = None
 
     @property
-    def usage(self) -> Json | None:
-        return self._out.usage
+    def usage(self) -> Usage | None:
+        """From the ``metadata`` event, Bedrock's only usage report."""
+        return from_bedrock(self._usage)
 
     def feed(self, chunk: bytes) -> bytes:
         if self._out.done:

@@ -17,7 +17,9 @@ import orjson
 from . import common as c
 from . import messages_common as m
 from .base import Json, TranslationError
+from .fields import MESSAGES_IGNORED, NO_NOOP, FieldTable
 from .sse import SSEEvent, SSETranslator
+from .usage import Usage, from_openai
 
 STOP_REASONS: dict[str, str] = {
     "stop": "end_turn",
@@ -39,15 +41,40 @@ _CACHE_BREAKPOINT_MODELS = re.compile(r"(?:^|/)gpt-(?:5\.(?:[6-9]|\d{2,})|[6-9])
 _NO_REASONING_WITH_TOOLS = re.compile(r"(?:^|/)gpt-(?:5\.(?:[2-9]|\d{2,})|[6-9])")
 _BREAKPOINT: Json = {"mode": "explicit"}
 
+# The Messages fields carried to chat.completions, dropped (see MESSAGES_IGNORED for
+# why), or refused (see fields.py).
+REQUEST_FIELDS = FieldTable(
+    provider="OpenAI",
+    mapped=frozenset(
+        {
+            "model", "messages", "system", "max_tokens", "stop_sequences", "stream", "temperature",
+            "top_p", "tools", "tool_choice", "output_format",
+            "metadata",  # user_id -> user
+            "thinking", "output_config",  # -> reasoning_effort, response_format
+        }
+    ),
+    ignored=MESSAGES_IGNORED,
+    unsupported={
+        "top_k": NO_NOOP,  # chat.completions has no top-k sampling
+        "container": NO_NOOP,  # code execution and skills run at Anthropic only
+        "mcp_servers": NO_NOOP,  # Anthropic's MCP connector calls the servers itself
+        "inference_geo": NO_NOOP,  # data residency: a promise the gateway cannot keep elsewhere
+    },
+)  # fmt: skip
+
 
 # ---------------------------------------------------------------- request
 
 
-def chat_request(req: Json, model: str, *, keep_top_k: bool = False) -> Json:
+def chat_request(
+    req: Json, model: str, *, keep_top_k: bool = False, fields: FieldTable | None = None
+) -> Json:
     """The chat.completions body for a Messages request.
 
     ``keep_top_k`` keeps Anthropic's ``top_k`` (Gemini reads it; OpenAI has none).
+    ``fields`` is the table of the provider the body is for (OpenAI's by default).
     """
+    (fields or REQUEST_FIELDS).check(req)
     breakpoints = bool(_CACHE_BREAKPOINT_MODELS.search(model))
     body: Json = {"model": model, "messages": _messages(req, breakpoints)}
     if req.get("max_tokens") is not None:
@@ -372,14 +399,7 @@ def _add_tools(req: Json, body: Json) -> None:
 
 def message_usage(u: Any) -> Json:
     """OpenAI usage as Anthropic's: prompt_tokens include cache reads and writes, input_tokens don't."""
-    if not isinstance(u, dict):
-        return m.usage(0, 0)
-    details = u.get("prompt_tokens_details")
-    details = details if isinstance(details, dict) else {}
-    cached = m.count(details.get("cached_tokens"))
-    written = m.count(details.get("cache_write_tokens"))
-    prompt = m.count(u.get("prompt_tokens"))
-    return m.usage(max(prompt - cached - written, 0), m.count(u.get("completion_tokens")), cached, written)
+    return (from_openai(u, billed_total=False) or Usage()).anthropic()
 
 
 def stop_reason(finish: Any, has_tools: bool) -> str:
@@ -446,12 +466,13 @@ class ChunkEvents(SSETranslator):
     """OpenAI ``chat.completion.chunk`` SSE -> Anthropic Messages SSE events.
 
     ``message_delta`` waits for ``[DONE]`` because the usage chunk (asked for with
-    ``include_usage``) comes after the finish reason.
+    ``include_usage``) comes after the finish reason. ``usage`` is the provider's last
+    reported total and ``response_model`` the model its chunks name (None until then).
     """
 
     def __init__(self, model: str) -> None:
         super().__init__()
-        self.response_model: str = model
+        self.response_model: str | None = None
         self._out = m.EventWriter(c.new_id("msg_"), model)
         self._tools: set[int] = set()
         self._finish: str | None = None
@@ -459,9 +480,8 @@ class ChunkEvents(SSETranslator):
         self._usage: Json | None = None
 
     @property
-    def usage(self) -> Json | None:
-        """Anthropic usage once the message is complete (for accounting)."""
-        return self._out.usage
+    def usage(self) -> Usage | None:
+        return from_openai(self._usage)
 
     @property
     def closed(self) -> bool:
@@ -503,8 +523,8 @@ class ChunkEvents(SSETranslator):
         if not self._out.started:
             if data.get("id"):
                 self._out.id = str(data["id"])
-            if data.get("model"):
-                self.response_model = self._out.model = str(data["model"])
+            if isinstance(data.get("model"), str) and data["model"]:
+                self.response_model = self._out.model = data["model"]
         out = bytearray(self._out.start())
         if isinstance(data.get("usage"), dict):
             self._usage = data["usage"]

@@ -2,24 +2,35 @@
 
 from __future__ import annotations
 
+import re
+
 import orjson
 
 from . import common as c
 from .base import Json, openai_error, openai_error_type
-from .sse import SSEDecoder, SSEEvent
+from .sse import RawEvents, SSEDecoder, SSEEvent
+from .usage import Usage, from_openai
 
 
 def chat_request(req: Json, model: str) -> Json:
     """The request with ``model`` set (a shallow copy), otherwise as the client sent it.
 
-    The answer passes through untranslated (no gRPC round trip for it), so the
-    stream options stay the client's: forcing ``include_usage`` would hand it a
-    usage chunk it did not ask for. ``ChatStream`` can still drop such a chunk
-    for callers that force it.
+    The stream options stay the client's here; ``ask_usage`` adds ``include_usage``
+    for callers that account for every stream, and ``ChatStream(include_usage=False)``
+    then gives the client the stream it would have had without it.
     """
     body = dict(req)
     body["model"] = model
     return body
+
+
+def ask_usage(body: Json) -> Json:
+    """A streamed request asking for the usage chunk (a copy; ``body`` itself when nothing changes)."""
+    options = body.get("stream_options")
+    options = options if isinstance(options, dict) else {}
+    if not body.get("stream") or options.get("include_usage") is True:
+        return body
+    return {**body, "stream_options": {**options, "include_usage": True}}
 
 
 def chat_response(resp: Json, model: str, *, created: int = 0) -> Json:
@@ -50,46 +61,59 @@ def _usage_only(chunk: Json) -> bool:
     return chunk.get("choices") == [] and chunk.get("usage") is not None
 
 
+# ``"usage": null`` with the comma that joins it to its neighbour, as OpenAI writes it on
+# every chunk once ``include_usage`` is on (and never without it).
+_USAGE_KEY = re.compile(rb'"usage"\s*:')
+_NULL_USAGE = re.compile(rb',\s*"usage"\s*:\s*null(?=\s*[,}])|"usage"\s*:\s*null\s*,\s*')
+
+
 class ChatStream:
     """Forwards an OpenAI SSE stream, reading ``usage`` and the model on the way.
 
-    With ``include_usage`` the bytes go out exactly as received. Without it, whole
-    events are re-framed as they complete so the usage-only chunk can be dropped.
+    With ``include_usage`` the bytes go out exactly as received. Without it the
+    gateway asked for usage on the client's behalf, so what the client gets is the
+    stream it would have had: the usage-only chunk is left out and the
+    ``"usage": null`` member OpenAI adds to every other chunk is removed; all other
+    bytes (line endings, comments, spacing) pass unchanged, whole event by whole event.
+
+    ``usage`` is the provider's last reported total; ``response_model`` the model
+    the first chunk names (None until one does).
     """
 
     def __init__(self, model: str, include_usage: bool, created: int = 0) -> None:
-        self.response_model: str = model
-        self.usage: Json | None = None
+        self.response_model: str | None = None
+        self.usage: Usage | None = None
         self._include_usage = include_usage
         self._sse = SSEDecoder()
+        self._raw = RawEvents()
         self._model_seen = False
 
     def feed(self, chunk: bytes) -> bytes:
-        events = self._sse.feed(chunk)
         if self._include_usage:
-            for event in events:
+            for event in self._sse.feed(chunk):
                 self._inspect(event.data)
             return chunk
-        return self._reframe(events)
+        return b"".join(self._filtered(raw, self._sse.feed(raw)) for raw in self._raw.feed(chunk))
 
     def finish(self) -> bytes:
-        events = self._sse.flush()
         if self._include_usage:
-            for event in events:
+            for event in self._sse.flush():
                 self._inspect(event.data)
             return b""
-        return self._reframe(events)
+        raw = self._raw.flush()
+        return self._filtered(raw, self._sse.feed(raw) + self._sse.flush())
 
-    def _reframe(self, events: list[SSEEvent]) -> bytes:
-        out = bytearray()
+    def _filtered(self, raw: bytes, events: list[SSEEvent]) -> bytes:
+        """One whole event's bytes, as the client would have had them without forced usage."""
         for event in events:
             chunk = self._inspect(event.data)
             if chunk is not None and _usage_only(chunk):
-                continue
-            if event.event:
-                out += b"event: " + event.event.encode() + b"\n"
-            out += b"data: " + event.data.replace(b"\n", b"\ndata: ") + b"\n\n"
-        return bytes(out)
+                return b""
+        if b'"usage"' in raw and len(_USAGE_KEY.findall(raw)) == 1:
+            # One "usage" key only (a string "usage" is never followed by a colon): the
+            # chunk's own member, so removing it with its comma keeps the JSON valid.
+            raw = _NULL_USAGE.sub(b"", raw, count=1)
+        return raw
 
     def _inspect(self, data: bytes) -> Json | None:
         """Parse only the events that matter: the first one (model) and usage carriers."""
@@ -101,10 +125,12 @@ class ChatStream:
             return None  # [DONE] and anything else that is not JSON
         if not isinstance(chunk, dict):
             return None
-        if not self._model_seen and chunk.get("model"):
-            self.response_model, self._model_seen = chunk["model"], True
-        if isinstance(chunk.get("usage"), dict):
-            self.usage = chunk["usage"]
+        model = chunk.get("model")
+        if not self._model_seen and isinstance(model, str) and model:
+            self.response_model, self._model_seen = model, True
+        found = from_openai(chunk.get("usage"))
+        if found is not None:
+            self.usage = found  # a running total: the latest wins
         return chunk
 
 

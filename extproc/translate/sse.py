@@ -7,6 +7,7 @@ after ``data:``. The ``*_frame`` helpers build the OpenAI-style frames we emit.
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from typing import Any
 
@@ -79,6 +80,48 @@ class SSEDecoder:
             self._data.append(value)
         elif name == b"event":
             self._event = value.decode("utf-8", "replace")
+
+
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+
+
+class RawEvents:
+    """Splits bytes, cut anywhere, into whole SSE events *as the bytes that carried them*.
+
+    For streams passed on unchanged but for whole events left out: each event keeps
+    its own line endings, comments and spacing, so what is kept is byte-identical.
+    An event is everything up to and including the blank line that ends it.
+    """
+
+    __slots__ = ("_buf", "_line", "_scan")
+
+    def __init__(self) -> None:
+        self._buf = b""  # from the start of the unfinished event
+        self._line = 0  # where the current line starts in _buf
+        self._scan = 0  # where to look for the next line end
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        buf = self._buf + chunk if self._buf else chunk
+        events: list[bytes] = []
+        start, line, pos = 0, self._line, self._scan
+        for m in _LINE_END.finditer(buf, pos):
+            if m.end() == len(buf) and m.group() == b"\r":
+                pos = m.start()  # maybe the first half of CRLF: look again on the next feed
+                break
+            if m.start() == line:  # a blank line ends the event
+                events.append(buf[start : m.end()])
+                start = m.end()
+            line = pos = m.end()
+        else:
+            pos = len(buf)
+        self._buf = buf[start:]
+        self._line, self._scan = line - start, pos - start
+        return events
+
+    def flush(self) -> bytes:
+        """End of input: the bytes of an event that lacked its blank line (b"" if none)."""
+        rest, self._buf, self._line, self._scan = self._buf, b"", 0, 0
+        return rest
 
 
 class SSETranslator(ABC):

@@ -9,6 +9,7 @@ import pytest
 
 from extproc.translate import anthropic
 from extproc.translate.base import TranslationError
+from extproc.translate.usage import Usage
 
 from .conformance_util import every_byte, feed, frames, stream_view
 
@@ -271,12 +272,8 @@ def test_stream_usage_without_include_usage() -> None:
     out = feed(stream, _sse(START, TEXT_START, TEXT, STOP, END))
     assert b'"usage"' not in out
     assert out.endswith(b"data: [DONE]\n\n")
-    assert stream.usage == {
-        "prompt_tokens": 15,
-        "completion_tokens": 7,
-        "total_tokens": 22,
-        "prompt_tokens_details": {"cached_tokens": 5},
-    }
+    # Usage counts all input: the 10 uncached input tokens plus the 5 read from the cache.
+    assert stream.usage == Usage(input_tokens=15, output_tokens=7, cache_read_tokens=5)
 
 
 def test_stream_every_split_and_done_once() -> None:

@@ -11,6 +11,7 @@ import pytest
 
 from extproc.translate import bedrock
 from extproc.translate.base import TranslationError
+from extproc.translate.usage import Usage
 
 from .conformance_util import every_byte, feed, frames, stream_view
 
@@ -196,12 +197,8 @@ def test_stream_tool_without_input_gets_empty_object() -> None:
         "cache_write": 0,
         "reasoning": 0,
     }
-    assert stream.usage == {
-        "prompt_tokens": 5,
-        "completion_tokens": 2,
-        "total_tokens": 7,
-        "prompt_tokens_details": {"cached_tokens": 1},
-    }
+    assert stream.usage == Usage(input_tokens=5, output_tokens=2, cache_read_tokens=1)
+    assert stream.response_model is None  # Bedrock's events name no model
     assert frames(feed(bedrock.ChatStream("model-id", True), data, every_byte(data))) == frames(out)
 
 

@@ -17,6 +17,7 @@ import pytest
 from extproc.translate import bedrock
 from extproc.translate.base import TranslationError
 from extproc.translate.messages import codec
+from extproc.translate.usage import Usage
 
 from .conformance_util import every_byte, feed
 from .test_conformance_messages import frames, sse_events, stream_view
@@ -80,7 +81,6 @@ def test_openai_basic_fields() -> None:
         system="be brief",
         temperature=0.2,
         top_p=0.9,
-        top_k=5,
         stop_sequences=["END"],
         stream=True,
         metadata={"user_id": "u-1"},
@@ -96,7 +96,7 @@ def test_openai_basic_fields() -> None:
         "stream": True,
         "stream_options": {"include_usage": True},  # usage for the final message_delta
         "temperature": 0.2,
-        "top_p": 0.9,  # top_k has no OpenAI equivalent
+        "top_p": 0.9,
         "stop": ["END"],
         "user": "u-1",
     }
@@ -837,7 +837,9 @@ def test_openai_stream_tools_thinking_usage(kind: str) -> None:
     ]
     assert view["message"]["stop_reason"] == "tool_use"
     assert view["message"]["usage"] == {"input": 7, "output": 4, "cache_read": 2, "cache_write": 0}
-    assert stream.usage["input_tokens"] == 7 and stream.response_model == "gpt-x"
+    # The provider's counts, set from its usage chunk: prompt_tokens include the cached ones.
+    assert stream.usage == Usage(input_tokens=9, output_tokens=4, cache_read_tokens=2)
+    assert stream.response_model == "gpt-x"
 
 
 @pytest.mark.parametrize(
@@ -961,7 +963,9 @@ def test_bedrock_stream() -> None:
     ]
     assert view["message"]["stop_reason"] == "tool_use"
     assert view["message"]["usage"] == {"input": 4, "output": 2, "cache_read": 1, "cache_write": 0}
-    assert stream.usage["cache_read_input_tokens"] == 1
+    # Bedrock's inputTokens exclude the cache; Usage counts all input.
+    assert stream.usage == Usage(input_tokens=5, output_tokens=2, cache_read_tokens=1)
+    assert stream.response_model is None  # Bedrock's events name no model
 
 
 def test_bedrock_stream_exception_mid_stream() -> None:
@@ -1025,7 +1029,7 @@ def test_native_stream_passes_through(kind: str, model: str) -> None:
     view, out, stream = _run(kind, data, model)
     assert out == data
     assert view["message"]["usage"] == {"input": 9, "output": 3, "cache_read": 0, "cache_write": 0}
-    assert stream.usage == {"input_tokens": 9, "output_tokens": 3} and stream.response_model == "claude-x"
+    assert stream.usage == Usage(input_tokens=9, output_tokens=3) and stream.response_model == "claude-x"
 
 
 def test_native_stream_overloaded_mid_stream_and_truncation() -> None:

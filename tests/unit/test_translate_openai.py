@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 
 from extproc.translate import openai
+from extproc.translate.usage import Usage
 
-from .conformance_util import every_byte, feed, sse_events
+from .conformance_util import every_byte, feed
 
 
 def test_chat_request_sets_model_without_mutating() -> None:
@@ -66,25 +67,42 @@ def test_error_response(status: int, body: bytes, expected: dict[str, Any]) -> N
     assert openai.error_response(status, body) == (status, {"error": expected})
 
 
-def _chunk(choices: list[Any], usage: Any = None) -> dict[str, Any]:
-    return {
-        "id": "c",
-        "object": "chat.completion.chunk",
-        "created": 1,
-        "model": "gpt-x",
-        "choices": choices,
-        "usage": usage,
-    }
+def _chunk(choices: list[Any], usage: Any = None, *, with_usage: bool = True) -> dict[str, Any]:
+    chunk = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "gpt-x", "choices": choices}
+    if with_usage:
+        chunk["usage"] = usage  # OpenAI adds "usage": null to every chunk once include_usage is on
+    return chunk
 
 
-USAGE = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
-STREAM = (
-    b"data: " + json.dumps(_chunk([{"index": 0, "delta": {"content": "Hi"}}])).encode() + b"\n\n"
-    b": keep-alive\n\n"
-    b"data: " + json.dumps(_chunk([{"index": 0, "delta": {}, "finish_reason": "stop"}])).encode() + b"\n\n"
-    b"data: " + json.dumps(_chunk([], USAGE)).encode() + b"\n\n"
-    b"data: [DONE]\n\n"
-)
+def _frame(obj: Any, compact: bool) -> bytes:
+    text = json.dumps(obj, separators=(",", ":")) if compact else json.dumps(obj)
+    return b"data: " + text.encode() + b"\n\n"
+
+
+def _stream(with_usage: bool, compact: bool = True) -> bytes:
+    """The same answer as OpenAI streams it with include_usage on, or without it."""
+    out = _frame(
+        _chunk([{"index": 0, "delta": {"role": "assistant", "content": ""}}], with_usage=with_usage), compact
+    )
+    out += _frame(_chunk([{"index": 0, "delta": {"content": "usage"}}], with_usage=with_usage), compact)
+    out += b": keep-alive\r\n\r\n"
+    out += _frame(
+        _chunk([{"index": 0, "delta": {}, "finish_reason": "stop"}], with_usage=with_usage), compact
+    )
+    if with_usage:
+        out += _frame(_chunk([], USAGE), compact)
+    return out + b"data: [DONE]\n\n"
+
+
+USAGE = {
+    "prompt_tokens": 3,
+    "completion_tokens": 2,
+    "total_tokens": 5,
+    "prompt_tokens_details": {"cached_tokens": 1},
+    "completion_tokens_details": {"reasoning_tokens": 1},
+}
+EXPECTED_USAGE = Usage(input_tokens=3, output_tokens=2, cache_read_tokens=1, reasoning_tokens=1)
+STREAM = _stream(with_usage=True, compact=False)
 
 
 def test_stream_passes_bytes_through_and_reads_usage() -> None:
@@ -92,16 +110,58 @@ def test_stream_passes_bytes_through_and_reads_usage() -> None:
     for i in range(len(STREAM)):
         assert stream.feed(STREAM[i : i + 1]) == STREAM[i : i + 1]
     assert stream.finish() == b""
-    assert stream.usage == USAGE
+    assert stream.usage == EXPECTED_USAGE
     assert stream.response_model == "gpt-x"
 
 
-def test_stream_drops_injected_usage_chunk_when_client_did_not_ask() -> None:
-    for cuts in ([], every_byte(STREAM)):
+@pytest.mark.parametrize("compact", [True, False], ids=["compact", "spaced"])
+def test_stream_without_include_usage_is_the_stream_the_client_would_have_had(compact: bool) -> None:
+    """The gateway forces include_usage upstream; a client that did not ask gets the bytes
+    it would have had: no usage chunk, no "usage": null members, comments and CRLF kept."""
+    forced, unforced = _stream(True, compact), _stream(False, compact)
+    for cuts in ([], every_byte(forced)):
         stream = openai.ChatStream("alias", include_usage=False)
-        out = feed(stream, STREAM, cuts)
-        events = sse_events(out.decode())
-        assert events[-1] == "[DONE]"
-        assert all(json.loads(e)["choices"] for e in events[:-1])
-        assert len(events) == 3
-        assert stream.usage == USAGE
+        assert feed(stream, forced, cuts) == unforced
+        assert stream.usage == EXPECTED_USAGE
+        assert stream.response_model == "gpt-x"
+
+
+def test_stream_without_include_usage_keeps_an_unfinished_last_event() -> None:
+    stream = openai.ChatStream("alias", include_usage=False)
+    tail = b'data: {"choices":[{"index":0,"delta":{"content":"x"}}]}'
+    assert feed(stream, _stream(False) + tail) == _stream(False) + tail
+
+
+def test_usage_is_the_latest_total_never_a_sum() -> None:
+    # Some compatible servers (vLLM with continuous usage stats) report a running total on
+    # every chunk: the last one is the answer's usage.
+    running = b"".join(
+        _frame(
+            _chunk([{"index": 0, "delta": {"content": "a"}}], {"prompt_tokens": 3, "completion_tokens": n}),
+            True,
+        )
+        for n in (1, 2, 3)
+    )
+    for include_usage in (True, False):
+        stream = openai.ChatStream("alias", include_usage=include_usage)
+        feed(stream, running + b"data: [DONE]\n\n")
+        assert stream.usage == Usage(input_tokens=3, output_tokens=3)
+
+
+def test_stream_model_is_none_until_a_chunk_names_it() -> None:
+    stream = openai.ChatStream("alias", include_usage=True)
+    stream.feed(b'data: {"id":"c","model":"","choices":[],"prompt_filter_results":[]}\n\n')
+    assert stream.response_model is None and stream.usage is None  # Azure's first chunk has no model
+    stream.feed(_frame(_chunk([{"index": 0, "delta": {"content": "a"}}]), True))
+    assert stream.response_model == "gpt-x"
+
+
+def test_ask_usage() -> None:
+    req = {"model": "m", "stream": True, "stream_options": {"include_obfuscation": False}}
+    body = openai.ask_usage(req)
+    assert body["stream_options"] == {"include_obfuscation": False, "include_usage": True}
+    assert req["stream_options"] == {"include_obfuscation": False}
+    asked = {"stream": True, "stream_options": {"include_usage": True}}
+    assert openai.ask_usage(asked) is asked
+    unstreamed = {"model": "m"}
+    assert openai.ask_usage(unstreamed) is unstreamed
