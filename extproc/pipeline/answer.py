@@ -18,7 +18,7 @@ import orjson
 from extproc import egress
 from extproc.errors import GatewayError
 from extproc.gateway import Upstream
-from extproc.translate import embeddings, openai
+from extproc.translate import anthropic, openai
 from extproc.translate import usage as usage_mod
 
 _OPENAI_FORMAT = frozenset({"openai", "azure"})
@@ -26,20 +26,10 @@ _OPENAI_FORMAT = frozenset({"openai", "azure"})
 
 def usage_format(up: Upstream, api: str, model: str) -> str | None:
     """The provider-native body format whose usage ``usage_of`` reads."""
-    if api == "embeddings":
-        try:
-            return embeddings.family(up.kind, model) + "-embeddings"
-        except ValueError:
-            return None
-    if up.kind in _OPENAI_FORMAT or egress.is_vertex_openapi(up, model):
-        return "openai"
-    if up.kind == "anthropic" or egress.is_vertex_claude(up, model):
-        return "anthropic"
-    if up.kind in ("gemini", "vertex"):
-        return "gemini"
-    if up.kind == "bedrock":
-        return "bedrock"
-    return None
+    try:
+        return usage_mod.native_format(up.kind, api, model)
+    except ValueError:  # no embeddings family for this model: nothing to read
+        return None
 
 
 class ResponseReader:
@@ -55,6 +45,7 @@ class ResponseReader:
         self.stream: Any = None  # a stream translator or observer while streaming
         self.gunzip: Any = None  # a zlib decompressor while the provider's body is gzip-encoded
         self.usage: usage_mod.Usage | None = None
+        self.header_usage: usage_mod.Usage | None = None
         self.response_model: str | None = None
         self.translating = attempt.answer is not None
         self.streaming = False
@@ -69,6 +60,8 @@ class ResponseReader:
         """
         self.status = int(headers.get(":status", "0"))
         self.error_type = headers.get("x-amzn-errortype")
+        # Bedrock's InvokeModel (Cohere, Nova embeddings) reports tokens in headers only.
+        self.header_usage = usage_mod.from_bedrock_headers(headers) if self.up.kind == "bedrock" else None
         attempt = self.attempt
         if not self.translating:
             return self._observe_mode(headers)
@@ -98,7 +91,7 @@ class ResponseReader:
             if not self.client_wants_usage and self.gunzip is not None:
                 return "STREAMED", {}, ["content-length", "content-encoding"]  # re-framed goes out plain
         else:
-            self.stream = usage_mod.AnthropicStreamObserver()
+            self.stream = anthropic.AnthropicStreamObserver()
         return "STREAMED", {}, []
 
     def _check_encoding(self, headers: dict[str, str]) -> None:
@@ -154,8 +147,7 @@ class ResponseReader:
         if isinstance(usage, usage_mod.Usage):
             self.usage = usage
         model = getattr(stream, "response_model", None)
-        if model:
-            self.response_model = model
+        self.response_model = model or self.attempt.model
 
     def on_body(self, body: bytes) -> tuple[bytes | None, dict[str, str]]:
         """A whole answer: the translated body (None: unchanged) and headers to set."""
@@ -180,7 +172,7 @@ class ResponseReader:
         if fmt is None:
             return
         usage, model = usage_mod.usage_of(fmt, parsed)
-        self.usage = usage
+        self.usage = usage or self.header_usage
         self.response_model = model or self.attempt.model
 
 

@@ -57,10 +57,27 @@ class Exchange:
     first_token: float | None = None  # the first response body bytes reached the client
     ended: float | None = None
     completed: bool = False
+    _estimate: int | None = None
 
     @property
     def request_model(self) -> str | None:
         return self.llm.model if self.llm is not None else None
+
+    def estimated_tokens(self) -> int | None:
+        """Prompt plus the most the answer may use, before the call (limits that reserve read it).
+
+        Computed on first use only: tokenizing costs tens of microseconds per thousand tokens.
+        """
+        if self._estimate is None and self.llm is not None:
+            from extproc import tokens
+
+            model = (
+                self.llm.model
+                or (self.route.direct_upstream.model if self.route.direct_upstream else "")
+                or ""
+            )
+            self._estimate = tokens.estimate_request_tokens(self.api, self.llm.body, model)
+        return self._estimate
 
     def elapsed_ms(self, at: float | None) -> float | None:
         return None if at is None else round((at - self.started) * 1000, 3)

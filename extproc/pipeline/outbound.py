@@ -16,6 +16,7 @@ import orjson
 
 from extproc import credentials, egress
 from extproc.headers import CREDENTIAL_HEADERS
+from extproc.translate import openai
 
 # Any provider may see these: content negotiation, trace context and the request id Envoy traces by.
 _COMMON = frozenset(
@@ -73,7 +74,8 @@ def plan(up: egress.Upstream, api: str, parsed: dict[str, Any] | None, client_pa
     """The attempt for this provider: path, translated body and how to read the answer."""
     if parsed is not None and api in _JSON_APIS:
         if api == "completions" and parsed.get("stream") and _speaks_openai(up, parsed):
-            asked = _with_usage_chunk(parsed)
+            # OpenAI streams carry usage only when asked: always ask; the client's stream drops it if unasked.
+            asked = openai.ask_usage(parsed)
             attempt = egress.chat_attempt(up, asked)
             if attempt.body is None and asked is not parsed:  # same as what we asked for, not the client's
                 attempt.body = orjson.dumps({**asked, "model": attempt.model})
@@ -85,16 +87,6 @@ def plan(up: egress.Upstream, api: str, parsed: dict[str, Any] | None, client_pa
 def _speaks_openai(up: egress.Upstream, parsed: dict[str, Any]) -> bool:
     model = egress.upstream_model(up, parsed.get("model"))
     return up.kind in _OPENAI_FORMAT or egress.is_vertex_openapi(up, model)
-
-
-def _with_usage_chunk(parsed: dict[str, Any]) -> dict[str, Any]:
-    """OpenAI streams carry usage only when asked: always ask; the client's stream drops it if unasked."""
-    options = parsed.get("stream_options")
-    if isinstance(options, dict) and options.get("include_usage"):
-        return parsed
-    out = dict(parsed)
-    out["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
-    return out
 
 
 async def build(
