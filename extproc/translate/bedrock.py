@@ -10,7 +10,7 @@ from botocore.eventstream import EventStreamBuffer, EventStreamMessage, ParserEr
 
 from . import common as c
 from .base import Json, TranslationError, openai_error, openai_error_type
-from .fields import CHAT_IGNORED, NO_NOOP, FieldTable
+from .fields import CHAT_IGNORED, CHAT_OPENAI_ONLY, NO_NOOP, FieldTable
 from .sse import DONE, error_frame, malformed_frames
 from .usage import Usage, from_bedrock
 
@@ -96,21 +96,11 @@ REQUEST_FIELDS = FieldTable(
     ),
     ignored={**CHAT_IGNORED, "user": "Converse has no end-user field; the id tracks abuse, not the answer"},
     unsupported={
-        "logprobs": False,
-        "top_logprobs": 0,
-        "logit_bias": {},
+        **CHAT_OPENAI_ONLY,
         "presence_penalty": 0,
         "frequency_penalty": 0,
         "seed": NO_NOOP,
         "parallel_tool_calls": True,  # Converse cannot be told to call one tool at a time
-        "modalities": ["text"],
-        "audio": NO_NOOP,
-        "prediction": NO_NOOP,
-        "web_search_options": NO_NOOP,
-        "verbosity": NO_NOOP,
-        "moderation": NO_NOOP,
-        "functions": NO_NOOP,  # the deprecated function calling: send tools instead
-        "function_call": NO_NOOP,
     },
 )  # fmt: skip
 

@@ -82,6 +82,21 @@ CHAT_IGNORED: dict[str, str] = {
     "safety_identifier": "OpenAI's abuse-monitoring id for the end user; no effect on the answer",
 }
 
+# chat.completions fields only OpenAI's API answers, refused everywhere else unless at their no-op value.
+CHAT_OPENAI_ONLY: dict[str, Any] = {
+    "logprobs": False,
+    "top_logprobs": 0,
+    "logit_bias": {},
+    "modalities": ["text"],
+    "audio": NO_NOOP,
+    "prediction": NO_NOOP,
+    "web_search_options": NO_NOOP,
+    "verbosity": NO_NOOP,
+    "moderation": NO_NOOP,
+    "functions": NO_NOOP,  # the deprecated function calling: send tools instead
+    "function_call": NO_NOOP,
+}
+
 # The same for Anthropic Messages fields, towards providers other than Anthropic.
 MESSAGES_IGNORED: dict[str, str] = {
     "service_tier": "Anthropic's capacity tier (auto, standard_only): availability, not the answer",

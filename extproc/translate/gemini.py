@@ -8,7 +8,7 @@ import orjson
 
 from . import common as c
 from .base import Json, TranslationError, openai_error, openai_error_type
-from .fields import CHAT_IGNORED, NO_NOOP, FieldTable
+from .fields import CHAT_IGNORED, CHAT_OPENAI_ONLY, FieldTable
 from .sse import DONE, SSEEvent, SSETranslator, error_frame, malformed_frames
 from .usage import Usage, from_gemini
 
@@ -49,18 +49,8 @@ REQUEST_FIELDS = FieldTable(
     ignored={**CHAT_IGNORED, "user": "Gemini has no end-user field; the id tracks abuse, not the answer"},
     unsupported={
         # Gemini can return logprobs, but its answer is not translated back with them.
-        "logprobs": False,
-        "top_logprobs": 0,
-        "logit_bias": {},
+        **CHAT_OPENAI_ONLY,
         "parallel_tool_calls": True,  # Gemini cannot be told to call one tool at a time
-        "modalities": ["text"],
-        "audio": NO_NOOP,
-        "prediction": NO_NOOP,
-        "web_search_options": NO_NOOP,
-        "verbosity": NO_NOOP,
-        "moderation": NO_NOOP,
-        "functions": NO_NOOP,  # the deprecated function calling: send tools instead
-        "function_call": NO_NOOP,
     },
 )  # fmt: skip
 

@@ -30,7 +30,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .base import ChatStreamTranslator
 
 Json = dict[str, Any]
 
@@ -180,18 +183,6 @@ def from_bedrock_headers(headers: Mapping[str, str]) -> Usage | None:
     return Usage(input_tokens=number(raw_in), output_tokens=number(raw_out))
 
 
-class _Reading(Protocol):
-    @property
-    def usage(self) -> Usage | None: ...
-
-    @property
-    def response_model(self) -> str | None: ...
-
-    def feed(self, chunk: bytes) -> bytes: ...
-
-    def finish(self) -> bytes: ...
-
-
 class Observed:
     """A provider stream passed on untouched, read by a translator whose output is discarded.
 
@@ -201,7 +192,7 @@ class Observed:
     with ``include_usage``.
     """
 
-    def __init__(self, reader: _Reading) -> None:
+    def __init__(self, reader: ChatStreamTranslator) -> None:
         self._reader = reader
 
     @property
