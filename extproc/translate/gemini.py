@@ -1,26 +1,28 @@
-"""OpenAI chat.completions <-> Gemini generateContent (AI Studio and Vertex share the body)."""
+"""OpenAI chat.completions <-> Gemini generateContent (AI Studio and Vertex share the body): the request.
+
+The answer is read in ``gemini_response`` (bodies and errors) and ``gemini_stream``
+(``alt=sse``); their public names are importable from here too.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
 from . import common as c
-from .base import Json, TranslationError, openai_error, openai_error_type
+from .base import Json, TranslationError
 from .fields import CHAT_IGNORED, CHAT_OPENAI_ONLY, FieldTable
-from .sse import DONE, SSEEvent, SSETranslator, error_frame, malformed_frames
-from .usage import Usage, from_gemini
+from .gemini_response import FINISH_REASONS, chat_response, error_response
+from .gemini_stream import ChatStream
 
-FINISH_REASONS: dict[str, str] = {
-    "STOP": "stop",
-    "MAX_TOKENS": "length",
-    "SAFETY": "content_filter",
-    "BLOCKLIST": "content_filter",
-    "PROHIBITED_CONTENT": "content_filter",
-    "SPII": "content_filter",
-    "IMAGE_SAFETY": "content_filter",
-}
+__all__ = [
+    "FINISH_REASONS",
+    "REQUEST_FIELDS",
+    "ChatStream",
+    "chat_request",
+    "chat_response",
+    "error_response",
+    "gemini_schema",
+]
 
 # Fields of Gemini's OpenAPI-subset Schema; other JSON-Schema keywords are rejected
 # by the API, so they are dropped (which only loosens validation).
@@ -245,172 +247,3 @@ def _generation_config(req: Json) -> Json:
             {"thinkingBudget": budget, "includeThoughts": True} if budget else {"thinkingBudget": 0}
         )
     return gen
-
-
-# ---------------------------------------------------------------- response
-
-
-def _finish(reason: str | None, has_tools: bool) -> str | None:
-    if not reason:
-        return None
-    if reason == "STOP" and has_tools:
-        return "tool_calls"
-    return FINISH_REASONS.get(reason, "stop")
-
-
-def chat_response(resp: Json, model: str, *, created: int = 0) -> Json:
-    choices = [_choice(cand, i) for i, cand in enumerate(resp.get("candidates") or ())]
-    if not choices:
-        # No candidates: the prompt itself was blocked.
-        blocked = (resp.get("promptFeedback") or {}).get("blockReason")
-        choices = [c.choice(0, "", [], "content_filter" if blocked else "stop")]
-    usage = _usage(resp.get("usageMetadata") or {})
-    return c.completion(
-        resp.get("responseId") or c.new_id(), resp.get("modelVersion") or model, created, choices, usage
-    )
-
-
-def _choice(cand: Json, position: int) -> Json:
-    texts: list[str] = []
-    thoughts: list[str] = []
-    calls: list[Json] = []
-    for part in (cand.get("content") or {}).get("parts") or ():
-        fn = part.get("functionCall")
-        if isinstance(fn, dict):
-            calls.append(c.tool_call(fn.get("id") or c.new_id("call_"), fn.get("name"), fn.get("args")))
-        elif "text" in part:
-            (thoughts if part.get("thought") else texts).append(part["text"])
-    finish = _finish(cand.get("finishReason"), bool(calls)) or "stop"
-    text = "".join(texts) if texts else None
-    return c.choice(cand.get("index", position), text, calls, finish, "".join(thoughts) if thoughts else None)
-
-
-def _usage(meta: Any) -> Json:
-    # Tool-use prompt tokens are input too; thoughts are billed as output (see usage.from_gemini).
-    usage = from_gemini(meta) or Usage()
-    thought = isinstance(meta, dict) and meta.get("thoughtsTokenCount") is not None
-    return c.make_usage(
-        usage.input_tokens,
-        usage.output_tokens,
-        cached=usage.cache_read_tokens,
-        reasoning=usage.reasoning_tokens if thought else None,
-    )
-
-
-def error_response(status: int, body: bytes) -> tuple[int, Json]:
-    parsed = c.load_json(body)
-    if isinstance(parsed, list) and parsed:  # the JSON-array stream form wraps errors in a list
-        parsed = parsed[0]
-    err = parsed.get("error") if isinstance(parsed, dict) else None
-    if isinstance(err, dict) and err.get("message"):
-        code = err.get("status") or err.get("code")
-        return status, openai_error(str(err["message"]), openai_error_type(status), code)
-    return status, openai_error(c.body_text(status, body), openai_error_type(status))
-
-
-# ---------------------------------------------------------------- stream
-
-
-class _Candidate:
-    __slots__ = ("finished", "tools")
-
-    def __init__(self) -> None:
-        self.tools = 0
-        self.finished = False
-
-
-class ChatStream(SSETranslator):
-    """Gemini ``alt=sse`` stream -> OpenAI chat.completion.chunk SSE.
-
-    Gemini sends no end marker, so usage and ``[DONE]`` go out from ``finish()``.
-    ``usage`` is the last ``usageMetadata`` seen (each chunk carries running totals)
-    and ``response_model`` the last ``modelVersion``; None until the stream says.
-    """
-
-    def __init__(self, model: str, include_usage: bool, created: int = 0) -> None:
-        super().__init__()
-        self.response_model: str | None = None
-        self._out = c.ChunkWriter(c.new_id(), model, created, include_usage)
-        self._meta: Json | None = None
-        self._candidates: dict[int, _Candidate] = {}
-        self._id_set = False
-        self._done = False
-
-    @property
-    def usage(self) -> Usage | None:
-        return from_gemini(self._meta)
-
-    @property
-    def closed(self) -> bool:
-        return self._done
-
-    def _ended(self) -> bytes:
-        self._done = True
-        if not any(cand.finished for cand in self._candidates.values()):
-            return error_frame("upstream stream ended early", "server_error", "stream_truncated") + DONE
-        if self._out.include_usage and self._meta is not None:
-            return self._out.usage_chunk(_usage(self._meta)) + DONE
-        return DONE
-
-    def _events(self, events: list[SSEEvent]) -> bytes:
-        out = bytearray()
-        for event in events:
-            if self._done:
-                break
-            try:
-                data = orjson.loads(event.data)
-            except orjson.JSONDecodeError:
-                continue
-            if not isinstance(data, dict):
-                continue
-            try:
-                out += self._response(data)
-            except (AttributeError, TypeError, KeyError, ValueError):
-                self._done = True  # a field of the wrong type: the upstream broke the protocol
-                out += malformed_frames()
-        return bytes(out)
-
-    def _response(self, data: Json) -> bytes:
-        err = data.get("error")
-        if isinstance(err, dict):
-            self._done = True
-            status = err.get("code") if isinstance(err.get("code"), int) else 500
-            message = err.get("message") or "upstream error"
-            return error_frame(message, openai_error_type(status), err.get("status")) + DONE
-        if not self._id_set and data.get("responseId"):
-            self._out.id, self._id_set = data["responseId"], True
-        if isinstance(data.get("modelVersion"), str) and data["modelVersion"]:
-            self.response_model = self._out.model = data["modelVersion"]
-        meta = data.get("usageMetadata")
-        if isinstance(meta, dict):  # each chunk carries the running totals
-            self._meta = {k: v for k, v in meta.items() if isinstance(v, int)}
-        out = bytearray()
-        candidates = data.get("candidates") or ()
-        for position, cand in enumerate(candidates):
-            if isinstance(cand, dict):
-                out += self._candidate(cand.get("index", position), cand)
-        if not candidates and (data.get("promptFeedback") or {}).get("blockReason"):
-            out += self._candidate(0, {"finishReason": "SAFETY"})
-        return bytes(out)
-
-    def _candidate(self, index: int, cand: Json) -> bytes:
-        out = bytearray()
-        state = self._candidates.get(index)
-        if state is None:
-            state = self._candidates[index] = _Candidate()
-            out += self._out.chunk({"role": "assistant", "content": ""}, index)
-        for part in (cand.get("content") or {}).get("parts") or ():
-            fn = part.get("functionCall") if isinstance(part, dict) else None
-            if isinstance(fn, dict):
-                call = c.tool_call(fn.get("id") or c.new_id("call_"), fn.get("name"), fn.get("args"))
-                call["index"] = state.tools
-                state.tools += 1
-                out += self._out.chunk({"tool_calls": [call]}, index)
-            elif isinstance(part, dict) and part.get("text"):
-                key = "reasoning_content" if part.get("thought") else "content"
-                out += self._out.chunk({key: part["text"]}, index)
-        finish = _finish(cand.get("finishReason"), state.tools > 0)
-        if finish and not state.finished:
-            state.finished = True
-            out += self._out.chunk({}, index, finish)
-        return bytes(out)

@@ -1,8 +1,11 @@
-"""Anthropic Messages (the client's format) <-> AWS Bedrock Converse / ConverseStream.
+"""Anthropic Messages (the client's format) <-> AWS Bedrock Converse / ConverseStream: the request.
 
 Converse and Messages are close cousins, so this translates directly rather than
 through OpenAI's shape: signed thinking, redacted thinking, cache points and
 tool-result status survive the trip.
+
+The answer is read in ``messages_bedrock_response`` (bodies) and ``messages_bedrock_stream``
+(the AWS event stream); their public names are importable from here too.
 """
 
 from __future__ import annotations
@@ -10,14 +13,13 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from botocore.eventstream import EventStreamBuffer, EventStreamMessage, ParserError
-
 from . import bedrock
 from . import common as c
-from . import messages_common as m
 from .base import Json, TranslationError
 from .fields import MESSAGES_IGNORED, NO_NOOP, FieldTable
-from .messages_openai import (
+from .messages_bedrock_response import STOP_REASONS, message_response, message_usage
+from .messages_bedrock_stream import ConverseEvents
+from .messages_request import (
     block_source,
     content_blocks,
     field_list,
@@ -25,17 +27,15 @@ from .messages_openai import (
     input_schema,
     output_format,
 )
-from .usage import Usage, from_bedrock
 
-STOP_REASONS: dict[str, str] = {
-    "end_turn": "end_turn",
-    "tool_use": "tool_use",
-    "max_tokens": "max_tokens",
-    "stop_sequence": "stop_sequence",
-    "model_context_window_exceeded": "model_context_window_exceeded",
-    "guardrail_intervened": "refusal",
-    "content_filtered": "refusal",
-}
+__all__ = [
+    "REQUEST_FIELDS",
+    "STOP_REASONS",
+    "ConverseEvents",
+    "converse_request",
+    "message_response",
+    "message_usage",
+]
 
 _DOC_FORMATS = {
     "application/pdf": "pdf",
@@ -304,183 +304,3 @@ def _tool_specs(tools: list[Any]) -> list[Json]:
             specs.append(_cache_point())
     # A cache point alone is no tool: without specs there is nothing to configure.
     return specs if any("toolSpec" in s for s in specs) else []
-
-
-# ---------------------------------------------------------------- response
-
-
-def message_usage(u: Any) -> Json:
-    return (from_bedrock(u) or Usage()).anthropic()
-
-
-def _stop_sequence(fields: Any) -> str | None:
-    """Claude on Bedrock names the matched stop sequence in additionalModelResponseFields."""
-    value = fields.get("stop_sequence") if isinstance(fields, dict) else None
-    return value if isinstance(value, str) else None
-
-
-def message_response(resp: Json, model: str) -> Json:
-    content: list[Json] = []
-    for block in ((resp.get("output") or {}).get("message") or {}).get("content") or ():
-        converted = _response_block(block)
-        if converted is not None:
-            content.append(converted)
-    stop = STOP_REASONS.get(resp.get("stopReason") or "", "end_turn")
-    stop_sequence = _stop_sequence(resp.get("additionalModelResponseFields"))
-    # Converse's body carries no id or model name: the model is the one we called.
-    return m.message(c.new_id("msg_"), model, content, stop, stop_sequence, message_usage(resp.get("usage")))
-
-
-def _response_block(block: Json) -> Json | None:
-    if "text" in block:
-        return {"type": "text", "text": block["text"]}
-    if "toolUse" in block:
-        use = block["toolUse"]
-        return {
-            "type": "tool_use",
-            "id": use.get("toolUseId") or c.new_id("toolu_"),
-            "name": use.get("name") or "",
-            "input": use.get("input") if use.get("input") is not None else {},
-        }
-    if "reasoningContent" in block:
-        rc = block["reasoningContent"] or {}
-        if "redactedContent" in rc:
-            return {"type": "redacted_thinking", "data": rc["redactedContent"]}
-        text = rc.get("reasoningText") or {}
-        return {
-            "type": "thinking",
-            "thinking": text.get("text") or "",
-            "signature": text.get("signature") or "",
-        }
-    return None  # citations, guard content and future blocks have no Messages twin here
-
-
-# ---------------------------------------------------------------- stream
-
-
-class ConverseEvents:
-    """Bedrock ConverseStream (AWS binary event stream) -> Anthropic Messages SSE events.
-
-    Bedrock's block indices become ours; a block may start with a delta (text and
-    reasoning have no contentBlockStart) and may lack its contentBlockStop.
-    """
-
-    def __init__(self, model: str) -> None:
-        # Bedrock's events name no model: the model is the one the path called.
-        self.response_model: str | None = None
-        self._out = m.EventWriter(c.new_id("msg_"), model)
-        self._buf = EventStreamBuffer()
-        self._stop: str | None = None
-        self._stop_sequence: str | None = None
-        self._usage: Json | None = None
-
-    @property
-    def usage(self) -> Usage | None:
-        """From the ``metadata`` event, Bedrock's only usage report."""
-        return from_bedrock(self._usage)
-
-    def feed(self, chunk: bytes) -> bytes:
-        if self._out.done:
-            return b""
-        self._buf.add_data(chunk)
-        out = bytearray()
-        try:
-            for message in self._buf:
-                try:
-                    out += self._message(message)
-                except (AttributeError, TypeError, KeyError, ValueError):
-                    out += self._out.error("api_error", m.MALFORMED)  # a field of the wrong shape
-                if self._out.done:
-                    break
-        except ParserError as exc:  # bad CRC or framing: the rest cannot be trusted
-            out += self._out.error("api_error", f"invalid upstream event stream: {exc}")
-        return bytes(out)
-
-    def finish(self) -> bytes:
-        if self._out.done:
-            return b""
-        if self._stop is None:
-            return self._out.error("api_error", m.TRUNCATED)
-        return self._end()  # messageStop came but metadata did not: end with what we have
-
-    def _message(self, message: EventStreamMessage) -> bytes:
-        item = bedrock.stream_item(message)
-        if item.kind == "exception":
-            return self._exception(item.name, message.payload)
-        if item.kind == "error":
-            type_ = m.BEDROCK_EXCEPTION_TYPES.get(m.bedrock_shape_name(item.name), "api_error")
-            return self._out.error(type_, item.message)
-        return self._event(item.name, item.data) if item.data is not None else b""
-
-    def _event(self, name: str | None, data: Json) -> bytes:
-        if not isinstance(data.get("contentBlockIndex", 0), int):
-            raise TypeError("contentBlockIndex must be an integer")
-        if name == "contentBlockDelta":
-            return self._delta(data.get("contentBlockIndex", 0), data["delta"])
-        if name == "messageStart":
-            return self._out.start()
-        if name == "contentBlockStart":
-            return self._block_start(data.get("contentBlockIndex", 0), data.get("start") or {})
-        if name == "contentBlockStop":
-            index = data.get("contentBlockIndex", 0)
-            key = self._out.key
-            return self._out.close() if isinstance(key, tuple) and key[0] == index else b""
-        if name == "messageStop":
-            self._stop = STOP_REASONS.get(data.get("stopReason") or "", "end_turn")
-            self._stop_sequence = _stop_sequence(data.get("additionalModelResponseFields"))
-            return self._out.start() + self._out.close()
-        if name == "metadata":
-            if isinstance(data.get("usage"), dict):
-                self._usage = data["usage"]
-            return self._end() if self._stop is not None else b""
-        return b""
-
-    def _block_start(self, index: int, start: Json) -> bytes:
-        use = start.get("toolUse")
-        if not isinstance(use, dict):
-            return b""
-        block = {
-            "type": "tool_use",
-            "id": m.text(use.get("toolUseId")) or c.new_id("toolu_"),
-            "name": m.text(use.get("name")),
-        }
-        return self._out.open((index, "tool_use"), {**block, "input": {}})
-
-    def _delta(self, index: int, delta: Json) -> bytes:
-        if "text" in delta:
-            out = self._out.ensure((index, "text"), {"type": "text", "text": ""})
-            return out + self._out.delta({"type": "text_delta", "text": m.text(delta["text"])})
-        if "toolUse" in delta:
-            fragment = m.text((delta["toolUse"] or {}).get("input"))
-            if self._out.key != (index, "tool_use"):
-                raise ValueError("tool input for a block that is not an open tool call")
-            return (
-                self._out.delta({"type": "input_json_delta", "partial_json": fragment}) if fragment else b""
-            )
-        if "reasoningContent" in delta:
-            return self._reasoning(index, delta["reasoningContent"])
-        return b""
-
-    def _reasoning(self, index: int, rc: Json) -> bytes:
-        if "redactedContent" in rc:
-            # A redacted block arrives whole; it has no delta type of its own.
-            block = {"type": "redacted_thinking", "data": m.text(rc["redactedContent"])}
-            return self._out.open((index, "redacted"), block)
-        text, signature = m.text(rc.get("text")), m.text(rc.get("signature"))
-        out = self._out.ensure((index, "thinking"), {"type": "thinking", "thinking": "", "signature": ""})
-        if text:
-            out += self._out.delta({"type": "thinking_delta", "thinking": text})
-        if signature:
-            out += self._out.delta({"type": "signature_delta", "signature": signature})
-        return out
-
-    def _end(self) -> bytes:
-        return self._out.finish(self._stop or "end_turn", self._stop_sequence, message_usage(self._usage))
-
-    def _exception(self, exception_type: str, payload: bytes) -> bytes:
-        parsed = c.load_json(payload)
-        message = (parsed.get("message") or parsed.get("Message")) if isinstance(parsed, dict) else None
-        name = m.bedrock_shape_name(exception_type)
-        return self._out.error(
-            m.BEDROCK_EXCEPTION_TYPES.get(name, "api_error"), str(message) if message else name
-        )

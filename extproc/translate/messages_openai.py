@@ -1,33 +1,52 @@
-"""Anthropic Messages (the client's format) <-> OpenAI chat.completions (the provider's).
+"""Anthropic Messages (the client's format) <-> OpenAI chat.completions (the provider's): the request.
 
 Also the middle step for Gemini: a Messages request becomes a chat request that
 ``gemini.chat_request`` takes, and Gemini's answer comes back through
 ``gemini.chat_response`` / ``gemini.ChatStream`` as a chat completion or chunks,
 which ``message_response`` / ``ChunkEvents`` turn into Messages.
+
+The answer is read in ``messages_openai_response`` (bodies) and ``messages_openai_stream``
+(chunks); the readers of the client's request fields are in ``messages_request``. Their
+public names are importable from here too.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from typing import Any
 
-import orjson
-
 from . import common as c
-from . import messages_common as m
 from .base import Json, TranslationError
 from .fields import MESSAGES_IGNORED, NO_NOOP, FieldTable
-from .sse import SSEEvent, SSETranslator
-from .usage import Usage, from_openai
+from .messages_openai_response import STOP_REASONS, message_response, message_usage, stop_reason
+from .messages_openai_stream import ChunkEvents
+from .messages_request import (
+    block_source,
+    content_blocks,
+    field_list,
+    field_object,
+    input_schema,
+    output_format,
+    thinking_kind,
+)
 
-STOP_REASONS: dict[str, str] = {
-    "stop": "end_turn",
-    "length": "max_tokens",
-    "tool_calls": "tool_use",
-    "function_call": "tool_use",
-    "content_filter": "refusal",
-}
+__all__ = [
+    "REQUEST_FIELDS",
+    "STOP_REASONS",
+    "ChunkEvents",
+    "block_source",
+    "budget_effort",
+    "chat_request",
+    "content_blocks",
+    "field_list",
+    "field_object",
+    "input_schema",
+    "message_response",
+    "message_usage",
+    "output_format",
+    "stop_reason",
+    "thinking_kind",
+]
 
 # Anthropic's output_config.effort as OpenAI's reasoning_effort.
 _EFFORTS: dict[str, str] = {"low": "low", "medium": "medium", "high": "high", "max": "xhigh"}
@@ -106,50 +125,6 @@ def chat_request(
     return body
 
 
-def field_object(req: Json, key: str) -> Json:
-    """An optional object field of the request; {} when absent."""
-    value = req.get(key)
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise TranslationError(f"{key} must be an object", key)
-    return value
-
-
-def field_list(req: Json, key: str) -> list[Any]:
-    """An optional list field of the request; [] when absent."""
-    value = req.get(key)
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise TranslationError(f"{key} must be a list", key)
-    return value
-
-
-def output_format(req: Json) -> Json | None:
-    """The structured-output format: ``output_config.format``, or the older top-level ``output_format``."""
-    fmt = field_object(req, "output_config").get("format")
-    if fmt is None and isinstance(req.get("output_format"), dict):
-        fmt = req["output_format"]
-    if fmt is None:
-        return None
-    if (
-        not isinstance(fmt, dict)
-        or fmt.get("type") != "json_schema"
-        or not isinstance(fmt.get("schema"), dict)
-    ):
-        raise TranslationError(
-            "output format must be {'type': 'json_schema', 'schema': {...}}", "output_config"
-        )
-    return fmt
-
-
-def thinking_kind(req: Json) -> str | None:
-    thinking = req.get("thinking")
-    kind = thinking.get("type") if isinstance(thinking, dict) else None
-    return kind if kind in ("enabled", "adaptive") else None
-
-
 def _reasoning_effort(req: Json, model: str, has_tools: bool) -> str | None:
     if has_tools and _NO_REASONING_WITH_TOOLS.search(model):
         return "none"
@@ -169,25 +144,6 @@ def budget_effort(budget: Any) -> str:
     if not isinstance(budget, int) or budget < 4096:
         return "low"
     return "medium" if budget < 16384 else "high"
-
-
-def content_blocks(content: Any, param: str = "messages") -> list[Json]:
-    """Message content as a list of blocks (a plain string is one text block)."""
-    if isinstance(content, str):
-        return [{"type": "text", "text": content}]
-    if isinstance(content, list) and all(isinstance(b, dict) for b in content):
-        return content
-    raise TranslationError("content must be a string or a list of content blocks", param)
-
-
-def block_source(block: Json) -> Json:
-    """An image or document block's ``source``; {} when absent (then its kind is unsupported)."""
-    src = block.get("source")
-    if src is None:
-        return {}
-    if not isinstance(src, dict):
-        raise TranslationError(f"{block.get('type')} blocks need a source object", "messages")
-    return src
 
 
 def _messages(req: Json, breakpoints: bool) -> list[Json]:
@@ -352,15 +308,6 @@ def _tool_call(block: Json) -> Json:
     }
 
 
-def input_schema(tool: Json) -> Json:
-    schema = tool.get("input_schema")
-    if schema is None:
-        return {"type": "object", "properties": {}}
-    if not isinstance(schema, dict):
-        raise TranslationError("a tool's input_schema must be an object", "tools")
-    return schema
-
-
 def _add_tools(req: Json, body: Json) -> None:
     functions: list[Json] = []
     for tool in field_list(req, "tools"):
@@ -392,197 +339,3 @@ def _add_tools(req: Json, body: Json) -> None:
         raise TranslationError(f"unsupported tool_choice type {kind!r}", "tool_choice")
     if choice.get("disable_parallel_tool_use"):
         body["parallel_tool_calls"] = False
-
-
-# ---------------------------------------------------------------- response
-
-
-def message_usage(u: Any) -> Json:
-    """OpenAI usage as Anthropic's: prompt_tokens include cache reads and writes, input_tokens don't."""
-    return (from_openai(u, billed_total=False) or Usage()).anthropic()
-
-
-def stop_reason(finish: Any, has_tools: bool) -> str:
-    reason = STOP_REASONS.get(finish, "end_turn") if isinstance(finish, str) else "end_turn"
-    # Some compatible servers finish tool calls with "stop".
-    return "tool_use" if reason == "end_turn" and has_tools else reason
-
-
-def message_response(resp: Json, model: str) -> Json:
-    """A ``chat.completion`` as a Messages response (first choice; we never ask for more)."""
-    choices = resp.get("choices") or []
-    choice = choices[0] if choices and isinstance(choices[0], dict) else {}
-    msg = choice.get("message") or {}
-    content: list[Json] = []
-    reasoning = msg.get("reasoning_content") or msg.get("reasoning")
-    if isinstance(reasoning, str) and reasoning:
-        # Unsigned: our Anthropic and Bedrock request translators drop it on replay.
-        signature = msg.get("reasoning_signature") or ""
-        content.append({"type": "thinking", "thinking": reasoning, "signature": signature})
-    text = _text(msg.get("content"))
-    refusal = msg.get("refusal") if isinstance(msg.get("refusal"), str) else None
-    if text or refusal:
-        content.append({"type": "text", "text": text or refusal})
-    calls = msg.get("tool_calls") or []
-    for call in calls:
-        fn = call.get("function") or {}
-        content.append(
-            {
-                "type": "tool_use",
-                "id": call.get("id") or c.new_id("toolu_"),
-                "name": fn.get("name") or "",
-                "input": _tool_input(fn.get("arguments")),
-            }
-        )
-    stop = stop_reason(choice.get("finish_reason"), bool(calls))
-    if refusal and not text and stop == "end_turn":
-        stop = "refusal"
-    id_ = resp.get("id") or c.new_id("msg_")
-    return m.message(id_, resp.get("model") or model, content, stop, None, message_usage(resp.get("usage")))
-
-
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):  # some compatible servers answer with parts
-        return "".join(
-            p.get("text") or "" for p in content if isinstance(p, dict) and p.get("type") == "text"
-        )
-    return ""
-
-
-def _tool_input(arguments: Any) -> Any:
-    """Arguments as an object; a call cut off by max_tokens keeps its raw text, as the peer does."""
-    try:
-        return c.parse_arguments(arguments)
-    except (TranslationError, TypeError):
-        return arguments
-
-
-# ---------------------------------------------------------------- stream
-
-
-class ChunkEvents(SSETranslator):
-    """OpenAI ``chat.completion.chunk`` SSE -> Anthropic Messages SSE events.
-
-    ``message_delta`` waits for ``[DONE]`` because the usage chunk (asked for with
-    ``include_usage``) comes after the finish reason. ``usage`` is the provider's last
-    reported total and ``response_model`` the model its chunks name (None until then).
-    """
-
-    def __init__(self, model: str) -> None:
-        super().__init__()
-        self.response_model: str | None = None
-        self._out = m.EventWriter(c.new_id("msg_"), model)
-        self._tools: set[int] = set()
-        self._finish: str | None = None
-        self._refusal = False
-        self._usage: Json | None = None
-
-    @property
-    def usage(self) -> Usage | None:
-        return from_openai(self._usage)
-
-    @property
-    def closed(self) -> bool:
-        return self._out.done
-
-    def _ended(self) -> bytes:
-        if self._finish is None:
-            return self._out.error("api_error", m.TRUNCATED)
-        return self._guarded(self._end)  # a finish reason but no [DONE]: complete enough
-
-    def _events(self, events: list[SSEEvent]) -> bytes:
-        out = bytearray()
-        for event in events:
-            if self._out.done:
-                break
-            if event.data.strip() == b"[DONE]":
-                out += self._guarded(self._end)
-                continue
-            try:
-                data = orjson.loads(event.data)
-            except orjson.JSONDecodeError:
-                continue  # not JSON (keep-alives): nothing to translate
-            if isinstance(data, dict):
-                out += self._guarded(lambda data=data: self._chunk(data))
-        return bytes(out)
-
-    def _guarded(self, step: Callable[[], bytes]) -> bytes:
-        try:
-            return step()
-        except (AttributeError, TypeError, KeyError, ValueError):
-            return self._out.error("api_error", m.MALFORMED)  # a field of the wrong shape
-
-    def _chunk(self, data: Json) -> bytes:
-        err = data.get("error")
-        if err:
-            if isinstance(err, dict):
-                return self._out.error(m.stream_error_type(err), str(err.get("message") or "upstream error"))
-            return self._out.error("api_error", str(err))
-        if not self._out.started:
-            if data.get("id"):
-                self._out.id = str(data["id"])
-            if isinstance(data.get("model"), str) and data["model"]:
-                self.response_model = self._out.model = data["model"]
-        out = bytearray(self._out.start())
-        if isinstance(data.get("usage"), dict):
-            self._usage = data["usage"]
-        for choice in data.get("choices") or ():
-            if choice.get("index", 0) != 0:
-                continue  # we never ask for more than one choice
-            out += self._delta(choice.get("delta") or {})
-            if choice.get("finish_reason"):
-                self._finish = choice["finish_reason"]
-                out += self._out.close()
-        return bytes(out)
-
-    def _delta(self, delta: Json) -> bytes:
-        out = bytearray()
-        reasoning = delta.get("reasoning_content") or delta.get("reasoning")
-        if isinstance(reasoning, str) and reasoning:
-            out += self._out.ensure("thinking", {"type": "thinking", "thinking": "", "signature": ""})
-            out += self._out.delta({"type": "thinking_delta", "thinking": reasoning})
-        signature = delta.get("reasoning_signature")
-        if isinstance(signature, str) and signature:
-            out += self._out.ensure("thinking", {"type": "thinking", "thinking": "", "signature": ""})
-            out += self._out.delta({"type": "signature_delta", "signature": signature})
-        for key in ("content", "refusal"):
-            text = delta.get(key)
-            if isinstance(text, str) and text:
-                self._refusal = self._refusal or key == "refusal"
-                out += self._out.ensure("text", {"type": "text", "text": ""})
-                out += self._out.delta({"type": "text_delta", "text": text})
-        for call in delta.get("tool_calls") or ():
-            out += self._tool(call)
-        return bytes(out)
-
-    def _tool(self, call: Json) -> bytes:
-        index = call.get("index", 0)
-        fn = call.get("function") or {}
-        if not isinstance(index, int):
-            raise TypeError("tool call index must be an integer")
-        key = ("tool", index)
-        out = b""
-        if index not in self._tools:
-            self._tools.add(index)
-            block = {
-                "type": "tool_use",
-                "id": m.text(call.get("id")) or c.new_id("toolu_"),
-                "name": m.text(fn.get("name")),
-            }
-            out = self._out.open(key, {**block, "input": {}})
-        args = fn.get("arguments")
-        args = c.dumps_str(args) if isinstance(args, dict) else m.text(args)
-        if not args:
-            return out
-        if self._out.key != key:
-            # Anthropic blocks cannot be reopened; OpenAI never interleaves calls.
-            raise ValueError("tool call arguments after the call's block was closed")
-        return out + self._out.delta({"type": "input_json_delta", "partial_json": args})
-
-    def _end(self) -> bytes:
-        stop = stop_reason(self._finish, bool(self._tools))
-        if self._refusal and stop == "end_turn":
-            stop = "refusal"
-        return self._out.finish(stop, None, message_usage(self._usage))
