@@ -9,13 +9,13 @@ import orjson
 from . import common as c
 from .anthropic_response import ERROR_STATUS, FINISH_REASONS, _usage
 from .base import Json, openai_error_type
-from .sse import DONE, SSEDecoder, SSEEvent, SSETranslator, error_frame, malformed_frames
+from .sse import DONE, JSONEventTranslator, SSEDecoder, SSEEvent, error_frame, truncated_frames
 from .usage import Usage, from_anthropic, set_counters
 
 # ---------------------------------------------------------------- stream
 
 
-class ChatStream(SSETranslator):
+class ChatStream(JSONEventTranslator):
     """Anthropic Messages SSE -> OpenAI chat.completion.chunk SSE.
 
     ``usage`` and ``response_model`` are what the provider's events said so far (None
@@ -30,39 +30,16 @@ class ChatStream(SSETranslator):
         self._usage: Json = {}
         self._tools: dict[int, list[Any]] = {}  # block index -> [tool index, args sent, start input]
         self._finished = False  # a stop reason was sent
-        self._done = False  # [DONE] was sent
 
     @property
     def usage(self) -> Usage | None:
         return from_anthropic(self._usage) if self._usage else None
 
-    @property
-    def closed(self) -> bool:
-        return self._done
-
     def _ended(self) -> bytes:
         if not self._finished:
             self._done = True
-            return error_frame("upstream stream ended early", "server_error", "stream_truncated") + DONE
+            return truncated_frames()
         return self._end()
-
-    def _events(self, events: list[SSEEvent]) -> bytes:
-        out = bytearray()
-        for event in events:
-            if self._done:
-                break
-            try:
-                data = orjson.loads(event.data)
-            except orjson.JSONDecodeError:
-                continue  # not JSON: nothing we can translate
-            if not isinstance(data, dict):
-                continue
-            try:
-                out += self._event(data)
-            except (AttributeError, TypeError, KeyError, ValueError):
-                self._done = True  # a field of the wrong type: the upstream broke the protocol
-                out += malformed_frames()
-        return bytes(out)
 
     def _event(self, data: Json) -> bytes:
         kind = data.get("type")

@@ -15,6 +15,7 @@ from .bedrock_stream import ChatStream, StreamItem, stream_item
 from .fields import CHAT_IGNORED, CHAT_OPENAI_ONLY, NO_NOOP, FieldTable
 
 __all__ = [
+    "DOC_FORMATS",
     "ERROR_STATUS",
     "FINISH_REASONS",
     "PLACEHOLDER_TOOL",
@@ -23,6 +24,7 @@ __all__ = [
     "StreamItem",
     "chat_request",
     "chat_response",
+    "document_name",
     "error_response",
     "image_block",
     "stream_item",
@@ -45,7 +47,8 @@ _IMAGE_FORMATS = {
     "image/gif": "gif",
     "image/webp": "webp",
 }
-_DOC_FORMATS = {
+# The document formats Converse takes (both client APIs' translators read this).
+DOC_FORMATS = {
     "application/pdf": "pdf",
     "text/csv": "csv",
     "text/plain": "txt",
@@ -178,13 +181,16 @@ def image_block(mime: str, source: Json) -> Json:
 
 def _document_block(part: Json, position: int) -> Json:
     mime, data, filename = c.file_data(part)
-    fmt = _DOC_FORMATS.get(mime)
+    fmt = DOC_FORMATS.get(mime)
     if fmt is None:
         raise TranslationError(f"file type {mime} is not supported by Bedrock", "messages")
-    # Bedrock requires a document name made of letters, digits, spaces, hyphens, brackets.
     stem = (filename or "").rsplit(".", 1)[0]
-    name = "".join(ch for ch in stem if ch.isalnum() or ch in " -()[]").strip() or f"document-{position}"
-    return {"document": {"format": fmt, "name": name, "source": {"bytes": data}}}
+    return {"document": {"format": fmt, "name": document_name(stem, position), "source": {"bytes": data}}}
+
+
+def document_name(text: str, position: int) -> str:
+    """Bedrock requires a document name made of letters, digits, spaces, hyphens, brackets."""
+    return "".join(ch for ch in text if ch.isalnum() or ch in " -()[]").strip() or f"document-{position}"
 
 
 def _assistant_blocks(msg: Json) -> list[Json]:

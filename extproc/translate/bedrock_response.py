@@ -88,12 +88,12 @@ def error_response(status: int, body: bytes, error_type: str | None = None) -> t
     if isinstance(parsed, dict):
         message = parsed.get("message") or parsed.get("Message")
         error_type = error_type or parsed.get("__type")
-    code = _shape_name(error_type) if error_type else _TYPE_BY_STATUS.get(status)
+    code = bedrock_shape_name(error_type) if error_type else _TYPE_BY_STATUS.get(status)
     text = str(message) if message else c.body_text(status, body)
     return status, openai_error(text, openai_error_type(status), code)
 
 
-def _shape_name(error_type: str) -> str:
+def bedrock_shape_name(error_type: str) -> str:
     """``ns#ThrottlingException:http://...`` or ``throttlingException`` -> ``ThrottlingException``."""
     name = error_type.split(":", 1)[0].rsplit("#", 1)[-1]
     return name[:1].upper() + name[1:]

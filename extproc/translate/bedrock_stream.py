@@ -10,8 +10,8 @@ from botocore.eventstream import EventStreamBuffer, EventStreamMessage, ParserEr
 
 from . import common as c
 from .base import Json, openai_error_type
-from .bedrock_response import ERROR_STATUS, FINISH_REASONS, _shape_name, _usage
-from .sse import DONE, error_frame, malformed_frames
+from .bedrock_response import ERROR_STATUS, FINISH_REASONS, _usage, bedrock_shape_name
+from .sse import DONE, error_frame, malformed_frames, truncated_frames
 from .usage import Usage, from_bedrock
 
 # ---------------------------------------------------------------- stream
@@ -19,7 +19,11 @@ from .usage import Usage, from_bedrock
 
 @dataclass(frozen=True, slots=True)
 class StreamItem:
-    """One ConverseStream message: an ``event`` (name, parsed data), or an ``exception``/``error``."""
+    """One ConverseStream message: an ``event`` (name, parsed data), or an ``exception``/``error``.
+
+    For an exception ``name`` is its shape name (``ThrottlingException``) and ``message``
+    the payload's message, else the name; for an error, the ``:error-code`` and ``:error-message``.
+    """
 
     kind: str
     name: str
@@ -32,7 +36,10 @@ def stream_item(message: EventStreamMessage) -> StreamItem:
     headers = message.headers
     kind = headers.get(":message-type", "event")
     if kind == "exception":
-        return StreamItem("exception", headers.get(":exception-type") or "internalServerException")
+        name = bedrock_shape_name(headers.get(":exception-type") or "internalServerException")
+        parsed = c.load_json(message.payload)
+        text = (parsed.get("message") or parsed.get("Message")) if isinstance(parsed, dict) else None
+        return StreamItem("exception", name, str(text) if text else name)
     if kind == "error":
         code = headers.get(":error-code") or "InternalServerException"
         return StreamItem("error", code, headers.get(":error-message") or code)
@@ -92,14 +99,12 @@ class ChatStream:
             return b""
         if not self._finished:
             self._done = True
-            return error_frame("upstream stream ended early", "server_error", "stream_truncated") + DONE
+            return truncated_frames()
         return self._end()
 
     def _message(self, message: EventStreamMessage) -> bytes:
         item = stream_item(message)
-        if item.kind == "exception":
-            return self._exception(item.name, message.payload)
-        if item.kind == "error":
+        if item.kind in ("exception", "error"):
             return self._fail(item.name, item.message)
         return self._event(item.name, item.data) if item.data is not None else b""
 
@@ -162,12 +167,6 @@ class ChatStream:
         if self._out.include_usage and self._usage_raw is not None:
             out = self._out.usage_chunk(_usage(self._usage_raw))
         return out + DONE
-
-    def _exception(self, exception_type: str, payload: bytes) -> bytes:
-        parsed = c.load_json(payload)
-        message = (parsed.get("message") or parsed.get("Message")) if isinstance(parsed, dict) else None
-        code = _shape_name(exception_type)
-        return self._fail(code, str(message) if message else code)
 
     def _fail(self, code: str, message: str) -> bytes:
         self._done = True

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import orjson
-
 from . import common as c
 from .base import Json, openai_error_type
 from .gemini_response import _finish, _usage
-from .sse import DONE, SSEEvent, SSETranslator, error_frame, malformed_frames
+from .sse import DONE, JSONEventTranslator, error_frame, truncated_frames
 from .usage import Usage, from_gemini
 
 # ---------------------------------------------------------------- stream
@@ -21,7 +19,7 @@ class _Candidate:
         self.finished = False
 
 
-class ChatStream(SSETranslator):
+class ChatStream(JSONEventTranslator):
     """Gemini ``alt=sse`` stream -> OpenAI chat.completion.chunk SSE.
 
     Gemini sends no end marker, so usage and ``[DONE]`` go out from ``finish()``.
@@ -36,43 +34,21 @@ class ChatStream(SSETranslator):
         self._meta: Json | None = None
         self._candidates: dict[int, _Candidate] = {}
         self._id_set = False
-        self._done = False
 
     @property
     def usage(self) -> Usage | None:
         return from_gemini(self._meta)
 
-    @property
-    def closed(self) -> bool:
-        return self._done
-
     def _ended(self) -> bytes:
         self._done = True
         if not any(cand.finished for cand in self._candidates.values()):
-            return error_frame("upstream stream ended early", "server_error", "stream_truncated") + DONE
+            return truncated_frames()
         if self._out.include_usage and self._meta is not None:
             return self._out.usage_chunk(_usage(self._meta)) + DONE
         return DONE
 
-    def _events(self, events: list[SSEEvent]) -> bytes:
-        out = bytearray()
-        for event in events:
-            if self._done:
-                break
-            try:
-                data = orjson.loads(event.data)
-            except orjson.JSONDecodeError:
-                continue
-            if not isinstance(data, dict):
-                continue
-            try:
-                out += self._response(data)
-            except (AttributeError, TypeError, KeyError, ValueError):
-                self._done = True  # a field of the wrong type: the upstream broke the protocol
-                out += malformed_frames()
-        return bytes(out)
-
-    def _response(self, data: Json) -> bytes:
+    def _event(self, data: Json) -> bytes:
+        """One ``GenerateContentResponse`` (each event is a whole one)."""
         err = data.get("error")
         if isinstance(err, dict):
             self._done = True

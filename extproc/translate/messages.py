@@ -32,6 +32,7 @@ from . import messages_common as m
 from . import messages_openai as mo
 from .base import Json, TranslationError
 from .fields import MESSAGES_IGNORED, NO_NOOP, FieldTable
+from .messages_request import field_object, thinking_kind
 from .sse import SSEEvent, SSETranslator
 from .usage import Usage, from_anthropic, set_counters
 
@@ -114,7 +115,7 @@ class VertexClaudeCodec(AnthropicCodec):
         """Claude on Vertex: the model is in the URL and the API version in the body."""
         body = {k: v for k, v in req.items() if k in _VERTEX_FIELDS}
         legacy = req.get("output_format")
-        config = mo.field_object(req, "output_config")
+        config = field_object(req, "output_config")
         if isinstance(legacy, dict) and "format" not in config:
             body["output_config"] = {**config, "format": legacy}  # the older top-level spelling
         for key in ("messages", "system", "tools"):
@@ -308,11 +309,11 @@ def _gemini_parallel_tools(req: Json) -> None:
 
 
 def _gemini_thinking(req: Json, body: Json) -> None:
-    kind = mo.thinking_kind(req)
+    kind = thinking_kind(req)
     if kind is None:
         return  # Gemini's own default; Anthropic's default (no thinking) cannot be forced on all models
     budget = req["thinking"].get("budget_tokens")
-    effort = mo.field_object(req, "output_config").get("effort")
+    effort = field_object(req, "output_config").get("effort")
     if kind != "enabled" or not isinstance(budget, int):
         # Adaptive: the effort's budget, or -1 (Gemini decides) without one.
         budget = c.REASONING_BUDGETS.get("xhigh" if effort == "max" else str(effort), -1)

@@ -21,6 +21,7 @@ from .messages_bedrock_response import STOP_REASONS, message_response, message_u
 from .messages_bedrock_stream import ConverseEvents
 from .messages_request import (
     block_source,
+    block_text,
     content_blocks,
     field_list,
     field_object,
@@ -36,19 +37,6 @@ __all__ = [
     "message_response",
     "message_usage",
 ]
-
-_DOC_FORMATS = {
-    "application/pdf": "pdf",
-    "text/plain": "txt",
-    "text/csv": "csv",
-    "text/html": "html",
-    "text/markdown": "md",
-    "application/msword": "doc",
-    "application/vnd.openxmlformats-officedocument.wordprocessingml.document": "docx",
-    "application/vnd.ms-excel": "xls",
-    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": "xlsx",
-}
-
 
 # The Messages fields carried to Converse, dropped (see MESSAGES_IGNORED for why), or
 # refused (see fields.py).
@@ -173,23 +161,16 @@ def _system_blocks(content: Any) -> list[Json]:
             raise TranslationError(
                 f"{block.get('type')!r} blocks are not allowed in system content", "system"
             )
-        out.append({"text": _text(block)})
+        out.append({"text": block_text(block)})
         if block.get("cache_control"):
             out.append(_cache_point())
     return out
 
 
-def _text(block: Json) -> str:
-    text = block.get("text")
-    if text is None or isinstance(text, str):
-        return text or ""
-    raise TranslationError("text blocks need a string text", "messages")
-
-
 def _block(block: Json, role: str, position: int) -> Json | None:
     kind = block.get("type")
     if kind == "text":
-        text = _text(block)
+        text = block_text(block)
         return {"text": text} if text else None  # Bedrock rejects blank text
     if kind == "image":
         return _image(block)
@@ -233,12 +214,10 @@ def _document(block: Json, position: int) -> Json:
         mime, data = "text/plain", base64.b64encode(str(src.get("data") or "").encode()).decode()
     else:
         raise TranslationError(f"document source {kind!r} is not supported by Bedrock", "messages")
-    fmt = _DOC_FORMATS.get(mime)
+    fmt = bedrock.DOC_FORMATS.get(mime)
     if fmt is None:
         raise TranslationError(f"document type {mime!r} is not supported by Bedrock", "messages")
-    # Bedrock requires a name made of letters, digits, spaces, hyphens and brackets.
-    title = str(block.get("title") or "")
-    name = "".join(ch for ch in title if ch.isalnum() or ch in " -()[]").strip() or f"document-{position}"
+    name = bedrock.document_name(str(block.get("title") or ""), position)
     return {"document": {"format": fmt, "name": name, "source": {"bytes": data}}}
 
 
@@ -248,7 +227,7 @@ def _tool_result(block: Json) -> Json:
     for item in content_blocks(content) if content is not None else ():
         kind = item.get("type")
         if kind == "text":
-            items.append({"text": _text(item)})
+            items.append({"text": block_text(item)})
         elif kind == "image":
             items.append(_image(item))
         elif kind == "document":

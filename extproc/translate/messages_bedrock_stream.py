@@ -61,9 +61,7 @@ class ConverseEvents:
 
     def _message(self, message: EventStreamMessage) -> bytes:
         item = stream_item(message)
-        if item.kind == "exception":
-            return self._exception(item.name, message.payload)
-        if item.kind == "error":
+        if item.kind in ("exception", "error"):
             type_ = m.BEDROCK_EXCEPTION_TYPES.get(m.bedrock_shape_name(item.name), "api_error")
             return self._out.error(type_, item.message)
         return self._event(item.name, item.data) if item.data is not None else b""
@@ -132,11 +130,3 @@ class ConverseEvents:
 
     def _end(self) -> bytes:
         return self._out.finish(self._stop or "end_turn", self._stop_sequence, message_usage(self._usage))
-
-    def _exception(self, exception_type: str, payload: bytes) -> bytes:
-        parsed = c.load_json(payload)
-        message = (parsed.get("message") or parsed.get("Message")) if isinstance(parsed, dict) else None
-        name = m.bedrock_shape_name(exception_type)
-        return self._out.error(
-            m.BEDROCK_EXCEPTION_TYPES.get(name, "api_error"), str(message) if message else name
-        )

@@ -13,6 +13,7 @@ import orjson
 
 from . import common as c
 from .base import Json
+from .bedrock_response import bedrock_shape_name
 
 # Anthropic's error types, each with the HTTP status Anthropic answers it with.
 ERROR_TYPES: frozenset[str] = frozenset(
@@ -95,12 +96,6 @@ def error_type(status: int) -> str:
 
 def error_body(type_: str, message: str) -> Json:
     return {"type": "error", "error": {"type": type_, "message": message}}
-
-
-def bedrock_shape_name(error_type_: str) -> str:
-    """``ns#ThrottlingException:http://...`` or ``throttlingException`` -> ``ThrottlingException``."""
-    name = error_type_.split(":", 1)[0].rsplit("#", 1)[-1]
-    return name[:1].upper() + name[1:]
 
 
 def error_response(status: int, body: bytes, error_type_: str | None = None) -> tuple[int, Json]:

@@ -22,6 +22,7 @@ from .messages_openai_response import STOP_REASONS, message_response, message_us
 from .messages_openai_stream import ChunkEvents
 from .messages_request import (
     block_source,
+    block_text,
     content_blocks,
     field_list,
     field_object,
@@ -172,7 +173,7 @@ def _messages(req: Json, breakpoints: bool) -> list[Json]:
 
 
 def _text_part(block: Json, breakpoints: bool) -> Json:
-    part: Json = {"type": "text", "text": _block_text(block)}
+    part: Json = {"type": "text", "text": block_text(block)}
     if breakpoints and block.get("cache_control"):
         part["prompt_cache_breakpoint"] = dict(_BREAKPOINT)
     return part
@@ -216,7 +217,7 @@ def _tool_message(block: Json, breakpoints: bool, moved: list[Json]) -> Json:
         kind = item.get("type")
         marked = marked or bool(item.get("cache_control"))
         if kind == "text":
-            parts.append({"type": "text", "text": _block_text(item)})
+            parts.append({"type": "text", "text": block_text(item)})
         elif kind == "image":
             moved.append(_image_part(item))
         elif kind == "document":
@@ -234,13 +235,6 @@ def _tool_message(block: Json, breakpoints: bool, moved: list[Json]) -> Json:
         # Only text parts take a breakpoint here; the last one covers the whole result.
         parts[-1]["prompt_cache_breakpoint"] = dict(_BREAKPOINT)
     return {"role": "tool", "tool_call_id": block.get("tool_use_id"), "content": parts}
-
-
-def _block_text(block: Json) -> str:
-    text = block.get("text")
-    if text is None or isinstance(text, str):
-        return text or ""
-    raise TranslationError("text blocks need a string text", "messages")
 
 
 def _image_part(block: Json) -> Json:

@@ -64,6 +64,14 @@ def content_blocks(content: Any, param: str = "messages") -> list[Json]:
     raise TranslationError("content must be a string or a list of content blocks", param)
 
 
+def block_text(block: Json) -> str:
+    """A text block's ``text``; "" when absent."""
+    text = block.get("text")
+    if text is None or isinstance(text, str):
+        return text or ""
+    raise TranslationError("text blocks need a string text", "messages")
+
+
 def block_source(block: Json) -> Json:
     """An image or document block's ``source``; {} when absent (then its kind is unsupported)."""
     src = block.get("source")

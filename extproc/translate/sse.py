@@ -2,7 +2,9 @@
 
 ``SSEDecoder`` turns bytes split anywhere into whole events. It accepts LF, CRLF
 and CR line endings (Gemini uses CRLF, most others LF) and the optional space
-after ``data:``. The ``*_frame`` helpers build the OpenAI-style frames we emit.
+after ``data:``. ``SSETranslator`` is the feed/finish skeleton of a translator reading
+provider SSE, ``JSONEventTranslator`` the one for JSON-object events turned into OpenAI
+chunks. The ``*_frame(s)`` helpers build the OpenAI-style frames we emit.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from .base import openai_error
+from .base import Json, openai_error
 
 DONE = b"data: [DONE]\n\n"
 
@@ -159,6 +161,44 @@ class SSETranslator(ABC):
         return out if self.closed else out + self._ended()
 
 
+class JSONEventTranslator(SSETranslator):
+    """An ``SSETranslator`` for provider SSE whose events each carry one JSON object.
+
+    Events that are not JSON objects are skipped; ``_event`` translates each of the others
+    into OpenAI chunk frames, and one whose fields have the wrong type ends the stream with
+    ``malformed_frames()``. ``_done`` is set once the client's stream has ended.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._done = False  # [DONE] was sent
+
+    @property
+    def closed(self) -> bool:
+        return self._done
+
+    @abstractmethod
+    def _event(self, data: Json) -> bytes: ...
+
+    def _events(self, events: list[SSEEvent]) -> bytes:
+        out = bytearray()
+        for event in events:
+            if self._done:
+                break
+            try:
+                data = orjson.loads(event.data)
+            except orjson.JSONDecodeError:
+                continue  # not JSON: nothing we can translate
+            if not isinstance(data, dict):
+                continue
+            try:
+                out += self._event(data)
+            except (AttributeError, TypeError, KeyError, ValueError):
+                self._done = True  # a field of the wrong type: the upstream broke the protocol
+                out += malformed_frames()
+        return bytes(out)
+
+
 def data_frame(obj: Any) -> bytes:
     return b"data: " + orjson.dumps(obj) + b"\n\n"
 
@@ -171,3 +211,8 @@ def error_frame(message: str, type_: str, code: str | int | None = None) -> byte
 def malformed_frames() -> bytes:
     """Ends a stream whose upstream sent an event with fields of the wrong shape."""
     return error_frame("malformed upstream stream event", "server_error", "bad_upstream_event") + DONE
+
+
+def truncated_frames() -> bytes:
+    """Ends a stream whose upstream stopped before its end (no stop reason or end event)."""
+    return error_frame("upstream stream ended early", "server_error", "stream_truncated") + DONE
