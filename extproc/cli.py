@@ -5,15 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import logging
 import sys
 from pathlib import Path
 
-import yaml
-
-from extproc import envoy_config, gateway
+from extproc import gateway
 from extproc.config.loader import ConfigError, LoadedConfig, load
+from extproc.render import SidecarAddresses, dump, render
 
 
 def _load_or_exit(path: str) -> LoadedConfig:
@@ -38,16 +36,13 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_render(args: argparse.Namespace) -> int:
     loaded = _load_or_exit(args.config)
-    addrs = envoy_config.SidecarAddresses(
+    addrs = SidecarAddresses(
         extproc=args.extproc_addr,
         authz=args.authz_addr,
         listen_host=args.listen_host,
         admin_host=args.admin_host,
     )
-    rendered = envoy_config.render(gateway.build(loaded.config), addrs)
-    text = (
-        json.dumps(rendered, indent=2) if args.format == "json" else yaml.safe_dump(rendered, sort_keys=False)
-    )
+    text = dump(render(gateway.build(loaded.config), addrs), args.format)
     if args.output:
         out = Path(args.output)
         out.write_text(text)

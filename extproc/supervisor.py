@@ -19,7 +19,8 @@ from pathlib import Path
 
 import yaml
 
-from extproc import envoy_config, gateway
+from extproc import gateway
+from extproc import render as envoy_config
 from extproc.config.loader import load
 
 
