@@ -29,6 +29,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     gw = gateway.build(loaded.config)
     missing = sorted({m for up in gw.upstreams_by_id.values() if (m := up.secret()[1])})
     print(f"{args.config}: ok ({len(gw.routes)} routes, {len(gw.upstreams_by_id)} provider endpoints)")
+    # The ids Envoy's access log and the sidecars use (an unnamed route's is derived: see gateway.py).
+    for route in gw.routes:
+        where = f":{route.port}" + (f" {route.hostname}" if route.hostname else "")
+        endpoints = ", ".join(u.id for b in route.backends for u in b.upstreams)
+        print(f"  route {route.id} on {where}: {endpoints}")
     for name in missing:
         print(f"  warning: environment variable {name} is not set; requests to its provider will fail")
     return 0

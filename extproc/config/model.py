@@ -453,10 +453,8 @@ def _fmt_loc(loc: Loc) -> str:
 
 def _duplicate_id(route: Route, rid: str, rloc: Loc, first: Loc, port: int) -> tuple[Loc, str]:
     if route.name is not None:
-        return (
-            *rloc,
-            "name",
-        ), f"route name {rid!r} is used twice (also at {_fmt_loc(first)}): names must be unique"
+        message = f"route name {rid!r} is used twice (also at {_fmt_loc(first)}): names must be unique"
+        return (*rloc, "name"), message
     return rloc, (
         f"this unnamed route matches the same requests on port {port} as the one at {_fmt_loc(first)}; "
         "give the routes names"

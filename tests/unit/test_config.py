@@ -115,6 +115,7 @@ def test_check_command_reports_and_fails(tmp_path: Path) -> None:
         text=True,
     )
     assert ok.returncode == 0 and "ok" in ok.stdout
+    assert "  route failover on :3000: failover/primary, failover/secondary\n" in ok.stdout
 
 
 # --- fields that must act or be refused -------------------------------------------------------------
