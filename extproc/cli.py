@@ -5,15 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import logging
 import sys
 from pathlib import Path
 
-import yaml
-
-from extproc import envoy_config, gateway
+from extproc import gateway
 from extproc.config.loader import ConfigError, LoadedConfig, load
+from extproc.render import SidecarAddresses, dump, render
 
 
 def _load_or_exit(path: str) -> LoadedConfig:
@@ -31,6 +29,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     gw = gateway.build(loaded.config)
     missing = sorted({m for up in gw.upstreams_by_id.values() if (m := up.secret()[1])})
     print(f"{args.config}: ok ({len(gw.routes)} routes, {len(gw.upstreams_by_id)} provider endpoints)")
+    # The ids Envoy's access log and the sidecars use (an unnamed route's is derived: see gateway.py).
+    for route in gw.routes:
+        where = f":{route.port}" + (f" {route.hostname}" if route.hostname else "")
+        endpoints = ", ".join(u.id for b in route.backends for u in b.upstreams)
+        print(f"  route {route.id} on {where}: {endpoints}")
     for name in missing:
         print(f"  warning: environment variable {name} is not set; requests to its provider will fail")
     return 0
@@ -38,16 +41,13 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_render(args: argparse.Namespace) -> int:
     loaded = _load_or_exit(args.config)
-    addrs = envoy_config.SidecarAddresses(
+    addrs = SidecarAddresses(
         extproc=args.extproc_addr,
         authz=args.authz_addr,
         listen_host=args.listen_host,
         admin_host=args.admin_host,
     )
-    rendered = envoy_config.render(gateway.build(loaded.config), addrs)
-    text = (
-        json.dumps(rendered, indent=2) if args.format == "json" else yaml.safe_dump(rendered, sort_keys=False)
-    )
+    text = dump(render(gateway.build(loaded.config), addrs), args.format)
     if args.output:
         out = Path(args.output)
         out.write_text(text)

@@ -2,7 +2,11 @@
 
 Envoy's config and the sidecars are both derived from this one view, so the ids
 Envoy carries (route names, endpoint metadata) always mean the same thing to
-the sidecars that read them.
+the sidecars that read them. Ids come from names, never from list positions:
+a route's id is its name (``route_id``), an endpoint's is ``<route id>/<provider
+name>``. During a reload, when Envoy and a sidecar briefly hold different
+configs, an id either means the same route on both sides or is unknown (a 404),
+never another route.
 """
 
 from __future__ import annotations
@@ -12,7 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from extproc.config.model import (
+    DEFAULT_RETRY_CODES,
     AIBackend,
+    BackendTLS,
     GatewayConfig,
     NamedProvider,
     Route,
@@ -20,6 +26,7 @@ from extproc.config.model import (
     RoutePolicies,
     RouteType,
     parse_duration,
+    route_id,
 )
 
 # Each provider's public endpoint; hostOverride replaces it (plain HTTP unless backendTLS).
@@ -85,7 +92,7 @@ def resolve_secret(value: str | None) -> tuple[str | None, str | None]:
 class Upstream:
     """One provider endpoint: an Envoy endpoint in some priority level of a backend cluster."""
 
-    id: str
+    id: str  # "<route id>/<provider name>": the endpoint metadata the upstream phase reads back
     name: str
     kind: str
     settings: Any
@@ -93,6 +100,7 @@ class Upstream:
     port: int
     tls: bool
     sni: str | None
+    insecure_skip_verify: bool
     priority: int
     path_override: str | None
     path_prefix: str | None
@@ -121,9 +129,10 @@ class ResolvedBackend:
 
 @dataclass(frozen=True)
 class ResolvedRoute:
-    id: str
+    id: str  # the Envoy route name (``#<n>`` appended for its second and later matches)
     name: str
     port: int
+    hostname: str | None  # the listener's: Envoy serves the route only for this host (None: any)
     matches: list[RouteMatch]
     policies: RoutePolicies
     backends: list[ResolvedBackend]
@@ -138,7 +147,22 @@ class ResolvedRoute:
 
     @property
     def retry_codes(self) -> list[int]:
-        return self.policies.retry.codes if self.policies.retry else [429, 500, 502, 503, 504]
+        return self.policies.retry.codes if self.policies.retry else list(DEFAULT_RETRY_CODES)
+
+    @property
+    def host_rewrite(self) -> str | None:
+        """``urlRewrite.authority``: the Host every attempt sends instead of the provider's own."""
+        rewrite = self.policies.url_rewrite
+        return rewrite.authority.value if rewrite and rewrite.authority else None
+
+    @property
+    def needs_authz(self) -> bool:
+        """Whether Envoy asks the authz sidecar before this route.
+
+        No route has an auth policy yet, so none does: no request pays for an authz call.
+        The identity issue adds the policies; a route with one gets ext_authz, failing closed.
+        """
+        return False
 
     def timeout_seconds(self, default: float) -> float:
         t = self.policies.timeout
@@ -199,17 +223,22 @@ def _split_host(hostport: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def _upstream(uid: str, named: NamedProvider, priority: int, route_auth: Any, backend: AIBackend) -> Upstream:
+def _upstream(
+    uid: str, named: NamedProvider, priority: int, route: RoutePolicies, backend: AIBackend
+) -> Upstream:
     override = named.host_override
     host, port = _split_host(override or default_host(named))
-    tls_policy = (named.policies and named.policies.backend_tls) or (
-        backend.policies and backend.policies.backend_tls
+    # The nearest backendTLS wins: the provider's, its backend's, then the route's.
+    tls_policy: BackendTLS | None = (
+        (named.policies and named.policies.backend_tls)
+        or (backend.policies and backend.policies.backend_tls)
+        or route.backend_tls
     )
     auth = (
         named.backend_auth
         or (named.policies and named.policies.backend_auth)
         or (backend.policies and backend.policies.backend_auth)
-        or route_auth
+        or route.backend_auth
     )
     return Upstream(
         id=uid,
@@ -220,6 +249,7 @@ def _upstream(uid: str, named: NamedProvider, priority: int, route_auth: Any, ba
         port=port,
         tls=override is None or tls_policy is not None,
         sni=(tls_policy.sni if tls_policy else None) or host,
+        insecure_skip_verify=bool(tls_policy and tls_policy.insecure_skip_verify),
         priority=priority,
         path_override=named.path_override,
         path_prefix=named.path_prefix,
@@ -228,27 +258,41 @@ def _upstream(uid: str, named: NamedProvider, priority: int, route_auth: Any, ba
     )
 
 
+def _cluster_name(rid: str, route: Route, index: int) -> str:
+    """``<route id>/<backend name>``, or ``/backend<n>`` for an unnamed or twice-used name.
+
+    Envoy's alone (no sidecar reads it): it names the backend in Envoy's stats and /metrics."""
+    name = route.backends[index].ai.name
+    names = [b.ai.name for b in route.backends]
+    return f"{rid}/{name}" if name and names.count(name) == 1 else f"{rid}/backend{index}"
+
+
 def build(config: GatewayConfig) -> Gateway:
+    """Resolve a validated config (names unique and well formed: ``semantic_problems``)."""
     gw = Gateway(config=config)
-    for bi, bind in enumerate(config.binds):
-        for li, listener in enumerate(bind.listeners):
-            for ri, route in enumerate(listener.routes):
-                rid = f"r{bi}.{li}.{ri}"
+    for bind in config.binds:
+        for listener in bind.listeners:
+            for route in listener.routes:
+                rid = route_id(route, bind.port, listener.hostname)
                 policies = route.policies or RoutePolicies()
                 backends = []
                 for bki, backend in enumerate(route.backends):
                     ups = []
                     for gi, group in enumerate(backend.ai.provider_groups()):
-                        for pi, named in enumerate(group):
-                            uid = f"{rid}.b{bki}.g{gi}.p{pi}"
-                            up = _upstream(uid, named, gi, policies.backend_auth, backend.ai)
+                        for named in group:
+                            # Provider names are unique per route and hold no "/": ids cannot collide.
+                            uid = f"{rid}/{named.name}"
+                            up = _upstream(uid, named, gi, policies, backend.ai)
                             ups.append(up)
                             gw.upstreams_by_id[uid] = up
-                    backends.append(ResolvedBackend(f"{rid}.b{bki}", backend.weight, ups, backend.ai))
+                    backends.append(
+                        ResolvedBackend(_cluster_name(rid, route, bki), backend.weight, ups, backend.ai)
+                    )
                 resolved = ResolvedRoute(
                     id=rid,
                     name=route.name or rid,
                     port=bind.port,
+                    hostname=listener.hostname,
                     matches=route.matches,
                     policies=policies,
                     backends=backends,

@@ -37,7 +37,8 @@ from pathlib import Path
 
 import yaml
 
-from extproc import envoy_config, gateway, ports
+from extproc import gateway, ports
+from extproc import render as envoy_config
 from extproc.config.loader import load
 
 log = logging.getLogger("gateway.supervisor")

@@ -7,6 +7,8 @@ field instead of being silently ignored.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from typing import Any, Literal
 
@@ -36,6 +38,36 @@ def parse_duration(value: str | int | float) -> float:
 
 
 Duration = str | int | float
+
+# The statuses providers use for "try again elsewhere": rate limits and every 5xx a provider
+# answers when overloaded or failing (529 is Anthropic's overloaded_error). The default for
+# failover routes and for a retry policy that names no codes.
+DEFAULT_RETRY_CODES: tuple[int, ...] = (429, 500, 502, 503, 504, 529)
+
+# Route and provider names become Envoy route names and endpoint metadata, which the sidecar reads
+# back from protobuf text: printable ASCII only (text format escapes the rest), and no quote or
+# backslash (escaped too). ``#`` separates a route's match index in Envoy route names, and ``/``
+# separates route and provider in an endpoint id.
+_NAME = re.compile(r"^[ -~]+$")
+_NAME_FORBIDDEN = '"\\#'
+
+
+def check_name(value: str | None, *, provider: bool = False) -> str | None:
+    if value is None:
+        return None
+    forbidden = _NAME_FORBIDDEN + ("/" if provider else "")
+    if not _NAME.match(value) or any(c in value for c in forbidden) or value != value.strip():
+        shown = " ".join(forbidden)
+        raise ValueError(
+            f"{value!r} cannot be a name: use printable ASCII without {shown} or surrounding spaces"
+        )
+    return value
+
+
+# A listener's hostname as Envoy matches virtual host domains: a DNS name, or ``*.`` and a DNS name.
+_HOSTNAME = re.compile(
+    r"^(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$"
+)
 
 
 # --- matches -------------------------------------------------------------
@@ -89,7 +121,7 @@ class KeyAuth(Strict):
 
 class Retry(Strict):
     attempts: int = Field(2, ge=1, le=10)
-    codes: list[int] = [429, 500, 502, 503, 504]
+    codes: list[int] = list(DEFAULT_RETRY_CODES)
     backoff: Duration | None = None
 
     @field_validator("codes")
@@ -112,9 +144,29 @@ class PathRewrite(Strict):
         return self
 
 
+class AuthorityRewrite(Strict):
+    """The Host the provider sees: ``full`` (host[:port]) or ``host`` alone (sent without a port)."""
+
+    full: str | None = None
+    host: str | None = None
+    port: int | None = Field(None, ge=1, le=65535)
+
+    @model_validator(mode="after")
+    def _one(self) -> AuthorityRewrite:
+        if self.port is not None:
+            raise ValueError('rewriting only the port is not supported; use full: "host:port"')
+        if (self.full is None) == (self.host is None):
+            raise ValueError("set exactly one of full, host")
+        return self
+
+    @property
+    def value(self) -> str:
+        return self.full if self.full is not None else str(self.host)
+
+
 class UrlRewrite(Strict):
     path: PathRewrite | None = None
-    authority: dict[str, str] | None = None
+    authority: AuthorityRewrite | None = None
 
 
 class Cors(Strict):
@@ -177,8 +229,19 @@ class VertexProvider(Strict):
 class BedrockProvider(Strict):
     model: str | None = None
     region: str = "us-east-1"
+    # agentgateway's fields, refused until the gateway applies them: a guardrail the operator
+    # configured must never be silently skipped.
     guardrail_identifier: str | None = Field(None, alias="guardrailIdentifier")
     guardrail_version: str | None = Field(None, alias="guardrailVersion")
+
+    @field_validator("guardrail_identifier", "guardrail_version")
+    @classmethod
+    def _no_guardrails(cls, v: str | None) -> str | None:
+        if v is not None:
+            raise ValueError(
+                "Bedrock guardrails are not supported yet; remove the field (a later release adds them)"
+            )
+        return v
 
 
 class AzureProvider(Strict):
@@ -228,6 +291,11 @@ class NamedProvider(Strict):
     backend_auth: KeyAuth | None = Field(None, alias="backendAuth")
     policies: BackendPolicies | None = None
 
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return str(check_name(v, provider=True))
+
 
 class ProviderGroup(Strict):
     providers: list[NamedProvider] = Field(min_length=1)
@@ -248,6 +316,11 @@ class AIBackend(Strict):
         if (self.provider is None) == (self.groups is None):
             raise ValueError("set either provider or groups")
         return self
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str | None) -> str | None:
+        return check_name(v, provider=True)  # the single-provider form's provider name
 
     def provider_groups(self) -> list[list[NamedProvider]]:
         """The single-provider form is one group of one provider."""
@@ -276,12 +349,45 @@ class Route(Strict):
     backends: list[Backend] = Field(min_length=1)
     policies: RoutePolicies | None = None
 
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str | None) -> str | None:
+        return check_name(v)
+
+
+def route_id(route: Route, port: int, hostname: str | None) -> str:
+    """The id Envoy and the sidecars share for a route: its name, never its position.
+
+    An unnamed route gets ``unnamed-`` and a digest of where it listens and what it matches, so
+    adding or moving other routes leaves it alone, and a changed route gets a new id (during a
+    reload, the side that does not know it answers 404 instead of serving another route).
+    """
+    if route.name is not None:
+        return route.name
+    what = {
+        "port": port,
+        "hostname": hostname,
+        "matches": [m.model_dump(mode="json", by_alias=True, exclude_defaults=True) for m in route.matches],
+    }
+    digest = hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:12]
+    return f"unnamed-{digest}"
+
 
 class Listener(Strict):
     name: str | None = None
+    # Envoy virtual host domains: the listener's routes answer only requests for this host.
     hostname: str | None = None
     protocol: Literal["HTTP"] = "HTTP"
     routes: list[Route] = Field(min_length=1)
+
+    @field_validator("hostname")
+    @classmethod
+    def _hostname(cls, v: str | None) -> str | None:
+        if v is None or v == "*":
+            return None  # any host, as when unset
+        if not _HOSTNAME.match(v):
+            raise ValueError(f"{v!r} is not a hostname: use a DNS name, optionally starting with '*.'")
+        return v.lower()
 
 
 class Bind(Strict):
@@ -312,6 +418,7 @@ class GatewayConfig(Strict):
         """Checks that span fields: duplicate ports and names, bad durations."""
         problems: list[tuple[Loc, str]] = []
         ports: set[int] = set()
+        ids: dict[str, Loc] = {}
         for bi, bind in enumerate(self.binds):
             if bind.port in ports:
                 problems.append((("binds", bi, "port"), f"port {bind.port} is bound twice"))
@@ -320,6 +427,11 @@ class GatewayConfig(Strict):
                 for ri, route in enumerate(listener.routes):
                     rloc: Loc = ("binds", bi, "listeners", li, "routes", ri)
                     problems += _route_problems(route, rloc)
+                    rid = route_id(route, bind.port, listener.hostname)
+                    if rid in ids:
+                        problems.append(_duplicate_id(route, rid, rloc, ids[rid], bind.port))
+                    else:
+                        ids[rid] = rloc
         reserved = {self.config.admin_port, self.config.metrics_port, self.config.readiness_port}
         for bi, bind in enumerate(self.binds):
             if bind.port in reserved:
@@ -335,10 +447,38 @@ class GatewayConfig(Strict):
         return problems
 
 
+def _fmt_loc(loc: Loc) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else str(p)) for i, p in enumerate(loc))
+
+
+def _duplicate_id(route: Route, rid: str, rloc: Loc, first: Loc, port: int) -> tuple[Loc, str]:
+    if route.name is not None:
+        message = f"route name {rid!r} is used twice (also at {_fmt_loc(first)}): names must be unique"
+        return (*rloc, "name"), message
+    return rloc, (
+        f"this unnamed route matches the same requests on port {port} as the one at {_fmt_loc(first)}; "
+        "give the routes names"
+    )
+
+
+# Endpoint fields of a backend's single-provider form; with groups they belong on each provider.
+_PER_PROVIDER = (
+    ("host_override", "hostOverride"),
+    ("path_override", "pathOverride"),
+    ("path_prefix", "pathPrefix"),
+)
+
+
 def _route_problems(route: Route, rloc: Loc) -> list[tuple[Loc, str]]:
     problems: list[tuple[Loc, str]] = []
     names: set[str] = set()
     for bki, backend in enumerate(route.backends):
+        if backend.ai.groups is not None:
+            for attr, alias in _PER_PROVIDER:
+                if getattr(backend.ai, attr) is not None:
+                    problems.append(
+                        ((*rloc, "backends", bki, "ai", alias), f"with groups, set {alias} on each provider")
+                    )
         for gi, group in enumerate(backend.ai.provider_groups()):
             for pi, named in enumerate(group):
                 ploc: Loc = (*rloc, "backends", bki, "ai", "groups", gi, "providers", pi, "name")
@@ -348,6 +488,19 @@ def _route_problems(route: Route, rloc: Loc) -> list[tuple[Loc, str]]:
                 if named.host_override and not re.match(r"^[A-Za-z0-9.\-\[\]:]+:\d+$", named.host_override):
                     problems.append(((*ploc[:-1], "hostOverride"), "hostOverride must be host:port"))
     pol = route.policies
+    authority = pol.url_rewrite.authority if pol and pol.url_rewrite else None
+    if authority is not None and any(
+        named.provider.kind == "bedrock"
+        for b in route.backends
+        for g in b.ai.provider_groups()
+        for named in g
+    ):
+        problems.append(
+            (
+                (*rloc, "policies", "urlRewrite", "authority"),
+                "cannot be used with Bedrock providers: SigV4 signs the provider's own host",
+            )
+        )
     if pol and pol.timeout:
         for name in ("request_timeout", "backend_request_timeout"):
             value = getattr(pol.timeout, name)

@@ -197,10 +197,36 @@ def mocks() -> Iterator[tuple[Mock, Mock, Mock]]:
         m.proc.wait(timeout=5)
 
 
-def launch(tmp: Path, config: dict, mock: Mock) -> Gateway:
+def http_connection_managers(bootstrap: dict) -> list[dict]:
+    """The gateway listeners' HttpConnectionManager configs in a rendered bootstrap."""
+    return [
+        listener["filter_chains"][0]["filters"][0]["typed_config"]
+        for listener in bootstrap["static_resources"]["listeners"]
+        if listener["name"].startswith("bind_")
+    ]
+
+
+@dataclass
+class PatchedStack(Stack):
+    """A stack whose rendered bootstrap is changed before Envoy starts: for tests that model a
+    deployment configuring Envoy differently (``envoy_patch`` edits the bootstrap dict in place)."""
+
+    envoy_patch: Callable[[dict], None] | None = None
+
+    def render(self) -> Path:
+        path = super().render()
+        if self.envoy_patch is not None:
+            bootstrap = yaml.safe_load(path.read_text())
+            self.envoy_patch(bootstrap)
+            path.write_text(yaml.safe_dump(bootstrap, sort_keys=False))
+        return path
+
+
+def launch(tmp: Path, config: dict, mock: Mock, envoy_patch: Callable[[dict], None] | None = None) -> Gateway:
     path = tmp / "gateway.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
-    stack = Stack(
+    stack = PatchedStack(
+        envoy_patch=envoy_patch,
         config_path=str(path),
         workdir=tmp,
         extproc_port=free_port(),
@@ -260,3 +286,107 @@ def private_gateway(tmp_path: Path, mocks: tuple[Mock, Mock, Mock]) -> Iterator[
     gw = launch(tmp_path, gateway_config(mock, m429, m503, free_port()), mock)
     yield gw
     gw.stack.stop()
+
+
+# --- a mock provider behind TLS, with a self-signed certificate ----------------------------------------
+
+
+def self_signed_cert(tmp: Path, host: str = "localhost") -> tuple[Path, Path]:
+    """A certificate no trust store knows, for ``host`` and 127.0.0.1."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName(host), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp / "mock-cert.pem", tmp / "mock-key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return cert_path, key_path
+
+
+_TLS_MOCK = """
+import ssl, sys
+from aiohttp import web
+from extproc.mock.server import create_app
+ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+ctx.load_cert_chain(sys.argv[1], sys.argv[2])
+web.run_app(create_app(), host="127.0.0.1", port=int(sys.argv[3]), ssl_context=ctx, print=None, access_log=None)
+"""
+
+
+@dataclass
+class TLSMock(Mock):
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    def requests(self) -> list[dict]:
+        seen = httpx.get(f"{self.url}/__mock/requests", verify=False).json()
+        for r in seen:
+            r["headers"] = {k.lower(): v for k, v in r["headers"].items()}
+        return seen
+
+    def clear(self) -> None:
+        httpx.delete(f"{self.url}/__mock/requests", verify=False)
+
+
+def start_tls_mock(tmp: Path) -> TLSMock:
+    cert, key = self_signed_cert(tmp)
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _TLS_MOCK, str(cert), str(key), str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    mock = TLSMock(port, proc)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{mock.url}/__mock/health", verify=False, timeout=1).status_code == 200:
+                return mock
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    proc.terminate()
+    raise TimeoutError(mock.url)
+
+
+def restart_extproc(gw: Gateway, config: dict, tmp: Path) -> None:
+    """The ext_proc sidecar reloaded with ``config`` while Envoy keeps the bootstrap it started with."""
+    path = tmp / "reloaded.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    gw.stack.stop_one("extproc")
+    log = open(gw.stack.workdir / "extproc.log", "ab")  # noqa: SIM115 - the child owns it
+    gw.stack.procs["extproc"] = subprocess.Popen(
+        [sys.executable, "-m", "extproc", "extproc", "--config", str(path),
+         "--listen", f"127.0.0.1:{gw.stack.extproc_port}"],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    # Envoy health-checks the sidecar every 2s: ready again once it has seen the new process.
+    gw.stack.wait_ready(30)

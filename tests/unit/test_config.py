@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -114,9 +115,174 @@ def test_check_command_reports_and_fails(tmp_path: Path) -> None:
         text=True,
     )
     assert ok.returncode == 0 and "ok" in ok.stdout
+    assert "  route failover on :3000: failover/primary, failover/secondary\n" in ok.stdout
 
 
-def test_envoy_import_package_is_not_our_envoy_dir() -> None:
-    import envoy
+# --- fields that must act or be refused -------------------------------------------------------------
 
-    assert "site-packages" in str(envoy.__file__)
+ONE_ROUTE = "binds:\n- port: 3000\n  listeners:\n  - routes:\n    - name: r\n      backends:\n      - ai:\n{ai}{policies}"
+
+
+def one_route(ai: str, policies: str = "") -> str:
+    return ONE_ROUTE.format(ai=ai, policies=policies)
+
+
+def test_bedrock_guardrails_are_refused_by_name() -> None:
+    ai = "          provider: {bedrock: {region: us-east-1, guardrailIdentifier: gr-1, guardrailVersion: '1'}}\n"
+    errs = errors_of(one_route(ai))
+    fields = sorted(e.split(": ")[1] for e in errs)
+    assert fields == [
+        "binds[0].listeners[0].routes[0].backends[0].ai.provider.bedrock.guardrailIdentifier",
+        "binds[0].listeners[0].routes[0].backends[0].ai.provider.bedrock.guardrailVersion",
+    ]
+    assert all("guardrails are not supported yet" in e for e in errs)
+    assert all(e.startswith("gw.yaml:8:") for e in errs)
+
+
+@pytest.mark.parametrize(
+    ("authority", "message"),
+    [
+        ("{port: 8443}", "port"),
+        ("{full: a.example, host: b.example}", "exactly one of full, host"),
+        ("{bogus: x}", "unknown or unsupported field"),
+    ],
+)
+def test_url_rewrite_authority_shape(authority: str, message: str) -> None:
+    ai = "          provider: {openAI: {}}\n"
+    (err,) = errors_of(one_route(ai, f"      policies:\n        urlRewrite: {{authority: {authority}}}\n"))
+    assert "policies.urlRewrite.authority" in err and message in err, err
+
+
+def test_url_rewrite_authority_cannot_break_sigv4() -> None:
+    ai = "          provider: {bedrock: {region: us-east-1}}\n"
+    (err,) = errors_of(one_route(ai, "      policies:\n        urlRewrite: {authority: {full: x.example}}\n"))
+    assert "policies.urlRewrite.authority" in err and "Bedrock" in err, err
+
+
+def test_url_rewrite_authority_is_resolved() -> None:
+    ai = "          provider: {openAI: {}}\n"
+    gw = gateway.build(
+        parse_text(
+            one_route(ai, "      policies:\n        urlRewrite: {authority: {host: llm.internal}}\n")
+        ).config
+    )
+    assert gw.routes[0].host_rewrite == "llm.internal"
+
+
+@pytest.mark.parametrize("hostname", ["foo.*.example", "a b", "*.", "exa*mple.com", "*example.com"])
+def test_listener_hostname_must_be_an_envoy_domain(hostname: str) -> None:
+    text = f"binds:\n- port: 3000\n  listeners:\n  - hostname: '{hostname}'\n    routes:\n    - backends:\n      - ai: {{provider: {{openAI: {{}}}}}}\n"
+    (err,) = errors_of(text)
+    assert err.startswith("gw.yaml:4: binds[0].listeners[0].hostname:"), err
+
+
+def test_group_backends_refuse_backend_level_endpoint_fields() -> None:
+    ai = (
+        "          hostOverride: 127.0.0.1:9100\n"
+        "          groups:\n          - providers:\n            - {name: a, provider: {openAI: {}}}\n"
+    )
+    (err,) = errors_of(one_route(ai))
+    assert "ai.hostOverride" in err and "each provider" in err, err
+
+
+def test_route_level_backend_tls_applies() -> None:
+    ai = "          provider: {openAI: {}}\n          hostOverride: vllm.internal:8443\n"
+    text = one_route(
+        ai, "      policies:\n        backendTLS: {insecureSkipVerify: true, sni: vllm.example}\n"
+    )
+    (up,) = gateway.build(parse_text(text).config).upstreams_by_id.values()
+    assert up.tls and up.sni == "vllm.example" and up.insecure_skip_verify
+
+
+def test_default_retriable_codes_cover_provider_overload() -> None:
+    from extproc.config.model import Retry
+
+    overload = {429, 500, 502, 503, 504, 529}  # 529: Anthropic's overloaded_error
+    assert overload <= set(Retry().codes)
+    gw = gateway.build(load(ROOT / "policies" / "gateway.yaml").config)
+    failover = next(r for r in gw.routes if r.name == "failover")
+    assert overload <= set(failover.retry_codes)
+    two_groups = (
+        "          groups:\n          - providers:\n            - {name: a, provider: {anthropic: {}}}\n"
+        "          - providers:\n            - {name: b, provider: {openAI: {}}}\n"
+    )
+    (route,) = gateway.build(parse_text(one_route(two_groups)).config).routes
+    assert route.retry_attempts == 2 and overload <= set(route.retry_codes)
+
+
+# --- ids from names ------------------------------------------------------------------------------------
+
+
+def routes_text(*routes: str, port: int = 3000) -> str:
+    return f"binds:\n- port: {port}\n  listeners:\n  - routes:\n" + "".join(routes)
+
+
+def route(name: str | None, prefix: str, provider: str = "a") -> str:
+    head = f"    - name: {name}\n      matches:" if name else "    - matches:"
+    return (
+        f"{head}\n      - path: {{pathPrefix: {prefix}}}\n"
+        f"      backends:\n      - ai:\n          groups:\n          - providers:\n"
+        f"            - {{name: {provider}, provider: {{openAI: {{}}}}}}\n"
+    )
+
+
+def test_route_and_upstream_ids_come_from_names() -> None:
+    gw = gateway.build(parse_text(routes_text(route("chat", "/chat", "primary"))).config)
+    (r,) = gw.routes
+    assert r.id == "chat"
+    assert [u.id for u in r.backends[0].upstreams] == ["chat/primary"]
+    assert gw.routes_by_id["chat"] is r and gw.upstreams_by_id["chat/primary"].name == "primary"
+
+
+def test_ids_do_not_move_when_routes_are_reordered() -> None:
+    one = gateway.build(parse_text(routes_text(route("x", "/x"), route(None, "/y"), route("z", "/z"))).config)
+    two = gateway.build(parse_text(routes_text(route("z", "/z"), route("x", "/x"), route(None, "/y"))).config)
+    ids = {r.source.matches[0].path.path_prefix: r.id for r in one.routes}
+    assert ids == {r.source.matches[0].path.path_prefix: r.id for r in two.routes}
+    assert sorted(one.upstreams_by_id) == sorted(two.upstreams_by_id)
+
+
+def test_unnamed_route_id_is_derived_from_where_it_listens_and_what_it_matches() -> None:
+    (a,) = gateway.build(parse_text(routes_text(route(None, "/y"))).config).routes
+    (b,) = gateway.build(parse_text(routes_text(route(None, "/y"), port=3001)).config).routes
+    (c,) = gateway.build(parse_text(routes_text(route(None, "/other"))).config).routes
+    assert a.id.startswith("unnamed-") and len({a.id, b.id, c.id}) == 3
+    assert a.name == a.id
+
+
+def test_duplicate_route_names_are_an_error() -> None:
+    text = routes_text(route("chat", "/a"), route("chat", "/b"))
+    (err,) = errors_of(text)
+    assert err.startswith("gw.yaml:13: binds[0].listeners[0].routes[1].name: route name 'chat' is used twice")
+
+
+def test_duplicate_route_names_across_binds_are_an_error() -> None:
+    text = routes_text(route("chat", "/a")) + routes_text(route("chat", "/b"), port=3001).removeprefix(
+        "binds:\n"
+    )
+    (err,) = errors_of(text)
+    assert "binds[1].listeners[0].routes[0].name: route name 'chat' is used twice" in err
+
+
+def test_unnamed_routes_with_the_same_matches_collide() -> None:
+    (err,) = errors_of(routes_text(route(None, "/a"), route(None, "/a")))
+    assert "binds[0].listeners[0].routes[1]" in err and "give the routes names" in err, err
+
+
+@pytest.mark.parametrize("bad", ['"quoted"', "with#hash", "back\\slash", "ü-name", "tab\tname", " padded"])
+def test_names_that_cannot_travel_in_envoy_metadata_are_refused(bad: str) -> None:
+    quoted = json.dumps(bad)  # a JSON string is a YAML double-quoted scalar
+    (err,) = errors_of(routes_text(route(quoted, "/a")))
+    assert "routes[0].name" in err, err
+    (err,) = errors_of(routes_text(route("ok", "/a", provider=quoted)))
+    assert "providers[0].name" in err, err
+
+
+def test_provider_names_cannot_hold_the_id_separator() -> None:
+    (err,) = errors_of(routes_text(route("ok", "/a", provider="a/b")))
+    assert "providers[0].name" in err and "/" in err, err
+
+
+def test_no_route_needs_authz_yet() -> None:
+    gw = gateway.build(load(ROOT / "policies" / "gateway.yaml").config)
+    assert not any(r.needs_authz for r in gw.routes)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import difflib
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from extproc import envoy_config, gateway
+from extproc import gateway
 from extproc.config.loader import load
+from extproc.render import dump, render
 from extproc.supervisor import envoy_binary
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -18,7 +22,7 @@ CONFIGS = [ROOT / "policies" / "gateway.yaml", ROOT / "tests" / "configs" / "see
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_real_envoy_validates_rendered_config(path: Path, tmp_path: Path) -> None:
-    rendered = envoy_config.render(gateway.build(load(path).config))
+    rendered = render(gateway.build(load(path).config))
     out = tmp_path / "envoy.yaml"
     out.write_text(yaml.safe_dump(rendered))
     proc = subprocess.run(
@@ -29,7 +33,7 @@ def test_real_envoy_validates_rendered_config(path: Path, tmp_path: Path) -> Non
 
 def test_groups_become_priority_levels() -> None:
     gw = gateway.build(load(CONFIGS[0]).config)
-    rendered = envoy_config.render(gw)
+    rendered = render(gw)
     failover = next(r for r in gw.routes if r.name == "failover")
     cluster = next(
         c for c in rendered["static_resources"]["clusters"] if c["name"] == failover.backends[0].cluster
@@ -43,7 +47,7 @@ def test_groups_become_priority_levels() -> None:
 
 def test_seed_failover_route_retries_to_another_endpoint() -> None:
     gw = gateway.build(load(CONFIGS[1]).config)
-    rendered = envoy_config.render(gw)
+    rendered = render(gw)
     cluster = next(
         c for c in rendered["static_resources"]["clusters"] if c["name"] == gw.routes[0].backends[0].cluster
     )
@@ -72,7 +76,7 @@ def test_seed_failover_route_retries_to_another_endpoint() -> None:
 def test_no_secret_in_rendered_config(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-must-not-appear")
     monkeypatch.setenv("OPENAI_API_KEY", "sk-openai-must-not-appear")
-    text = yaml.safe_dump(envoy_config.render(gateway.build(load(CONFIGS[1]).config)))
+    text = yaml.safe_dump(render(gateway.build(load(CONFIGS[1]).config)))
     assert "must-not-appear" not in text
 
 
@@ -89,7 +93,7 @@ def _upstream_filters(cluster: dict) -> list[str]:
 
 def test_only_multi_provider_routes_run_the_per_attempt_phase() -> None:
     gw = gateway.build(load(CONFIGS[0]).config)
-    rendered = envoy_config.render(gw)
+    rendered = render(gw)
     by_name = {r.name: r for r in gw.routes}
     # One provider: the router phase does the egress work, no ext_proc stream per attempt.
     anthropic = by_name["anthropic"]
@@ -106,7 +110,7 @@ def test_only_multi_provider_routes_run_the_per_attempt_phase() -> None:
 
 def test_envoy_error_shape_follows_recorded_client_api() -> None:
     """A translated request's :path is the provider's; the error shape must follow the client."""
-    rendered = envoy_config.render(gateway.build(load(CONFIGS[0]).config))
+    rendered = render(gateway.build(load(CONFIGS[0]).config))
     hcm = rendered["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     mapper = next(
         m
@@ -115,3 +119,230 @@ def test_envoy_error_shape_follows_recorded_client_api() -> None:
     )
     text = yaml.safe_dump(mapper["filter"])
     assert "metadata_filter" in text and "io.llm_gateway" in text
+
+
+# --- golden bootstraps -----------------------------------------------------------------------------
+
+GOLDEN = ROOT / "envoy" / "golden"
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_golden_bootstrap_is_what_render_prints(path: Path) -> None:
+    """The documented command (envoy/README.md) regenerates the golden file; review its diff."""
+    env = {k: v for k, v in os.environ.items() if k != "MOCK_HOST"}
+    rel = path.relative_to(ROOT)
+    out = subprocess.run(
+        [sys.executable, "-m", "extproc", "render", str(rel)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    golden = GOLDEN / path.name
+    diff = "".join(
+        difflib.unified_diff(
+            golden.read_text().splitlines(keepends=True),
+            out.stdout.splitlines(keepends=True),
+            str(golden),
+            "render",
+        )
+    )
+    regenerate = f"env -u MOCK_HOST .venv/bin/python -m extproc render {rel} -o envoy/golden/{path.name}"
+    assert not diff, f"the rendered bootstrap changed; if intended, run `{regenerate}`\n{diff[:6000]}"
+
+
+def test_golden_text_is_the_in_process_render(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MOCK_HOST", raising=False)
+    for path in CONFIGS:
+        assert dump(render(gateway.build(load(path).config))) == (GOLDEN / path.name).read_text()
+
+
+# --- the parts the issue fixed -------------------------------------------------------------------------
+
+
+def _default() -> tuple[gateway.Gateway, dict]:
+    gw = gateway.build(load(CONFIGS[0]).config)
+    return gw, render(gw)
+
+
+def _hcm(rendered: dict) -> dict:
+    return rendered["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+
+
+def _envoy_routes(rendered: dict) -> list[dict]:
+    return [r for vh in _hcm(rendered)["route_config"]["virtual_hosts"] for r in vh["routes"]]
+
+
+def test_backend_and_sidecar_clusters_do_not_cap_retries_at_envoys_default() -> None:
+    _, rendered = _default()
+    for cluster in rendered["static_resources"]["clusters"]:
+        if cluster["name"] == "gw_admin":
+            continue
+        (threshold,) = cluster["circuit_breakers"]["thresholds"]
+        assert threshold["max_retries"] >= threshold["max_requests"] >= 50000, cluster["name"]
+        assert threshold["max_pending_requests"] >= 50000 and threshold["max_connections"] >= 50000
+
+
+def test_router_ext_proc_attributes() -> None:
+    _, rendered = _default()
+    ext_proc = next(f for f in _hcm(rendered)["http_filters"] if f["name"] == "envoy.filters.http.ext_proc")
+    config = ext_proc["typed_config"]
+    assert config["request_attributes"] == ["xds.route_name"]
+    assert config["response_attributes"] == [
+        "response.code_details",
+        "xds.upstream_host_metadata",
+        "upstream.request_attempt_count",
+    ]
+    assert config["allow_mode_override"] is True
+    assert config["processing_mode"]["response_header_mode"] == "SKIP"
+
+
+def test_access_log_prints_the_gateway_request_id_and_the_clients_apart() -> None:
+    _, rendered = _default()
+    (log,) = _hcm(rendered)["access_log"]
+    line = log["typed_config"]["log_format"]["text_format_source"]["inline_string"]
+    assert " id=%DYNAMIC_METADATA(io.llm_gateway:request_id)% " in line
+    assert " client_id=%REQ(X-REQUEST-ID)%" in line
+
+
+def test_ext_authz_is_disabled_on_every_route_without_an_auth_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    _, rendered = _default()
+    routes = _envoy_routes(rendered)
+    assert routes and all(
+        r["typed_per_filter_config"]["envoy.filters.http.ext_authz"]["disabled"] is True for r in routes
+    )
+    # A route with an auth policy gets the check back (the filter itself fails closed).
+    monkeypatch.setattr(gateway.ResolvedRoute, "needs_authz", property(lambda r: r.name == "openai"))
+    _, rendered = _default()
+    by_name = {
+        r["name"]: r["typed_per_filter_config"]["envoy.filters.http.ext_authz"]
+        for r in _envoy_routes(rendered)
+    }
+    assert by_name["openai"] == {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
+        "check_settings": {},
+    }
+    assert by_name["anthropic"]["disabled"] is True
+    authz = next(f for f in _hcm(rendered)["http_filters"] if f["name"] == "envoy.filters.http.ext_authz")
+    assert authz["typed_config"]["failure_mode_allow"] is False
+
+
+def test_client_headers_are_removed_by_prefix_before_anything_else() -> None:
+    _, rendered = _default()
+    (early,) = _hcm(rendered)["early_header_mutation_extensions"]
+    mutations = early["typed_config"]["mutations"]
+    assert [m["remove_on_match"]["key_matcher"]["prefix"] for m in mutations] == ["x-envoy-", "x-gw-"]
+
+
+def test_route_names_and_endpoint_ids_come_from_config_names() -> None:
+    gw, rendered = _default()
+    assert (
+        [r["name"] for r in _envoy_routes(rendered)]
+        == [r.id for r in gw.routes]
+        == [r.name for r in gw.routes]
+    )
+    cluster = _cluster(rendered, next(r for r in gw.routes if r.name == "failover").backends[0].cluster)
+    ids = [
+        e["metadata"]["filter_metadata"]["io.llm_gateway"]["upstream"]
+        for level in cluster["load_assignment"]["endpoints"]
+        for e in level["lb_endpoints"]
+    ]
+    assert ids == ["failover/primary", "failover/secondary"]
+
+
+CONFIG_WITH_FIELDS = """
+binds:
+- port: 3000
+  listeners:
+  - routes:
+    - name: plain
+      matches: [{path: {pathPrefix: /a}}, {path: {pathPrefix: /b}}]
+      backends: [{ai: {name: p, provider: {openAI: {}}, hostOverride: "10.0.0.1:8000"}}]
+      policies: {urlRewrite: {authority: {full: "llm.internal:8443"}}}
+  - hostname: api.example.com
+    routes:
+    - name: tls
+      backends:
+      - ai:
+          groups:
+          - providers:
+            - name: verified
+              provider: {openAI: {}}
+              hostOverride: "vllm.internal:8443"
+              policies: {backendTLS: {sni: vllm.example.com}}
+            - name: self-signed
+              provider: {openAI: {}}
+              hostOverride: "127.0.0.1:8443"
+              policies: {backendTLS: {insecureSkipVerify: true}}
+            - name: public
+              provider: {anthropic: {}}
+"""
+
+
+def _fields() -> tuple[gateway.Gateway, dict]:
+    from extproc.config.loader import parse_text
+
+    gw = gateway.build(parse_text(CONFIG_WITH_FIELDS).config)
+    return gw, render(gw)
+
+
+def test_listener_hostnames_are_virtual_hosts() -> None:
+    _, rendered = _fields()
+    hcm = _hcm(rendered)
+    assert [
+        (v["domains"], [r["name"] for r in v["routes"]]) for v in hcm["route_config"]["virtual_hosts"]
+    ] == [
+        (["*"], ["plain", "plain#1"]),
+        (["api.example.com"], ["tls"]),
+    ]
+    assert hcm["strip_any_host_port"] is True
+
+
+def test_authority_rewrite_replaces_the_providers_host() -> None:
+    _, rendered = _fields()
+    plain = next(r for r in _envoy_routes(rendered) if r["name"] == "plain")["route"]
+    assert plain["host_rewrite_literal"] == "llm.internal:8443" and "auto_host_rewrite" not in plain
+    tls = next(r for r in _envoy_routes(rendered) if r["name"] == "tls")["route"]
+    assert tls["auto_host_rewrite"] is True and "host_rewrite_literal" not in tls
+
+
+def test_tls_settings_are_per_endpoint() -> None:
+    gw, rendered = _fields()
+    cluster = _cluster(rendered, gw.routes_by_id["tls"].backends[0].cluster)
+    profile = {
+        e["metadata"]["filter_metadata"]["io.llm_gateway"]["upstream"]: e["metadata"]["filter_metadata"][
+            "envoy.transport_socket_match"
+        ]["tls"]
+        for level in cluster["load_assignment"]["endpoints"]
+        for e in level["lb_endpoints"]
+    }
+    sockets = {m["name"]: m["transport_socket"]["typed_config"] for m in cluster["transport_socket_matches"]}
+
+    verified = sockets[profile["tls/verified"]]
+    assert verified["sni"] == "vllm.example.com"
+    validation = verified["common_tls_context"]["validation_context"]
+    assert validation["trusted_ca"]["filename"].endswith(".crt")
+    assert validation["match_typed_subject_alt_names"] == [
+        {"san_type": "DNS", "matcher": {"exact": "vllm.example.com"}}
+    ]
+
+    skipped = sockets[profile["tls/self-signed"]]
+    assert skipped["common_tls_context"] == {} and "sni" not in skipped  # no checks; an IP is never SNI
+
+    public = sockets[profile["tls/public"]]
+    assert public["sni"] == "api.anthropic.com"
+    assert public["common_tls_context"]["validation_context"]["match_typed_subject_alt_names"][0][
+        "matcher"
+    ] == {"exact": "api.anthropic.com"}
+    assert len({profile["tls/verified"], profile["tls/self-signed"], profile["tls/public"]}) == 3
+
+
+def test_config_with_fields_is_valid_for_envoy(tmp_path: Path) -> None:
+    _, rendered = _fields()
+    out = tmp_path / "envoy.yaml"
+    out.write_text(dump(rendered))
+    proc = subprocess.run(
+        [envoy_binary(), "--mode", "validate", "-c", str(out)], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr

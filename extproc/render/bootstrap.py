@@ -1,0 +1,47 @@
+"""The whole Envoy bootstrap for a resolved gateway config."""
+
+from __future__ import annotations
+
+from extproc.gateway import Gateway
+from extproc.render.clusters import admin_cluster, backend_cluster, sidecar_cluster
+from extproc.render.common import (
+    AUTHZ_CLUSTER,
+    EXTPROC_CLUSTER,
+    MAX_DOWNSTREAM_CONNECTIONS,
+    Json,
+    SidecarAddresses,
+    socket_address,
+)
+from extproc.render.listeners import gateway_listener, metrics_listener, readiness_listener
+
+
+def render(gw: Gateway, addrs: SidecarAddresses | None = None) -> Json:
+    """The whole Envoy bootstrap as a dict (dump it as YAML or JSON)."""
+    addrs = addrs or SidecarAddresses()
+    admin_port = gw.config.config.admin_port
+    ports = sorted({b.port for b in gw.config.binds})
+    clusters = [
+        sidecar_cluster(EXTPROC_CLUSTER, addrs.extproc, gw.sidecar_timeout),
+        sidecar_cluster(AUTHZ_CLUSTER, addrs.authz, gw.sidecar_timeout),
+        admin_cluster(addrs.admin_host if addrs.admin_host != "0.0.0.0" else "127.0.0.1", admin_port),
+    ]
+    clusters += [
+        backend_cluster(b, gw, direct=r.direct_upstream is not None) for r in gw.routes for b in r.backends
+    ]
+    listeners = [gateway_listener(gw, p, addrs.listen_host) for p in ports]
+    listeners += [readiness_listener(gw, addrs.listen_host), metrics_listener(gw, addrs.listen_host)]
+    return {
+        "node": {"id": "llm-gateway", "cluster": "llm-gateway"},
+        "admin": {"address": socket_address(addrs.admin_host, admin_port)},
+        "static_resources": {"listeners": listeners, "clusters": clusters},
+        "layered_runtime": {
+            "layers": [
+                {
+                    "name": "static",
+                    "static_layer": {
+                        "overload": {"global_downstream_max_connections": MAX_DOWNSTREAM_CONNECTIONS}
+                    },
+                }
+            ]
+        },
+    }

@@ -1,0 +1,46 @@
+"""What every part of the Envoy bootstrap shares: names of the fixed clusters, addresses, units."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+Json = dict[str, Any]
+
+TYPE_URL = "type.googleapis.com/"
+EXTPROC_CLUSTER = "gw_extproc"
+AUTHZ_CLUSTER = "gw_authz"
+ADMIN_CLUSTER = "gw_admin"
+
+# The most downstream connections Envoy accepts (its overload manager's limit). Every other
+# concurrency limit in the bootstrap is sized from it, so nothing behind the listener refuses
+# a request the listener accepted.
+MAX_DOWNSTREAM_CONNECTIONS = 50000
+
+
+@dataclass(frozen=True)
+class SidecarAddresses:
+    """Where Envoy finds the sidecars and where it listens (the same defaults as ``render``'s CLI)."""
+
+    extproc: str = "127.0.0.1:9001"
+    authz: str = "127.0.0.1:9002"
+    listen_host: str = "0.0.0.0"
+    admin_host: str = "127.0.0.1"
+
+
+def seconds(value: float) -> str:
+    return f"{value:.3f}s"
+
+
+def split_hostport(hostport: str) -> tuple[str, int]:
+    host, _, port = hostport.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def socket_address(host: str, port: int) -> Json:
+    return {"socket_address": {"address": host, "port_value": port}}
+
+
+def typed(type_name: str, **fields: Any) -> Json:
+    """A typed_config: ``@type`` first, as Envoy's docs write them."""
+    return {"@type": TYPE_URL + type_name, **fields}

@@ -1,0 +1,153 @@
+"""Routes and virtual hosts: matches, CORS, timeouts, host rewrite, retries (failover)."""
+
+from __future__ import annotations
+
+from extproc.config.model import Cors, RouteMatch, parse_duration
+from extproc.gateway import Gateway, ResolvedRoute
+from extproc.render.common import Json, seconds, typed
+from extproc.render.filters import CORS, EXT_AUTHZ, authz_per_route
+
+
+def _envoy_match(m: RouteMatch) -> Json:
+    out: Json = {}
+    if m.path is None or m.path.path_prefix is not None:
+        prefix = m.path.path_prefix if m.path else "/"
+        if prefix in ("", "/"):
+            out["prefix"] = "/"
+        else:
+            out["path_separated_prefix"] = prefix.rstrip("/")
+    elif m.path.exact is not None:
+        out["path"] = m.path.exact
+    else:
+        out["safe_regex"] = {"regex": m.path.regex}
+    headers = [_string_header(h.name, h.value.exact, h.value.regex) for h in m.headers]
+    if m.method:
+        headers.append(_string_header(":method", m.method.upper(), None))
+    if headers:
+        out["headers"] = headers
+    if m.query:
+        out["query_parameters"] = [
+            {
+                "name": q.name,
+                "string_match": {"exact": q.value.exact}
+                if q.value.exact is not None
+                else {"safe_regex": {"regex": q.value.regex}},
+            }
+            for q in m.query
+        ]
+    return out
+
+
+def _string_header(name: str, exact: str | None, regex: str | None) -> Json:
+    match = {"exact": exact} if exact is not None else {"safe_regex": {"regex": regex}}
+    return {"name": name, "string_match": match}
+
+
+def _cors_policy(cors: Cors) -> Json:
+    policy: Json = {
+        "allow_origin_string_match": [
+            {"safe_regex": {"regex": ".*"}} if o == "*" else {"exact": o} for o in cors.allow_origins
+        ],
+        "allow_credentials": cors.allow_credentials,
+    }
+    if cors.allow_headers:
+        policy["allow_headers"] = ",".join(cors.allow_headers)
+    if cors.allow_methods:
+        policy["allow_methods"] = ",".join(cors.allow_methods)
+    if cors.expose_headers:
+        policy["expose_headers"] = ",".join(cors.expose_headers)
+    if cors.max_age is not None:
+        policy["max_age"] = str(int(parse_duration(cors.max_age)))
+    return typed("envoy.extensions.filters.http.cors.v3.CorsPolicy", **policy)
+
+
+def _retry_policy(route: ResolvedRoute) -> Json | None:
+    """Failover: each retry goes to a provider group (priority level) not tried yet.
+
+    How many retries may run at once across the cluster is the cluster's circuit breaker
+    (clusters.py), deliberately not Envoy's default of 3."""
+    attempts = route.retry_attempts
+    if attempts <= 1:
+        return None
+    policy: Json = {
+        "retry_on": "retriable-status-codes,connect-failure,refused-stream,reset",
+        "retriable_status_codes": route.retry_codes,
+        "num_retries": attempts - 1,
+        "retry_priority": {
+            "name": "envoy.retry_priorities.previous_priorities",
+            "typed_config": typed(
+                "envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig",
+                update_frequency=1,
+            ),
+        },
+        "retry_host_predicate": [
+            {
+                "name": "envoy.retry_host_predicates.previous_hosts",
+                "typed_config": typed("envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"),
+            }
+        ],
+        "host_selection_retry_max_attempts": 5,
+        "retry_back_off": {"base_interval": "0.025s", "max_interval": "0.25s"},
+    }
+    if route.policies.retry and route.policies.retry.backoff is not None:
+        base = parse_duration(route.policies.retry.backoff)
+        policy["retry_back_off"] = {"base_interval": seconds(base), "max_interval": seconds(base * 10)}
+    per_try = route.per_try_timeout_seconds()
+    if per_try:
+        policy["per_try_timeout"] = seconds(per_try)
+    return policy
+
+
+def _route_action(route: ResolvedRoute, gw: Gateway) -> Json:
+    action: Json = {"timeout": seconds(route.timeout_seconds(gw.request_timeout))}
+    # The provider's own host unless urlRewrite.authority names another.
+    if route.host_rewrite is not None:
+        action["host_rewrite_literal"] = route.host_rewrite
+    else:
+        action["auto_host_rewrite"] = True
+    if len(route.backends) == 1:
+        action["cluster"] = route.backends[0].cluster
+    else:
+        action["weighted_clusters"] = {
+            "clusters": [{"name": b.cluster, "weight": b.weight} for b in route.backends],
+        }
+    retry = _retry_policy(route)
+    if retry:
+        action["retry_policy"] = retry
+    return action
+
+
+def _envoy_routes(route: ResolvedRoute, gw: Gateway) -> list[Json]:
+    """One Envoy route per match, named by the route id (``#<n>`` after the first).
+
+    Each entry is built afresh: shared dicts would be dumped as YAML aliases."""
+    out = []
+    for i, match in enumerate(route.matches or [RouteMatch()]):
+        per_filter: Json = {EXT_AUTHZ: authz_per_route(route)}
+        if route.policies.cors:
+            per_filter[CORS] = _cors_policy(route.policies.cors)
+        out.append(
+            {
+                "name": route.id if i == 0 else f"{route.id}#{i}",
+                "match": _envoy_match(match),
+                "route": _route_action(route, gw),
+                "typed_per_filter_config": per_filter,
+            }
+        )
+    return out
+
+
+def virtual_hosts(gw: Gateway, port: int, stat_prefix: str) -> list[Json]:
+    """One virtual host per listener hostname on this port (listeners without one share ``*``).
+
+    Envoy picks the most specific domain (exact, then ``*.suffix``, then ``*``), so the order of
+    listeners does not matter; within a host, routes keep the config's order. Anything no route
+    matches is a JSON 404 (the local reply mapper formats the NR reply)."""
+    hosts: dict[str, list[Json]] = {}
+    for route in gw.routes:
+        if route.port == port:
+            hosts.setdefault(route.hostname or "*", []).extend(_envoy_routes(route, gw))
+    return [
+        {"name": stat_prefix if domain == "*" else domain, "domains": [domain], "routes": routes}
+        for domain, routes in hosts.items()
+    ]
