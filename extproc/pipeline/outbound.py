@@ -102,9 +102,12 @@ async def build(
     attempt = plan(up, api, parsed, client_path)
     set_headers = {":path": attempt.path}
     if attempt.body is not None:  # a body of our own making
-        set_headers["content-length"] = str(len(attempt.body))
         set_headers["content-type"] = "application/json"
     sent = attempt.body if attempt.body is not None else body  # SigV4 signs the bytes that go
+    if sent is not None:
+        # Always: Envoy keeps an earlier attempt's content-length on a retry, and the client's
+        # own body may be shorter than what that attempt translated.
+        set_headers["content-length"] = str(len(sent))
     set_headers.update(await credentials.credential_headers(up, method, attempt.path, sent))
     reads_answer = api in _JSON_APIS
     remove = [

@@ -540,3 +540,12 @@ def test_unknown_parameter_for_a_translated_provider_is_a_400(gw: Gateway) -> No
     resp = post(gw, "/anthropic/v1/chat/completions", body)
     assert resp.status_code == 400, resp.text
     assert resp.json()["error"]["param"] == "frobnicate"
+
+
+def test_failover_with_a_named_model_sends_the_right_length(gw: Gateway) -> None:
+    """The OpenAI attempt sends the client's own body after the Anthropic attempt sent a longer one."""
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]}
+    resp = httpx.post(f"{gw.url}/failover/v1/chat/completions", json=body, timeout=10)
+    assert resp.status_code == 200, resp.text
+    sent = gw.mock.requests()[-1]
+    assert int(sent["headers"]["content-length"]) == len(sent["body"].encode())
