@@ -7,15 +7,14 @@ and costs the same for every path.
 
 from __future__ import annotations
 
-import importlib
 import json
 import socket
 import subprocess
 from pathlib import Path
-from types import ModuleType
 
 import yaml
 
+from extproc.render import common
 from extproc.supervisor import Stack, envoy_binary
 
 OPENAI_BODY = json.dumps(
@@ -60,19 +59,8 @@ REQUEST = json.dumps(
 _HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 
 
-def _renderer() -> ModuleType:
-    # The renderer may become a package (extproc.render); the bench works with either name.
-    try:
-        return importlib.import_module("extproc.render")
-    except ModuleNotFoundError as missing:
-        if missing.name != "extproc.render":  # the new package is there but broken: say so
-            raise
-        return importlib.import_module("extproc.envoy_config")
-
-
-_RENDER = _renderer()
-EXTPROC_CLUSTER: str = getattr(_RENDER, "EXTPROC_CLUSTER", "gw_extproc")
-AUTHZ_CLUSTER: str = getattr(_RENDER, "AUTHZ_CLUSTER", "gw_authz")
+EXTPROC_CLUSTER: str = common.EXTPROC_CLUSTER
+AUTHZ_CLUSTER: str = common.AUTHZ_CLUSTER
 
 
 def free_port() -> int:
