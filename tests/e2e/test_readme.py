@@ -7,12 +7,14 @@ curl failing on HTTP errors; every Python block runs in a fresh interpreter.
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
@@ -68,3 +70,24 @@ def test_readme_python_example(default_gateway: Gateway, code: str) -> None:
     proc = subprocess.run([sys.executable, "-c", runnable], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Hello from mock" in proc.stdout
+
+
+def test_readme_ai_policy_example_is_the_default_configs_route() -> None:
+    """The `ai` policy the README shows is the one `make run` serves, so its curl shows it working."""
+    block = next(
+        b for b in re.findall(r"```yaml\n(.*?)```", README, re.S) if b.startswith("- name: assistant")
+    )
+    (documented,) = yaml.safe_load(block)
+    routes = yaml.safe_load(DEFAULT_CONFIG)["binds"][0]["listeners"][0]["routes"]
+    assert documented == next(r for r in routes if r["name"] == "assistant")
+
+
+def test_readme_ai_policy_curl_is_shaped(default_gateway: Gateway) -> None:
+    body = {"model": "fast", "messages": [{"role": "user", "content": "hi"}]}
+    resp = httpx.post(f"{default_gateway.url}/assistant/v1/chat/completions", json=body, timeout=10)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["model"] == "gpt-4o-mini"
+    sent = json.loads(default_gateway.mock.requests()[-1]["body"])
+    assert sent["max_tokens"] == 1024 and sent["temperature"] == 0.2
+    assert sent["messages"][0] == {"role": "system", "content": "Be concise."}
+    assert sent["messages"][-1] == {"role": "user", "content": "Answer in English."}
