@@ -268,10 +268,13 @@ class RouterProcessor:
 
     async def fail(self, err: GatewayError) -> Reply:
         """A gateway error at any step: the client's error shape, and the exchange completes."""
+        reply = error_reply(self.api, err)
         if self.ex is not None:
             self.ex.error = err.message
             await self._finish(self.ex, err.status, "gateway_error")
-        return error_reply(self.api, err)
+            assert reply.immediate is not None
+            reply.immediate.headers[h.RESPONSE_REQUEST_ID] = self.ex.request_id
+        return reply
 
     async def close(self) -> None:
         """The gRPC stream ended. An exchange still open was cut short (client gone or stream reset)."""
