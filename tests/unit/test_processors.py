@@ -515,3 +515,54 @@ def test_upstream_phase_without_a_decision_fails_closed(gw: gateway.Gateway) -> 
 def test_gateway_error_type_carries_headers() -> None:
     err = GatewayError(429, "slow down", headers={"retry-after": "1"})
     assert err.headers == {"retry-after": "1"}
+
+
+def test_unreadable_answer_is_an_immediate_502_at_response_headers(gw: gateway.Gateway) -> None:
+    """Mid-exchange (the request already went): the client still gets its own error shape."""
+
+    async def go() -> pb.ProcessingResponse:
+        conv = Conversation(ExternalProcessor(gw))
+        await conv.send(request_headers("/anthropic/v1/messages", "anthropic"))
+        await conv.send(body_msg(json.dumps({**CHAT, "model": "claude-x", "max_tokens": 5}).encode()))
+        await conv.send(
+            headers_msg(
+                {":status": "200"}, kind="response_headers", attrs={"response.code_details": "via_upstream"}
+            )
+        )
+        await conv.end()
+        conv = Conversation(ExternalProcessor(gw))
+        await conv.send(request_headers("/anthropic/v1/chat/completions", "anthropic"))
+        await conv.send(body_msg(json.dumps({**CHAT, "model": "claude-x"}).encode()))
+        r = await conv.send(
+            headers_msg(
+                {":status": "200", "content-encoding": "br"},
+                kind="response_headers",
+                attrs={"response.code_details": "via_upstream"},
+            )
+        )
+        await conv.end()
+        return r
+
+    imm = run(go()).immediate_response
+    assert imm.status.code == 502
+    assert json.loads(imm.body)["error"]["code"] == "bad_upstream_response"
+
+
+def test_corrupt_gzip_mid_stream_ends_the_stream_with_an_error_event(gw: gateway.Gateway) -> None:
+    async def go() -> bytes:
+        conv = Conversation(ExternalProcessor(gw))
+        await conv.send(request_headers("/anthropic/v1/chat/completions", "anthropic"))
+        await conv.send(body_msg(json.dumps({**CHAT, "model": "claude-x", "stream": True}).encode()))
+        await conv.send(
+            headers_msg(
+                {":status": "200", "content-encoding": "gzip"},
+                kind="response_headers",
+                attrs={"response.code_details": "via_upstream"},
+            )
+        )
+        r = await conv.send(body_msg(b"definitely not gzip", end=False, kind="response_body"))
+        await conv.end()
+        return r.response_body.response.body_mutation.body
+
+    out = run(go())
+    assert b'"error"' in out and out.endswith(b"data: [DONE]\n\n")
