@@ -522,15 +522,6 @@ def test_unreadable_answer_is_an_immediate_502_at_response_headers(gw: gateway.G
 
     async def go() -> pb.ProcessingResponse:
         conv = Conversation(ExternalProcessor(gw))
-        await conv.send(request_headers("/anthropic/v1/messages", "anthropic"))
-        await conv.send(body_msg(json.dumps({**CHAT, "model": "claude-x", "max_tokens": 5}).encode()))
-        await conv.send(
-            headers_msg(
-                {":status": "200"}, kind="response_headers", attrs={"response.code_details": "via_upstream"}
-            )
-        )
-        await conv.end()
-        conv = Conversation(ExternalProcessor(gw))
         await conv.send(request_headers("/anthropic/v1/chat/completions", "anthropic"))
         await conv.send(body_msg(json.dumps({**CHAT, "model": "claude-x"}).encode()))
         r = await conv.send(
