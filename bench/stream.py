@@ -95,7 +95,8 @@ def stream_gateway_config(port: int, mock: int) -> dict:
         "backends": [
             {"ai": {"name": "anthropic", "provider": {"anthropic": {}}, "hostOverride": f"127.0.0.1:{mock}"}}
         ],
-        "policies": {"backendAuth": {"key": "bench-key"}},
+        # The mock's x-mock-* controls are client headers: the allowlist must let them through.
+        "policies": {"backendAuth": {"key": "bench-key"}, "ai": {"forwardHeaders": ["x-mock-*"]}},
     }
     return gateway_config(port, [route])
 
