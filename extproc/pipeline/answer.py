@@ -48,6 +48,7 @@ class ResponseReader:
         self.header_usage: usage_mod.Usage | None = None
         self.response_model: str | None = None
         self.translating = attempt.answer is not None
+        self._reading: Any = None  # the stream translator or observer, once a chunk came
         self.streaming = False
 
     # --- headers ---------------------------------------------------------
@@ -124,6 +125,7 @@ class ResponseReader:
         stream = self.stream
         if stream is None:  # already ended with an error event
             return b""
+        self._reading = stream  # usage is read from it when the answer settles
         passthrough = not self.translating and (self.api != "completions" or self.client_wants_usage)
         try:
             data = self._decoded(chunk, end)
@@ -137,12 +139,16 @@ class ResponseReader:
         out = stream.feed(data) if data else b""
         if end:
             out += stream.finish()
-        self._take_stream_usage(stream)
+            self.settle()
         if passthrough:
             return None  # the provider's own bytes (still gzip-encoded, if they were)
         return out  # type: ignore[no-any-return]
 
-    def _take_stream_usage(self, stream: Any) -> None:
+    def settle(self) -> None:
+        """Take usage and model from the stream read so far (its end, or where it was cut)."""
+        stream = self._reading
+        if stream is None:
+            return
         usage = getattr(stream, "usage", None)
         if isinstance(usage, usage_mod.Usage):
             self.usage = usage

@@ -251,6 +251,7 @@ class RouterProcessor:
             if reply.body is not None:
                 reply.remove_headers.append("content-encoding")
         if end_of_stream or not reader.streaming:
+            reader.settle()
             ex.usage, ex.response_model = reader.usage, reader.response_model
             outcome = "ok" if ex.status < 400 else "provider_error"
             await self._finish(ex, ex.status, outcome)
@@ -280,8 +281,10 @@ class RouterProcessor:
         """The gRPC stream ended. An exchange still open was cut short (client gone or stream reset)."""
         ex = self.ex
         if ex is not None and not ex.completed:
-            if self.reader is not None and self.reader.usage is not None:
-                ex.usage, ex.response_model = self.reader.usage, self.reader.response_model
+            if self.reader is not None:
+                self.reader.settle()
+                if self.reader.usage is not None:
+                    ex.usage, ex.response_model = self.reader.usage, self.reader.response_model
             ex.error = ex.error or "the exchange ended before the answer was complete"
             outcome = "stream_cut" if ex.first_byte is not None else "client_disconnected"
             await self._finish(ex, ex.status or 499, outcome)
