@@ -247,27 +247,34 @@ def launch(tmp: Path, config: dict, mock: Mock, envoy_patch: Callable[[dict], No
 
 
 @contextmanager
-def gateway_with_own_mock(tmp: Path, routes: Callable[[str], list[dict]]) -> Iterator[Gateway]:
-    """A gateway with a mock of its own; ``routes`` gets the mock's ``host:port``."""
-    mock = start_mock()
+def running(mocks: list[Mock], start: Callable[[], Gateway]) -> Iterator[Gateway]:
+    """The gateway ``start`` launches; it and ``mocks`` are stopped after, or if it fails to start."""
+
+    def stop_mocks() -> None:
+        for m in mocks:
+            m.proc.terminate()
+            m.proc.wait(timeout=5)
+
     try:
-        gw = launch(
-            tmp,
-            listener_config(
-                routes(f"127.0.0.1:{mock.port}"), maxRequestBytes=1024 * 1024, sidecarTimeout="2s"
-            ),
-            mock,
-        )
+        gw = start()
     except BaseException:
-        mock.proc.terminate()
-        mock.proc.wait(timeout=5)
+        stop_mocks()
         raise
     try:
         yield gw
     finally:
         gw.stack.stop()
-        mock.proc.terminate()
-        mock.proc.wait(timeout=5)
+        stop_mocks()
+
+
+@contextmanager
+def gateway_with_own_mock(tmp: Path, routes: Callable[[str], list[dict]]) -> Iterator[Gateway]:
+    """A gateway with a mock of its own; ``routes`` gets the mock's ``host:port``."""
+    mock = start_mock()
+    host = f"127.0.0.1:{mock.port}"
+    config = listener_config(routes(host), maxRequestBytes=1024 * 1024, sidecarTimeout="2s")
+    with running([mock], lambda: launch(tmp, config, mock)) as gw:
+        yield gw
 
 
 @pytest.fixture(scope="session")

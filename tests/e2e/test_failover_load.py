@@ -22,6 +22,7 @@ from tests.e2e.conftest import (
     failover_route,
     launch,
     listener_config,
+    running,
     start_mock,
 )
 
@@ -52,21 +53,9 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
             "attempts-529", "/attempts/529", f"127.0.0.1:{m529.port}", host, {"attempts": 2}
         ),
     ]
-    try:
-        gateway = launch(
-            tmp_path_factory.mktemp("failover-load"),
-            listener_config(routes, maxRequestBytes=1024 * 1024, sidecarTimeout="5s"),
-            good,
-        )
-    except BaseException:
-        for m in mocks:
-            m.proc.terminate()
-        raise
-    yield gateway
-    gateway.stack.stop()
-    for m in mocks:
-        m.proc.terminate()
-        m.proc.wait(timeout=5)
+    config = listener_config(routes, maxRequestBytes=1024 * 1024, sidecarTimeout="5s")
+    with running(mocks, lambda: launch(tmp_path_factory.mktemp("failover-load"), config, good)) as gateway:
+        yield gateway
 
 
 async def _one(client: httpx.AsyncClient, url: str, stream: bool, n: int) -> tuple[int, str]:

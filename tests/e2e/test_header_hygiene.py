@@ -25,6 +25,7 @@ from tests.e2e.conftest import (
     launch,
     listener_config,
     provider_route,
+    running,
     start_mock,
 )
 
@@ -49,18 +50,10 @@ def gw(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory)
         # Both groups answer (slowly, when asked to): a per-try timeout would fail both.
         failover_route("slow-failover", "/slow-failover", host, host),
     ]
-    try:
-        patch = trust_loopback if request.param == "trusting-loopback" else None
-        gateway = launch(tmp_path_factory.mktemp("hygiene"), listener_config(routes), good, envoy_patch=patch)
-    except BaseException:
-        for m in mocks:
-            m.proc.terminate()
-        raise
-    yield gateway
-    gateway.stack.stop()
-    for m in mocks:
-        m.proc.terminate()
-        m.proc.wait(timeout=5)
+    patch = trust_loopback if request.param == "trusting-loopback" else None
+    tmp = tmp_path_factory.mktemp("hygiene")
+    with running(mocks, lambda: launch(tmp, listener_config(routes), good, envoy_patch=patch)) as gateway:
+        yield gateway
 
 
 def post(gw: Gateway, path: str, **headers: str) -> httpx.Response:

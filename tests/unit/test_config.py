@@ -25,7 +25,17 @@ def test_default_config_loads() -> None:
     loaded = load(ROOT / "policies" / "gateway.yaml")
     gw = gateway.build(loaded.config)
     names = [r.name for r in gw.routes]
-    assert names == ["openai", "anthropic", "gemini", "bedrock", "azure", "vertex", "assistant", "failover", "default"]
+    assert names == [
+        "openai",
+        "anthropic",
+        "gemini",
+        "bedrock",
+        "azure",
+        "vertex",
+        "assistant",
+        "failover",
+        "default",
+    ]
     failover = gw.routes[names.index("failover")]
     assert [u.priority for u in failover.backends[0].upstreams] == [0, 1]
     assert failover.retry_attempts == 2
