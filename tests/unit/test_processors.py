@@ -127,6 +127,11 @@ def set_headers(common: pb.CommonResponse) -> dict[str, str]:
     return {h.header.key: h.header.raw_value.decode() for h in common.header_mutation.set_headers}
 
 
+def provider_headers(headers: dict[str, str]) -> pb.ProcessingRequest:
+    """The provider's response headers, as Envoy sends them after an upstream answered."""
+    return headers_msg(headers, kind="response_headers", attrs={"response.code_details": "via_upstream"})
+
+
 def request_headers(path: str, route_name: str, **extra: str) -> pb.ProcessingRequest:
     """Envoy names the route it matched (``xds.route_name``): the gateway's route id."""
     route_name = ROUTE_IDS.get(route_name, route_name)
@@ -174,13 +179,7 @@ def test_openai_route_message_by_message(gw: gateway.Gateway) -> None:
         assert decision.route_id == ROUTE_IDS["openai"] and decision.requested_model == "gpt-4o"
         assert decision.request_id == meta["request_id"].string_value
 
-        r = await conv.send(
-            headers_msg(
-                {":status": "200", "content-type": "application/json"},
-                kind="response_headers",
-                attrs={"response.code_details": "via_upstream"},
-            )
-        )
+        r = await conv.send(provider_headers({":status": "200", "content-type": "application/json"}))
         assert r.mode_override.response_body_mode == MODE.BUFFERED  # observed for usage
         assert set_headers(r.response_headers.response)["x-gateway-request-id"] == decision.request_id
 
@@ -208,11 +207,7 @@ def test_usage_record_fields(gw: gateway.Gateway) -> None:
             request_headers("/openai/v1/chat/completions", "openai", **{"x-request-id": "client-1"})
         )
         await conv.send(body_msg(json.dumps(CHAT).encode()))
-        await conv.send(
-            headers_msg(
-                {":status": "200"}, kind="response_headers", attrs={"response.code_details": "via_upstream"}
-            )
-        )
+        await conv.send(provider_headers({":status": "200"}))
         answer = {"model": "gpt-4o-2024-08-06", "usage": {"prompt_tokens": 7, "completion_tokens": 3}}
         await conv.send(body_msg(json.dumps(answer).encode(), kind="response_body"))
         await conv.end()
@@ -237,13 +232,7 @@ def test_translated_stream_switches_to_streamed_and_translates_chunks(gw: gatewa
         sent = set_headers(r.request_body.response)
         assert sent[":path"] == "/v1/messages" and sent["x-api-key"] == ANTHROPIC_KEY
         assert json.loads(r.request_body.response.body_mutation.body)["stream"] is True
-        r = await conv.send(
-            headers_msg(
-                {":status": "200", "content-type": "text/event-stream"},
-                kind="response_headers",
-                attrs={"response.code_details": "via_upstream"},
-            )
-        )
+        r = await conv.send(provider_headers({":status": "200", "content-type": "text/event-stream"}))
         assert r.mode_override.response_body_mode == MODE.STREAMED
         assert set_headers(r.response_headers.response)["content-type"] == "text/event-stream"
         events = (
@@ -311,11 +300,7 @@ def test_provider_error_on_a_translated_route_mid_exchange(gw: gateway.Gateway) 
         conv = Conversation(ExternalProcessor(gw))
         await conv.send(request_headers("/anthropic/v1/chat/completions", "anthropic"))
         await conv.send(body_msg(json.dumps({**CHAT, "model": "claude-x"}).encode()))
-        r = await conv.send(
-            headers_msg(
-                {":status": "529"}, kind="response_headers", attrs={"response.code_details": "via_upstream"}
-            )
-        )
+        r = await conv.send(provider_headers({":status": "529"}))
         assert r.mode_override.response_body_mode == MODE.BUFFERED
         err = b'{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}'
         r = await conv.send(body_msg(err, kind="response_body"))
@@ -524,13 +509,7 @@ def test_unreadable_answer_is_an_immediate_502_at_response_headers(gw: gateway.G
         conv = Conversation(ExternalProcessor(gw))
         await conv.send(request_headers("/anthropic/v1/chat/completions", "anthropic"))
         await conv.send(body_msg(json.dumps({**CHAT, "model": "claude-x"}).encode()))
-        r = await conv.send(
-            headers_msg(
-                {":status": "200", "content-encoding": "br"},
-                kind="response_headers",
-                attrs={"response.code_details": "via_upstream"},
-            )
-        )
+        r = await conv.send(provider_headers({":status": "200", "content-encoding": "br"}))
         await conv.end()
         return r
 
@@ -544,13 +523,7 @@ def test_corrupt_gzip_mid_stream_ends_the_stream_with_an_error_event(gw: gateway
         conv = Conversation(ExternalProcessor(gw))
         await conv.send(request_headers("/anthropic/v1/chat/completions", "anthropic"))
         await conv.send(body_msg(json.dumps({**CHAT, "model": "claude-x", "stream": True}).encode()))
-        await conv.send(
-            headers_msg(
-                {":status": "200", "content-encoding": "gzip"},
-                kind="response_headers",
-                attrs={"response.code_details": "via_upstream"},
-            )
-        )
+        await conv.send(provider_headers({":status": "200", "content-encoding": "gzip"}))
         r = await conv.send(body_msg(b"definitely not gzip", end=False, kind="response_body"))
         await conv.end()
         return r.response_body.response.body_mutation.body
