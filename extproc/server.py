@@ -84,6 +84,8 @@ def to_proto(kind: str, reply: Reply) -> pb.ProcessingResponse:
             resp.immediate_response.headers.set_headers.add(
                 header=base_pb2.HeaderValue(key=key, raw_value=value.encode()), append_action=_OVERWRITE
             )
+        if reply.metadata:  # the access log names the request even when the gateway answered it
+            resp.dynamic_metadata.update({METADATA_NAMESPACE: reply.metadata})
         return resp
     if kind in ("request_trailers", "response_trailers"):
         getattr(resp, kind).SetInParent()

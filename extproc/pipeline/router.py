@@ -275,6 +275,7 @@ class RouterProcessor:
             await self._finish(self.ex, err.status, "gateway_error")
             assert reply.immediate is not None
             reply.immediate.headers[h.RESPONSE_REQUEST_ID] = self.ex.request_id
+            reply.metadata = {h.API: self.ex.api, h.PATH: self.ex.path, h.REQUEST_ID: self.ex.request_id}
         return reply
 
     async def close(self) -> None:

@@ -543,3 +543,16 @@ def test_failover_with_a_named_model_sends_the_right_length(gw: Gateway) -> None
     assert resp.status_code == 200, resp.text
     sent = gw.mock.requests()[-1]
     assert int(sent["headers"]["content-length"]) == len(sent["body"].encode())
+
+
+def test_access_log_names_the_request_the_gateway_answered_itself(gw: Gateway) -> None:
+    resp = httpx.get(f"{gw.url}/openai/v1/files/file-9", timeout=10)
+    assert resp.status_code == 404
+    request_id = resp.headers["x-gateway-request-id"]
+    log = Path(gw.stack.workdir) / "envoy.log"
+    deadline = time.monotonic() + 20  # Envoy flushes its access log file every few seconds
+    line = ""
+    while time.monotonic() < deadline and not line:
+        line = next((ln for ln in log.read_text().splitlines() if f"id={request_id}" in ln), "")
+        time.sleep(0.2)
+    assert '"GET /openai/v1/files/file-9 HTTP/1.1" 404' in line, line

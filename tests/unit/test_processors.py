@@ -275,6 +275,8 @@ def test_bad_body_is_an_immediate_400_in_the_clients_shape(
     assert imm.status.code == 400
     sent = {h.header.key: h.header.raw_value.decode() for h in imm.headers.set_headers}
     assert len(sent["x-gateway-request-id"]) == 32  # the client can quote it to find the usage record
+    meta = r.dynamic_metadata.fields[METADATA_NAMESPACE].struct_value.fields
+    assert meta["request_id"].string_value == sent["x-gateway-request-id"]  # for Envoy's access log
     body = json.loads(imm.body)
     if shape == "openai":
         assert body["error"]["code"] == "invalid_json" and body["error"]["type"] == "invalid_request_error"
