@@ -194,6 +194,10 @@ def chat_attempt(up: Upstream, req: Json) -> Attempt:
             body = anthropic.vertex_chat_request(req, model)
         else:
             body = module.chat_request(req, model)
+        if module is openai:
+            # OpenAI-format streams carry usage only when asked: the gateway always asks (the usage
+            # record needs it); the client's stream drops that chunk again if it did not ask.
+            body = openai.ask_usage(body)
     except TranslationError as exc:
         raise _translated(exc) from None
     include_usage = bool((req.get("stream_options") or {}).get("include_usage"))

@@ -112,7 +112,8 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
     def __init__(self, gateway: Gateway, stages_of: dict[str, list[Stage]] | None = None) -> None:
         self.gateway = gateway
         # Stages are built once per route and shared by its requests.
-        self.stages_of = stages_of or {route.id: stages.for_route(route) for route in gateway.routes}
+        stages_of = stages_of or {route.id: stages.for_route(route) for route in gateway.routes}
+        self.pipelines = {rid: stages.RoutePipeline.of(st) for rid, st in stages_of.items()}
 
     async def Process(
         self, request_iterator: AsyncIterator[pb.ProcessingRequest], context: grpc.aio.ServicerContext
@@ -125,7 +126,7 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
     async def _router(
         self, messages: AsyncIterator[pb.ProcessingRequest]
     ) -> AsyncIterator[pb.ProcessingResponse]:
-        proc = RouterProcessor(self.gateway, self.stages_of)
+        proc = RouterProcessor(self.gateway, self.pipelines)
         try:
             async for msg in messages:
                 kind = msg.WhichOneof("request")

@@ -21,8 +21,6 @@ from extproc.gateway import Upstream
 from extproc.translate import anthropic, openai
 from extproc.translate import usage as usage_mod
 
-_OPENAI_FORMAT = frozenset({"openai", "azure"})
-
 
 def usage_format(up: Upstream, api: str, model: str) -> str | None:
     """The provider-native body format whose usage ``usage_of`` reads."""
@@ -66,7 +64,13 @@ class ResponseReader:
         attempt = self.attempt
         if not self.translating:
             return self._observe_mode(headers)
-        self._check_encoding(headers)
+        if not self._open_decoder(headers):
+            raise GatewayError(
+                502,
+                f"the provider answered with content-encoding {headers['content-encoding']!r}, which the "
+                "gateway cannot translate",
+                code="bad_upstream_response",
+            )
         if self.status == 200 and attempt.stream:
             assert attempt.answer is not None
             self.stream = attempt.answer.stream(egress.now())
@@ -78,11 +82,8 @@ class ResponseReader:
     def _observe_mode(self, headers: dict[str, str]) -> tuple[str, dict[str, str], list[str]]:
         if self.status != 200 or self.api not in ("completions", "messages", "embeddings"):
             return "NONE", {}, []
-        encoding = headers.get("content-encoding", "identity").strip().lower()
-        if encoding not in ("identity", "gzip", "x-gzip"):
+        if not self._open_decoder(headers):
             return "NONE", {}, []  # cannot be read; passes untouched, without usage
-        if encoding != "identity":
-            self.gunzip = zlib.decompressobj(16 + zlib.MAX_WBITS)
         if not self.attempt.stream:
             return "BUFFERED", {}, []
         self.streaming = True
@@ -95,17 +96,12 @@ class ResponseReader:
             self.stream = anthropic.AnthropicStreamObserver()
         return "STREAMED", {}, []
 
-    def _check_encoding(self, headers: dict[str, str]) -> None:
+    def _open_decoder(self, headers: dict[str, str]) -> bool:
+        """False when the body's encoding is one the gateway cannot read (gzip is decoded)."""
         encoding = headers.get("content-encoding", "identity").strip().lower()
         if encoding in ("gzip", "x-gzip"):
             self.gunzip = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        elif encoding != "identity":
-            raise GatewayError(
-                502,
-                f"the provider answered with content-encoding {headers['content-encoding']!r}, which the "
-                "gateway cannot translate",
-                code="bad_upstream_response",
-            )
+        return encoding in ("identity", "gzip", "x-gzip")
 
     # --- body ------------------------------------------------------------
 

@@ -7,6 +7,8 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from extproc import tokens
+
 if TYPE_CHECKING:
     from extproc.gateway import ResolvedRoute, Upstream
     from extproc.pipeline.llm_request import LLMRequest
@@ -69,8 +71,6 @@ class Exchange:
         Computed on first use only: tokenizing costs tens of microseconds per thousand tokens.
         """
         if self._estimate is None and self.llm is not None:
-            from extproc import tokens
-
             model = (
                 self.llm.model
                 or (self.route.direct_upstream.model if self.route.direct_upstream else "")

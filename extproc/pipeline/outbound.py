@@ -12,11 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
 from extproc import credentials, egress
 from extproc.headers import CREDENTIAL_HEADERS
-from extproc.translate import openai
 
 # Any provider may see these: content negotiation, trace context and the request id Envoy traces by.
 _COMMON = frozenset(
@@ -73,20 +70,8 @@ def may_translate(up: egress.Upstream, api: str) -> bool:
 def plan(up: egress.Upstream, api: str, parsed: dict[str, Any] | None, client_path: str) -> egress.Attempt:
     """The attempt for this provider: path, translated body and how to read the answer."""
     if parsed is not None and api in _JSON_APIS:
-        if api == "completions" and parsed.get("stream") and _speaks_openai(up, parsed):
-            # OpenAI streams carry usage only when asked: always ask; the client's stream drops it if unasked.
-            asked = openai.ask_usage(parsed)
-            attempt = egress.chat_attempt(up, asked)
-            if attempt.body is None and asked is not parsed:  # same as what we asked for, not the client's
-                attempt.body = orjson.dumps({**asked, "model": attempt.model})
-            return attempt
         return _JSON_APIS[api](up, parsed)
     return egress.passthrough_attempt(up, client_path)
-
-
-def _speaks_openai(up: egress.Upstream, parsed: dict[str, Any]) -> bool:
-    model = egress.upstream_model(up, parsed.get("model"))
-    return up.kind in _OPENAI_FORMAT or egress.is_vertex_openapi(up, model)
 
 
 async def build(
@@ -116,7 +101,3 @@ async def build(
         if name not in set_headers and not allowed_header(name, up.kind, reads_answer, forward)
     ]
     return Outbound(set_headers, remove, attempt.body, attempt)
-
-
-def reserialize(parsed: dict[str, Any]) -> bytes:
-    return orjson.dumps(parsed)

@@ -20,6 +20,8 @@ import logging
 import re
 import time
 
+import orjson
+
 from extproc import contracts
 from extproc import headers as h
 from extproc.errors import GatewayError
@@ -30,6 +32,7 @@ from extproc.pipeline.exchange import AttemptRecord, Exchange, new_request_id
 from extproc.pipeline.llm_request import LLMRequest
 from extproc.pipeline.reply import Immediate, Reply, error_reply
 from extproc.pipeline.stage import Needs, Stage
+from extproc.pipeline.stages import EMPTY, RoutePipeline
 
 log = logging.getLogger("gateway.router")
 
@@ -48,13 +51,19 @@ def forward_of(route: ResolvedRoute) -> tuple[str, ...]:
     return tuple(ai.forward_headers) if ai is not None else ()
 
 
+def _envoy_keys(ex: Exchange, path: str) -> dict[str, str]:
+    """The plain metadata keys Envoy's access log and local-reply mappers read."""
+    return {h.API: ex.api, h.PATH: path, h.REQUEST_ID: ex.request_id}
+
+
 class RouterProcessor:
     """One gRPC stream's worth of router-phase work; ``stages`` are the route's, built once."""
 
-    def __init__(self, gw: Gateway, stages_of: dict[str, list[Stage]]) -> None:
+    def __init__(self, gw: Gateway, pipelines: dict[str, RoutePipeline]) -> None:
         self.gw = gw
-        self.stages_of = stages_of
+        self.pipelines = pipelines
         self.ex: Exchange | None = None
+        self.pipeline = EMPTY
         self.stages: list[Stage] = []
         self.api = "completions"  # the error shape until the route is known
         self.reader: ResponseReader | None = None
@@ -77,7 +86,8 @@ class RouterProcessor:
             headers=headers,
         )
         self.ex = ex
-        self.stages = self.stages_of.get(route.id, [])
+        self.pipeline = self.pipelines.get(route.id, EMPTY)
+        self.stages = self.pipeline.stages
         ex.api = self.api = client_request.client_api(route, path)
         if end_of_stream:
             return await self._bodyless(ex)
@@ -88,10 +98,7 @@ class RouterProcessor:
         return Reply(response_header_mode="SEND" if self._wants_response(route) else None)
 
     def _wants_response(self, route: ResolvedRoute) -> bool:
-        needs = Needs.NONE
-        for stage in self.stages:
-            needs |= stage.needs
-        if needs & (Needs.RESPONSE_HEADERS | Needs.RESPONSE_BODY):
+        if self.pipeline.needs & (Needs.RESPONSE_HEADERS | Needs.RESPONSE_BODY):
             return True
         return any(outbound.may_translate(u, self.api) for b in route.backends for u in b.upstreams)
 
@@ -109,7 +116,7 @@ class RouterProcessor:
         reply = self._route_decision(ex)
         direct = ex.route.direct_upstream
         if direct is not None:
-            await self._egress(reply, ex, direct, None, None)
+            await self._egress(reply, ex, direct, None, None, False)
         reply.response_header_mode = "SEND"
         return reply
 
@@ -124,13 +131,12 @@ class RouterProcessor:
             ex.stream = ex.llm.stream
         for stage in self.stages:  # passthrough requests too: ex.llm is None there
             await stage.on_request(ex)
-        sent: bytes | None = None
-        if ex.llm is not None and ex.llm.changed:
-            sent = outbound.reserialize(ex.llm.body)
+        # A stage rewrote the request: serialized once, after every stage has run.
+        sent = orjson.dumps(ex.llm.body) if ex.llm is not None and ex.llm.changed else None
         reply = self._route_decision(ex)
         direct = ex.route.direct_upstream
         if direct is not None:
-            await self._egress(reply, ex, direct, parsed, sent if sent is not None else body)
+            await self._egress(reply, ex, direct, parsed, body if sent is None else sent, sent is not None)
         elif sent is not None:
             reply.body = sent
             reply.set_headers["content-length"] = str(len(sent))
@@ -149,17 +155,19 @@ class RouterProcessor:
             stream=ex.stream,
         )
         return Reply(
-            metadata={
-                h.API: ex.api,
-                h.PATH: path,
-                h.REQUEST_ID: ex.request_id,
-                contracts.DECISION_KEY: contracts.encode_decision(decision),
-            }
+            metadata={**_envoy_keys(ex, path), contracts.DECISION_KEY: contracts.encode_decision(decision)}
         )
 
     async def _egress(
-        self, reply: Reply, ex: Exchange, up: Upstream, parsed: dict | None, body: bytes | None
+        self,
+        reply: Reply,
+        ex: Exchange,
+        up: Upstream,
+        parsed: dict | None,
+        body: bytes | None,
+        rewritten: bool,
     ) -> None:
+        """The attempt's path, credentials, headers and body; ``rewritten``: ``body`` is not Envoy's."""
         assert reply.metadata is not None
         out = await outbound.build(
             up, ex.api, ex.method, reply.metadata[h.PATH], parsed, body, ex.headers, forward_of(ex.route)
@@ -168,9 +176,8 @@ class RouterProcessor:
         reply.remove_headers.extend(out.remove_headers)
         if out.body is not None:
             reply.body = out.body
-        elif body is not None and parsed is not None and ex.llm is not None and ex.llm.changed:
-            reply.body = body
-            reply.set_headers["content-length"] = str(len(body))
+        elif rewritten:
+            reply.body = body  # its content-length is set by outbound.build
         self.reader = self._reader(ex, up, out.attempt)
 
     def _reader(self, ex: Exchange, up: Upstream, attempt: object) -> ResponseReader:
@@ -248,8 +255,6 @@ class RouterProcessor:
             out = self._chunk_stages(ex, body if out is None else out, out)
             reply.body = out
             reply.set_headers.update(set_headers)
-            if reply.body is not None:
-                reply.remove_headers.append("content-encoding")
         if end_of_stream or not reader.streaming:
             reader.settle()
             ex.usage, ex.response_model = reader.usage, reader.response_model
@@ -258,11 +263,10 @@ class RouterProcessor:
         return reply
 
     def _chunk_stages(self, ex: Exchange, data: bytes, out: bytes | None) -> bytes | None:
-        for stage in self.stages:
-            if stage.needs & Needs.RESPONSE_BODY:
-                changed = stage.on_response_chunk(ex, data)
-                if changed is not data:
-                    data = out = changed
+        for stage in self.pipeline.chunk_stages:
+            changed = stage.on_response_chunk(ex, data)
+            if changed is not data:
+                data = out = changed
         return out
 
     # 5 -------------------------------------------------------------------
@@ -275,7 +279,7 @@ class RouterProcessor:
             await self._finish(self.ex, err.status, "gateway_error")
             assert reply.immediate is not None
             reply.immediate.headers[h.RESPONSE_REQUEST_ID] = self.ex.request_id
-            reply.metadata = {h.API: self.ex.api, h.PATH: self.ex.path, h.REQUEST_ID: self.ex.request_id}
+            reply.metadata = _envoy_keys(self.ex, self.ex.path)
         return reply
 
     async def close(self) -> None:

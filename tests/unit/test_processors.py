@@ -532,3 +532,33 @@ def test_corrupt_gzip_mid_stream_ends_the_stream_with_an_error_event(gw: gateway
 
     out = run(go())
     assert b'"error"' in out and out.endswith(b"data: [DONE]\n\n")
+
+
+class Estimate(Stage):
+    name = "estimate"
+    needs = Needs.REQUEST_BODY
+
+    def __init__(self) -> None:
+        self.seen: list[int | None] = []
+
+    async def on_request(self, ex: Exchange) -> None:
+        self.seen.append(ex.estimated_tokens())
+
+
+def test_a_stage_reads_the_token_estimate_before_the_call(gw: gateway.Gateway) -> None:
+    estimate = Estimate()
+    proc = ExternalProcessor(gw, {ROUTE_IDS["openai"]: [estimate]})
+    long_prompt = {**CHAT, "max_tokens": 100, "messages": [{"role": "user", "content": "word " * 200}]}
+
+    async def go(body: dict) -> None:
+        conv = Conversation(proc)
+        await conv.send(request_headers("/openai/v1/chat/completions", "openai"))
+        await conv.send(body_msg(json.dumps(body).encode()))
+        await conv.end()
+
+    run(go({**CHAT, "max_tokens": 100}))
+    run(go(long_prompt))
+    short, long = estimate.seen
+    assert short is not None and long is not None
+    assert 100 < short < long  # prompt plus the answer's allowance; a longer prompt costs more
+    assert long - short >= 150  # about one token per repeated word

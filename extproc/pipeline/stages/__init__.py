@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from extproc.gateway import ResolvedRoute
 from extproc.pipeline.stage import Needs, Stage
 from extproc.pipeline.stages.shaping import RequestShaping
@@ -17,8 +19,22 @@ def for_route(route: ResolvedRoute) -> list[Stage]:
     return stages
 
 
-def needs(stages: list[Stage]) -> Needs:
-    out = Needs.NONE
-    for stage in stages:
-        out |= stage.needs
-    return out
+@dataclass(frozen=True)
+class RoutePipeline:
+    """A route's stages and what follows from them, worked out once, not per request or chunk."""
+
+    stages: list[Stage]
+    needs: Needs = Needs.NONE
+    # Only the stages that look at the answer's bytes are called for each chunk.
+    chunk_stages: list[Stage] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, stages: list[Stage]) -> RoutePipeline:
+        needs = Needs.NONE
+        for stage in stages:
+            needs |= stage.needs
+        chunk = [s for s in stages if type(s).on_response_chunk is not Stage.on_response_chunk]
+        return cls(stages, needs, chunk)
+
+
+EMPTY = RoutePipeline([])
