@@ -8,12 +8,12 @@ and costs the same for every path.
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 from pathlib import Path
 
 import yaml
 
+from extproc.ports import free_port
 from extproc.render import common
 from extproc.supervisor import Stack, envoy_binary
 
@@ -61,12 +61,6 @@ _HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_man
 
 EXTPROC_CLUSTER: str = common.EXTPROC_CLUSTER
 AUTHZ_CLUSTER: str = common.AUTHZ_CLUSTER
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _admin(port: int) -> dict:

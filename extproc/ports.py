@@ -35,6 +35,25 @@ def is_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
+_handed_out: set[int] = set()
+
+
+def free_port() -> int:
+    """A free loopback port, never one this process handed out before (tests, benchmarks).
+
+    The kernel may give the same ephemeral port to two ``bind(0)`` calls in a row once the
+    first socket is closed, so a config asking for several free ports could get one twice
+    (seen in CI: Envoy refused a metrics listener on another listener's port).
+    """
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
+
+
 def check_free(needed: dict[int, str], host: str = "127.0.0.1") -> None:
     """Raise PortInUse naming every busy port of ``needed`` (port -> what it is for)."""
     busy = {port: what for port, what in needed.items() if not is_free(port, host)}

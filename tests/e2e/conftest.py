@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ import httpx
 import pytest
 import yaml
 
+from extproc.ports import free_port
 from extproc.supervisor import Stack
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,12 +26,6 @@ AZURE_KEY = "azure-test-provider-key-0005"
 VERTEX_TOKEN = "ya29.vertex-test-access-token-0006"
 CLIENT_KEY = "sk-client-key-never-forwarded"  # what clients send; must never reach a provider
 PROVIDER_KEYS = (OPENAI_KEY, ANTHROPIC_KEY, GEMINI_KEY, BEDROCK_KEY)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_http(url: str, timeout: float = 15.0) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from extproc.ports import PortInUse, holder, is_free
+from extproc.ports import PortInUse, free_port, holder, is_free
 from extproc.supervisor import Stack
 
 HOLD = """
@@ -44,12 +44,6 @@ def stale_listener(reuseport: bool = True) -> Iterator[tuple[int, int]]:
     finally:
         proc.kill()
         proc.wait()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def config_file(tmp_path: Path) -> Path:
@@ -133,3 +127,27 @@ def test_an_extproc_that_cannot_bind_exits_non_zero_naming_the_holder(
         proc.stderr
     )
     assert "Traceback" not in proc.stderr
+
+
+def test_free_port_never_hands_out_a_port_twice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kernel may offer the same ephemeral port twice in a row; a config must not get it twice."""
+    from extproc import ports
+
+    offered = iter([45001, 45001, 45002])
+
+    class FakeSocket:
+        def __enter__(self) -> FakeSocket:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
+        def bind(self, addr: tuple[str, int]) -> None:
+            self.port = next(offered)
+
+        def getsockname(self) -> tuple[str, int]:
+            return ("127.0.0.1", self.port)
+
+    monkeypatch.setattr(ports.socket, "socket", FakeSocket)
+    monkeypatch.setattr(ports, "_handed_out", set())
+    assert [ports.free_port(), ports.free_port()] == [45001, 45002]
