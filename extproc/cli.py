@@ -73,7 +73,10 @@ def _serve(args: argparse.Namespace, which: str) -> int:
     grpc_serve.share_port(getattr(args, "reuseport", False))
     try:
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(serve(gw, args.listen))
+            if which == "extproc":
+                asyncio.run(serve(gw, args.listen))
+            else:  # the authz sidecar reads policy files relative to the config file
+                asyncio.run(serve(gw, args.listen, Path(args.config).resolve().parent))
     except grpc_serve.BindError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

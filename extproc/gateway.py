@@ -157,12 +157,9 @@ class ResolvedRoute:
 
     @property
     def needs_authz(self) -> bool:
-        """Whether Envoy asks the authz sidecar before this route.
-
-        No route has an auth policy yet, so none does: no request pays for an authz call.
-        The identity issue adds the policies; a route with one gets ext_authz, failing closed.
-        """
-        return False
+        """Whether Envoy asks the authz sidecar before this route: only when it has an auth
+        policy, so an open route pays nothing for it; a route with one fails closed."""
+        return self.policies.has_auth
 
     def timeout_seconds(self, default: float) -> float:
         t = self.policies.timeout

@@ -14,6 +14,11 @@ API = "api"  # the client API: completions, messages, models, embeddings, passth
 PATH = "path"  # the client's path after urlRewrite
 REQUEST_ID = "request_id"  # the gateway-made request id (access log, upstream phase)
 
+# ext_authz's dynamic metadata lands in the filter's own namespace; the identity rides in it
+# under extproc.contracts.IDENTITY_KEY. The check names its gateway route in this context key.
+AUTHZ_NAMESPACE = "envoy.filters.http.ext_authz"
+AUTHZ_ROUTE_KEY = "route"
+
 # Sent back to the client on every answer that went through the pipeline: quote it to find the usage record.
 RESPONSE_REQUEST_ID = "x-gateway-request-id"
 

@@ -18,10 +18,11 @@ from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 
+from extproc.contracts import IDENTITY_KEY
 from extproc.errors import GatewayError
 from extproc.gateway import Gateway
 from extproc.grpc_serve import serve_grpc
-from extproc.headers import METADATA_NAMESPACE
+from extproc.headers import AUTHZ_NAMESPACE, METADATA_NAMESPACE
 from extproc.pipeline import stages
 from extproc.pipeline.reply import Reply, error_reply
 from extproc.pipeline.router import RouterProcessor
@@ -64,6 +65,13 @@ def _attributes(req: pb.ProcessingRequest) -> dict[str, str]:
 def _decision(req: pb.ProcessingRequest) -> dict[str, str]:
     ns = req.metadata_context.filter_metadata.get(METADATA_NAMESPACE)
     return {k: v.string_value for k, v in ns.fields.items()} if ns is not None else {}
+
+
+def _identity(req: pb.ProcessingRequest) -> str | None:
+    """The identity authz put in its own namespace (None: the route has no auth policy)."""
+    ns = req.metadata_context.filter_metadata.get(AUTHZ_NAMESPACE)
+    value = ns.fields.get(IDENTITY_KEY) if ns is not None else None
+    return value.string_value if value is not None else None
 
 
 def _common(resp: pb.ProcessingResponse, kind: str) -> pb.CommonResponse:
@@ -137,6 +145,7 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
                             _headers(msg.request_headers),
                             msg.request_headers.end_of_stream,
                             attrs.get("xds.route_name", ""),
+                            _identity(msg),
                         )
                     elif kind == "request_body":
                         reply = await proc.request_body(msg.request_body.body)

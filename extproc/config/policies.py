@@ -5,6 +5,14 @@ from __future__ import annotations
 from pydantic import Field, field_validator, model_validator
 
 from extproc.config.ai import AIPolicy
+from extproc.config.auth import (
+    ApiKeyPolicy,
+    AuthorizationPolicy,
+    JwtAuthPolicy,
+    ModelAccess,
+    OpaPolicy,
+    OpenFgaPolicy,
+)
 from extproc.config.base import DEFAULT_RETRY_CODES, Duration, Strict
 
 # --- policies ------------------------------------------------------------
@@ -95,6 +103,27 @@ class RoutePolicies(Strict):
     backend_auth: KeyAuth | None = Field(None, alias="backendAuth")
     backend_tls: BackendTLS | None = Field(None, alias="backendTLS")
     ai: AIPolicy | None = None
+    # Who calls and may they (extproc/config/auth.py); any of them puts the route behind authz.
+    api_key: ApiKeyPolicy | None = Field(None, alias="apiKey")
+    jwt_auth: JwtAuthPolicy | None = Field(None, alias="jwtAuth")
+    authorization: AuthorizationPolicy | None = None
+    opa: OpaPolicy | None = None
+    openfga: OpenFgaPolicy | None = None
+    model_access: ModelAccess | None = Field(None, alias="modelAccess")
+
+    @property
+    def has_auth(self) -> bool:
+        return any(
+            p is not None
+            for p in (
+                self.api_key,
+                self.jwt_auth,
+                self.authorization,
+                self.opa,
+                self.openfga,
+                self.model_access,
+            )
+        )
 
 
 class BackendPolicies(Strict):

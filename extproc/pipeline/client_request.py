@@ -83,10 +83,13 @@ def rewritten_path(route: ResolvedRoute, path: str) -> str:
     return path
 
 
-def models_listing(route: ResolvedRoute) -> bytes:
-    """``GET /v1/models``, answered from the route's configured providers."""
+def models_listing(route: ResolvedRoute, allowed: list[str] | None = None) -> bytes:
+    """``GET /v1/models``, answered from the route's configured providers: only those the caller
+    may use when authz restricted them (``allowed``)."""
     data = [
-        {"id": model, "object": "model", "created": 0, "owned_by": up.kind} for model, up in route.models()
+        {"id": model, "object": "model", "created": 0, "owned_by": up.kind}
+        for model, up in route.models()
+        if allowed is None or model in allowed
     ]
     return orjson.dumps({"object": "list", "data": data})
 

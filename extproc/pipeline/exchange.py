@@ -42,7 +42,7 @@ class Exchange:
     client_request_id: str | None = None
     headers: dict[str, str] = field(default_factory=dict)  # the client's request headers
     llm: LLMRequest | None = None  # the parsed request, for the LLM APIs
-    identity: dict[str, Any] = field(default_factory=dict)  # filled by authz (the identity issue)
+    identity: dict[str, Any] = field(default_factory=dict)  # authz's, flattened (pipeline/identity.py)
     upstream: Upstream | None = None  # the provider that answered (or was to answer)
     attempts: list[AttemptRecord] = field(default_factory=list)
     usage: Usage | None = None

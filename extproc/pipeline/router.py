@@ -29,6 +29,7 @@ from extproc.gateway import Gateway, ResolvedRoute, Upstream
 from extproc.pipeline import client_request, outbound
 from extproc.pipeline.answer import ResponseReader
 from extproc.pipeline.exchange import AttemptRecord, Exchange, new_request_id
+from extproc.pipeline.identity import caller_identity
 from extproc.pipeline.llm_request import LLMRequest
 from extproc.pipeline.reply import Immediate, Reply, error_reply
 from extproc.pipeline.stage import Needs, Stage
@@ -70,7 +71,9 @@ class RouterProcessor:
 
     # 1 -------------------------------------------------------------------
 
-    async def request_headers(self, headers: dict[str, str], end_of_stream: bool, route_name: str) -> Reply:
+    async def request_headers(
+        self, headers: dict[str, str], end_of_stream: bool, route_name: str, identity: str | None = None
+    ) -> Reply:
         path = headers.get(":path", "/")
         self.api = client_request.api_of_path(path)
         route = self.gw.routes_by_id.get(route_name.split("#", 1)[0])
@@ -86,6 +89,7 @@ class RouterProcessor:
             headers=headers,
         )
         self.ex = ex
+        ex.identity = caller_identity(route, identity)
         self.pipeline = self.pipelines.get(route.id, EMPTY)
         self.stages = self.pipeline.stages
         ex.api = self.api = client_request.client_api(route, path)
@@ -106,7 +110,7 @@ class RouterProcessor:
         if ex.api == "models":
             if ex.method not in ("GET", "HEAD"):
                 raise GatewayError(405, f"{ex.method} is not allowed on {ex.path}", code="method_not_allowed")
-            body = client_request.models_listing(ex.route)
+            body = client_request.models_listing(ex.route, ex.identity.get("allowed_models"))
             await self._finish(ex, 200, "ok")
             return Reply(immediate=Immediate(200, body, details="gateway_models"))
         if ex.api != "passthrough":

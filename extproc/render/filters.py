@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from extproc.gateway import Gateway, ResolvedRoute
-from extproc.headers import METADATA_NAMESPACE
+from extproc.headers import AUTHZ_NAMESPACE, AUTHZ_ROUTE_KEY, METADATA_NAMESPACE
 from extproc.render.common import AUTHZ_CLUSTER, EXTPROC_CLUSTER, Json, seconds, typed
 
 EXT_PROC = "envoy.filters.http.ext_proc"
@@ -72,7 +72,11 @@ def router_ext_proc(gw: Gateway) -> Json:
         "router",
         request_attributes=list(ROUTER_REQUEST_ATTRIBUTES),
         response_attributes=list(ROUTER_RESPONSE_ATTRIBUTES),
-        metadata_options={"receiving_namespaces": {"untyped": [METADATA_NAMESPACE]}},
+        # The identity authz established reaches the router phase in authz's own namespace.
+        metadata_options={
+            "receiving_namespaces": {"untyped": [METADATA_NAMESPACE]},
+            "forwarding_namespaces": {"untyped": [AUTHZ_NAMESPACE]},
+        },
         # On single-provider routes this phase also sets :path and credentials.
         mutation_rules={"disallow_is_error": False, "allow_all_routing": True},
     )
@@ -117,10 +121,26 @@ def ext_authz(gw: Gateway) -> Json:
     }
 
 
-def authz_per_route(route: ResolvedRoute) -> Json:
-    """Only routes with an auth policy pay for the authz call (none has one yet)."""
+def authz_per_route(route: ResolvedRoute, gw: Gateway) -> Json:
+    """Only routes with an auth policy pay for the authz call.
+
+    The check names the gateway route (the sidecar picks its policies by it) and carries the
+    whole body (the buffer filter before it has read it): model entitlements, CEL over
+    ``llm.model``, OPA's ``parsed_body`` and OpenFGA's model check all need it."""
     kind = "envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute"
-    return typed(kind, check_settings={}) if route.needs_authz else typed(kind, disabled=True)
+    if not route.needs_authz:
+        return typed(kind, disabled=True)
+    return typed(
+        kind,
+        check_settings={
+            "context_extensions": {AUTHZ_ROUTE_KEY: route.id},
+            "with_request_body": {
+                "max_request_bytes": gw.limits.max_request_bytes,
+                "allow_partial_message": False,
+                "pack_as_bytes": True,
+            },
+        },
+    )
 
 
 def cors() -> Json:

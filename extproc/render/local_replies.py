@@ -22,6 +22,8 @@ ACCESS_LOG_FORMAT = (
 )
 
 # Envoy's response flags for replies it generates itself (no route, upstream failures...).
+# Not UAEX: an authz denial carries the sidecar's own JSON body (an OPA policy's, say), kept as
+# it is; a down authz sidecar is the status-only 503 mapper below.
 _ENVOY_FLAGS = [
     "NR",
     "UF",
@@ -37,7 +39,6 @@ _ENVOY_FLAGS = [
     "NC",
     "OM",
     "DF",
-    "UAEX",
     "RL",
 ]
 

@@ -123,7 +123,7 @@ def _envoy_routes(route: ResolvedRoute, gw: Gateway) -> list[Json]:
     Each entry is built afresh: shared dicts would be dumped as YAML aliases."""
     out = []
     for i, match in enumerate(route.matches or [RouteMatch()]):
-        per_filter: Json = {EXT_AUTHZ: authz_per_route(route)}
+        per_filter: Json = {EXT_AUTHZ: authz_per_route(route, gw)}
         if route.policies.cors:
             per_filter[CORS] = _cors_policy(route.policies.cors)
         out.append(

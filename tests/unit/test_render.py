@@ -219,9 +219,17 @@ def test_ext_authz_is_disabled_on_every_route_without_an_auth_policy(monkeypatch
         r["name"]: r["typed_per_filter_config"]["envoy.filters.http.ext_authz"]
         for r in _envoy_routes(rendered)
     }
+    # It names the gateway route (the sidecar's policies are by route) and carries the whole body.
     assert by_name["openai"] == {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
-        "check_settings": {},
+        "check_settings": {
+            "context_extensions": {"route": "openai"},
+            "with_request_body": {
+                "max_request_bytes": _default()[0].limits.max_request_bytes,
+                "allow_partial_message": False,
+                "pack_as_bytes": True,
+            },
+        },
     }
     assert by_name["anthropic"]["disabled"] is True
     authz = next(f for f in _hcm(rendered)["http_filters"] if f["name"] == "envoy.filters.http.ext_authz")

@@ -13,7 +13,7 @@ from extproc.pipeline.exchange import Exchange
 from extproc.pipeline.stage import Needs, Stage
 
 
-def _pattern_matches(pattern: str, model: str) -> bool:
+def pattern_matches(pattern: str, model: str) -> bool:
     """``*`` matches any run of characters (agentgateway's wildcard); nothing else is special."""
     parts = pattern.split("*")
     if len(parts) == 1:
@@ -37,7 +37,7 @@ def resolve_alias(aliases: dict[str, str], model: str) -> str | None:
         return aliases[model]
     best: str | None = None
     for pattern in aliases:
-        if "*" in pattern and _pattern_matches(pattern, model) and (best is None or len(pattern) > len(best)):
+        if "*" in pattern and pattern_matches(pattern, model) and (best is None or len(pattern) > len(best)):
             best = pattern
     return aliases[best] if best is not None else None
 
