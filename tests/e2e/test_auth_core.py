@@ -26,7 +26,9 @@ def routes(host: str) -> list[dict]:
     aliased = {**access, "ai": {"modelAliases": {"fast": "gpt-4o"}}}
     return [
         provider_route("open", "/open", {"openAI": {}}, host, OPENAI_KEY),
-        provider_route("limited", "/limited", {"openAI": {"model": "gpt-4o-mini"}}, host, OPENAI_KEY, **access),
+        provider_route(
+            "limited", "/limited", {"openAI": {"model": "gpt-4o-mini"}}, host, OPENAI_KEY, **access
+        ),
         provider_route("any-model", "/any", {"openAI": {}}, host, OPENAI_KEY, **access),
         provider_route("aliased", "/aliased", {"openAI": {}}, host, OPENAI_KEY, **aliased),
         provider_route("messages", "/anthropic", {"anthropic": {}}, host, OPENAI_KEY, **access),
