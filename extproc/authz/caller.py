@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from extproc.contracts import AuthMethod, Identity
 
 
@@ -42,6 +44,10 @@ class Caller:
             ident.group_ids.extend(self.groups)
             ident.team = self.team
             ident.labels.update(self.labels)
+            if self.claims:
+                ident.jwt_claims_json = orjson.dumps(self.claims, default=str)
+            if self.api_key:
+                ident.api_key_json = orjson.dumps(self.api_key, default=str)
         if allowed_models is not None:
             ident.models_restricted = True
             ident.allowed_models.extend(allowed_models)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from extproc import contracts
 from extproc.errors import GatewayError
 from extproc.gateway import ResolvedRoute
@@ -44,6 +46,9 @@ def caller_identity(route: ResolvedRoute, encoded: str | None) -> dict[str, Any]
             "group_id": ident.team or (groups[0] if groups else None),
             "groups": groups,
             "labels": dict(ident.labels),
+            # For CEL fields (jwt.*, apiKey.*) in logs, metrics and traces.
+            "jwt": orjson.loads(ident.jwt_claims_json) if ident.jwt_claims_json else {},
+            "api_key": orjson.loads(ident.api_key_json) if ident.api_key_json else {},
         }
     if ident.models_restricted:
         out["allowed_models"] = list(ident.allowed_models)

@@ -304,3 +304,28 @@ def test_a_check_for_a_route_without_policy_is_refused() -> None:
     check.attributes.context_extensions["route"] = "someone-else"
     resp = asyncio.run(servicer.Check(check, None))  # type: ignore[arg-type]
     assert resp.denied_response.status.code == 503
+
+
+def test_extproc_reads_the_identity_claims_and_allowed_models() -> None:
+    from extproc.pipeline.identity import caller_identity
+
+    gw = _gateway({"modelAccess": {"default": ["*"]}})
+    caller = Caller(
+        method="jwt", subject="alice", groups=["eng", "ops"], claims={"sub": "alice", "name": "Alice"}
+    )
+    flat = caller_identity(gw.routes[0], contracts.encode_identity(caller.identity(["gpt-4o"])))
+    assert flat["user_id"] == "alice" and flat["group_id"] == "eng" and flat["groups"] == ["eng", "ops"]
+    assert flat["jwt"] == {"sub": "alice", "name": "Alice"}
+    assert flat["allowed_models"] == ["gpt-4o"]
+
+
+def test_a_checked_route_without_an_identity_is_refused_by_extproc() -> None:
+    from extproc.errors import GatewayError
+    from extproc.pipeline.identity import caller_identity
+
+    gw = _gateway({"modelAccess": {"default": ["*"]}})
+    with pytest.raises(GatewayError) as err:
+        caller_identity(gw.routes[0], None)
+    assert err.value.status == 503
+    with pytest.raises(GatewayError):
+        caller_identity(gw.routes[0], "not-base64!")
