@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from extproc import gateway
+from extproc.authz import keys_cli
 from extproc.config.loader import ConfigError, LoadedConfig, load
 from extproc.render import SidecarAddresses, dump, render
 
@@ -159,11 +160,12 @@ def main(argv: list[str] | None = None) -> None:
             )
 
     sub.add_parser("mock", help="serve the built-in mock LLM provider (see --help after mock)")
+    keys_cli.add_parser(sub)
 
     args = parser.parse_args(argv)
     if args.cmd == "render":
         args.config = args.config_opt or args.config or "policies/gateway.yaml"
-    handlers = {"run": cmd_run, "check": cmd_check, "render": cmd_render}
+    handlers = {"run": cmd_run, "check": cmd_check, "render": cmd_render, "keys": keys_cli.run}
     if args.cmd in handlers:
         sys.exit(handlers[args.cmd](args))
     sys.exit(_serve(args, args.cmd))

@@ -7,6 +7,7 @@ A route with any of them is checked by the authz sidecar (ext_authz), failing cl
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
@@ -18,6 +19,9 @@ from extproc.config.base import Duration, Strict
 # strict: a valid credential is required. optional: no credential passes as anonymous, an
 # invalid one is refused. permissive: an invalid one passes as anonymous too.
 AuthMode = Literal["strict", "optional", "permissive"]
+
+
+_KEY_HASH = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
 class ApiKeyEntry(Strict):
@@ -33,6 +37,9 @@ class ApiKeyEntry(Strict):
     def _one(self) -> ApiKeyEntry:
         if (self.key is None) == (self.key_hash is None):
             raise ValueError("set exactly one of key, keyHash")
+        # The keys file's format (extproc/authz/keyfile.py), checked here so `check` reports it.
+        if self.key_hash is not None and not _KEY_HASH.match(self.key_hash.strip().lower()):
+            raise ValueError("keyHash is sha256:<64 hex digits> (the SHA-256 of the key)")
         return self
 
 

@@ -12,11 +12,12 @@ from extproc.translate.base import openai_error_type
 # ``id`` is the gateway's own request id (the router phase records it); ``client_id`` is the
 # client's x-request-id, printed but never trusted as the id. The path is the client's as the
 # router phase recorded it; ``upstream_path`` is :path as it left (the provider's), or the
-# client's when the gateway answered before the body.
+# client's when the gateway answered before the body, without its query: authz refuses an API
+# key sent in the URL before the router phase, and that key must not reach the log either.
 ACCESS_LOG_FORMAT = (
     '[%START_TIME%] "%REQ(:METHOD)% %DYNAMIC_METADATA(io.llm_gateway:path)% %PROTOCOL%" '
     "%RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT% %DURATION%ms "
-    "route=%ROUTE_NAME% upstream=%UPSTREAM_HOST% upstream_path=%REQ(:PATH)% "
+    "route=%ROUTE_NAME% upstream=%UPSTREAM_HOST% upstream_path=%PATH(NQ)% "
     "attempts=%UPSTREAM_REQUEST_ATTEMPT_COUNT% id=%DYNAMIC_METADATA(io.llm_gateway:request_id)% "
     "client_id=%REQ(X-REQUEST-ID)%\n"
 )
