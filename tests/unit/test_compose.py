@@ -24,7 +24,7 @@ COMPOSE_FILE = ROOT / "docker-compose.yaml"
 
 DEFAULT_SERVICES = {"render", "envoy", "extproc", "authz", "mock"}
 OBSERVABILITY = {"jaeger", "prometheus", "grafana"}
-INFRA = {"redis", "postgres", "opa", "openfga", "keycloak"}
+INFRA = {"redis", "postgres", "opa", "openfga", "openfga-init", "keycloak"}
 GATEWAY_PORTS = {3000, 15020, 15021}
 ADMIN_PORT = 15000
 PROVIDER_ENV = {
@@ -215,6 +215,14 @@ def test_service_settings():
     assert (8181, 8181) in {(h, c) for _, h, c in published_ports(services["opa"])}
     assert "start-dev" in as_argv(services["keycloak"]["command"])
     assert environment(services["openfga"])["OPENFGA_DATASTORE_ENGINE"] == "memory"
+    # openfga-init loads the shipped model, tuples and tests once OpenFGA is up.
+    init = services["openfga-init"]
+    argv = as_argv(init["command"])
+    assert argv[:2] == ["store", "import"] and "http://openfga:8080" in argv
+    store_file = argv[argv.index("--file") + 1]
+    mounts = [split_volume(v) for v in init["volumes"]]
+    assert any(store_file.startswith(target + "/") and (ROOT / source).is_dir() for source, target, _ in mounts)
+    assert init["depends_on"]["openfga"]["condition"] == "service_healthy"
     for name in ("extproc", "authz", "render"):
         volumes = [split_volume(v) for v in services[name]["volumes"]]
         assert ("${GATEWAY_CONFIG:-./policies/gateway.yaml}", CONFIG, True) in volumes, name
