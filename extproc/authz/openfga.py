@@ -35,13 +35,13 @@ from extproc.authz.caller import Caller, Forbidden, Grant, Unavailable
 from extproc.authz.decision_cache import DecisionCache
 from extproc.authz.mechanism import AuthContext
 from extproc.authz.request import AuthRequest
-from extproc.config.auth import OpenFgaPolicy
+from extproc.config.auth import OPENFGA_FIELDS, OpenFgaPolicy, template_fields
 from extproc.config.base import parse_duration
 from extproc.gateway import resolve_secret
 
 log = logging.getLogger("gateway.authz.openfga")
 
-FIELDS = ("user", "api_key", "group", "model")
+FIELDS = OPENFGA_FIELDS
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
 # OpenFGA's limits on a tuple's object and user; longer ones cannot be in any tuple.
 _MAX_OBJECT, _MAX_USER = 256, 512
@@ -62,11 +62,7 @@ def escape(value: str) -> str:
 class Template:
     def __init__(self, text: str, where: str) -> None:
         self.text = text
-        self.fields = set(_PLACEHOLDER.findall(text))
-        unknown = sorted(self.fields - set(FIELDS))
-        if unknown:
-            names = ", ".join("{" + f + "}" for f in FIELDS)
-            raise ValueError(f"openfga {where}: unknown placeholder {unknown} in {text!r} (use {names})")
+        self.fields = template_fields(text, where)
 
     def fill(self, values: dict[str, str]) -> str | None:
         """The filled template, or None when a placeholder it needs has no value."""

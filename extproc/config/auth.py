@@ -164,6 +164,21 @@ class OpaPolicy(Strict):
         return self
 
 
+# What OpenFGA templates may name, filled from the identity and the request.
+OPENFGA_FIELDS = ("user", "api_key", "group", "model")
+_PLACEHOLDER = re.compile(r"\{(\w+)\}")
+
+
+def template_fields(text: str, where: str) -> set[str]:
+    """The placeholders of an OpenFGA template; ValueError naming any unknown one."""
+    fields = set(_PLACEHOLDER.findall(text))
+    unknown = sorted(fields - set(OPENFGA_FIELDS))
+    if unknown:
+        names = ", ".join("{" + f + "}" for f in OPENFGA_FIELDS)
+        raise ValueError(f"openfga {where}: unknown placeholder {unknown} in {text!r} (use {names})")
+    return fields
+
+
 class OpenFgaPolicy(Strict):
     """A Check per request: may this caller use the model? ``{user}``, ``{group}``, ``{api_key}``
     and ``{model}`` in the templates are filled from the identity and the request."""
@@ -180,6 +195,19 @@ class OpenFgaPolicy(Strict):
     cache_ttl: Duration = Field("10s", alias="cacheTtl")
     timeout: Duration = "1s"
     api_token: str | None = Field(None, alias="apiToken")  # a literal or $ENV_VAR
+
+    @model_validator(mode="after")
+    def _templates(self) -> OpenFgaPolicy:
+        for where, text in (("user", self.user), ("relation", self.relation), ("object", self.object)):
+            template_fields(text, where)
+        if self.group_tuple:
+            obj, sep, relation = self.group_tuple.rpartition("#")
+            if not sep or not obj or not relation:
+                raise ValueError(
+                    f"openfga groupTuple: expected 'type:{{group}}#relation', got {self.group_tuple!r}"
+                )
+            template_fields(obj, "groupTuple")
+        return self
 
 
 class ModelAccess(Strict):

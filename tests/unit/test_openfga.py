@@ -351,3 +351,18 @@ def test_the_listing_fails_closed_too(fga: RunningFga, server: FgaServer) -> Non
     server.fail_status = 500
     with pytest.raises(Unavailable):
         allowed(policy(fga.url), DAVE_ENG)
+
+
+def test_check_reports_a_bad_template_with_its_line() -> None:
+    from extproc.config.loader import ConfigError, parse_text
+
+    route = _route("fga", {"model": "gpt-4o"})
+    route["policies"] = {
+        "openfga": {"url": "http://127.0.0.1:9", "storeId": STORE_ID, "object": "llm_model:{modle}"}
+    }
+    config = {"binds": [{"port": 3000, "listeners": [{"routes": [route]}]}]}
+    with pytest.raises(ConfigError) as err:
+        parse_text(yaml.safe_dump(config, sort_keys=False), "gw.yaml")
+    (issue,) = err.value.issues
+    assert "policies.openfga" in str(issue) and "unknown placeholder" in str(issue)
+    assert str(issue).startswith("gw.yaml:")
