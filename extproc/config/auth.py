@@ -7,12 +7,13 @@ A route with any of them is checked by the authz sidecar (ext_authz), failing cl
 
 from __future__ import annotations
 
+import json
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
-from extproc.config.base import Duration, Strict
+from extproc.config.base import Duration, Strict, parse_duration
 
 # --- who calls ------------------------------------------------------------
 
@@ -66,9 +67,61 @@ class JwksUrl(Strict):
     # How long a fetched key set is used before it is fetched again (an unknown kid refetches sooner).
     cache_duration: Duration = Field("5m", alias="cacheDuration")
 
+    @field_validator("url")
+    @classmethod
+    def _http(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("the JWKS url must be http:// or https://")
+        return v
+
+    @field_validator("cache_duration")
+    @classmethod
+    def _duration(cls, v: Duration) -> Duration:
+        if parse_duration(v) <= 0:
+            raise ValueError("cacheDuration must be positive")
+        return v
+
+
+def _jwks_kind(value: Any) -> str | None:
+    """Which form a ``jwks`` value is, by its keys: a plain union would take ``{url: ...}`` for
+    an inline key set (a dict), and a typo in it would pass unnoticed."""
+    if isinstance(value, str):
+        return "json"
+    if isinstance(value, JwksFile):
+        return "file"
+    if isinstance(value, JwksUrl):
+        return "url"
+    if isinstance(value, dict):
+        for key, kind in (("keys", "inline"), ("file", "file"), ("url", "url")):
+            if key in value:
+                return kind
+    return None
+
+
+def _inline_keys(value: str | dict[str, Any]) -> str | dict[str, Any]:
+    doc = value
+    if isinstance(value, str):
+        try:
+            doc = json.loads(value)
+        except ValueError as exc:
+            raise ValueError(f"inline jwks is not JSON: {exc}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("keys"), list) or not doc["keys"]:
+        raise ValueError('an inline jwks is a JSON Web Key Set: {"keys": [...]} with at least one key')
+    return value
+
+
+_InlineJson = Annotated[str, Tag("json")]
+_InlineSet = Annotated[dict[str, Any], Tag("inline")]
 
 # Inline JWKS JSON (a string or the object itself), a file, or a URL.
-Jwks = str | dict[str, Any] | JwksFile | JwksUrl
+Jwks = Annotated[
+    _InlineJson | _InlineSet | Annotated[JwksFile, Tag("file")] | Annotated[JwksUrl, Tag("url")],
+    Discriminator(
+        _jwks_kind,
+        custom_error_type="jwks",
+        custom_error_message='jwks is inline JSON (a string or {"keys": [...]}), {file: path} or {url: ...}',
+    ),
+]
 
 
 class JwtClaims(Strict):
@@ -88,6 +141,17 @@ class JwtProvider(Strict):
     issuer: str
     audiences: list[str] | None = None
     jwks: Jwks
+
+    @field_validator("jwks")
+    @classmethod
+    def _inline(cls, v: Any) -> Any:
+        return _inline_keys(v) if isinstance(v, str | dict) else v
+
+
+# The signature algorithms a JWKS of public keys can serve (pyjwt's names).
+_ASYMMETRIC = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
 
 
 class JwtAuthPolicy(Strict):
@@ -111,9 +175,21 @@ class JwtAuthPolicy(Strict):
             raise ValueError("set issuer and jwks, or providers[], not both")
         if inline and (self.issuer is None or self.jwks is None):
             raise ValueError("issuer and jwks go together")
-        bad = [a for a in self.algorithms if a == "none" or a.upper().startswith("HS")]
+        bad = [a for a in self.algorithms if a.lower() == "none" or a.upper().startswith("HS")]
         if bad:
             raise ValueError(f"algorithms {bad} are not allowed: keys come from a JWKS of public keys")
+        unknown = [a for a in self.algorithms if a not in _ASYMMETRIC]
+        if unknown:
+            raise ValueError(f"algorithms {unknown} are unknown: use some of {sorted(_ASYMMETRIC)}")
+        if not self.algorithms:
+            raise ValueError("algorithms must name at least one algorithm")
+        if isinstance(self.jwks, str | dict):
+            _inline_keys(self.jwks)
+        issuers = [p.issuer for p in self.all_providers()]
+        if len(set(issuers)) != len(issuers):
+            raise ValueError("two providers have the same issuer: a token's iss picks its provider")
+        if parse_duration(self.leeway) < 0:
+            raise ValueError("leeway cannot be negative")
         return self
 
     def all_providers(self) -> list[JwtProvider]:
