@@ -7,9 +7,9 @@ A route with any of them is checked by the authz sidecar (ext_authz), failing cl
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from extproc.config.base import Duration, Strict
 
@@ -126,6 +126,16 @@ class Rule(Strict):
     deny: str | None = None
     require: str | None = None
 
+    @field_validator("allow", "deny", "require")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        # Compiled when the config loads, so a bad rule is a config error naming its field.
+        if value is not None:
+            from extproc.authz.cel_expr import compile_expression
+
+            compile_expression(value)
+        return value
+
     @model_validator(mode="after")
     def _one(self) -> Rule:
         if sum(x is not None for x in (self.allow, self.deny, self.require)) != 1:
@@ -133,9 +143,13 @@ class Rule(Strict):
         return self
 
 
+def _bare_string_allows(value: Any) -> Any:
+    return {"allow": value} if isinstance(value, str) else value
+
+
 class AuthorizationPolicy(Strict):
-    # A bare string is an allow rule.
-    rules: list[str | Rule]
+    # A bare string is an allow rule (read as one here, so an error names rules[i], not a union member).
+    rules: list[Annotated[Rule, BeforeValidator(_bare_string_allows)]]
 
 
 class OpaPolicy(Strict):
