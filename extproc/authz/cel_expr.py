@@ -55,6 +55,34 @@ def compile_expression(source: str) -> cel.Program:
     return program
 
 
+def fields_used(sources: list[str]) -> dict[str, frozenset[str] | None]:
+    """For each variable the expressions use, the fields they read (None: the whole value).
+
+    Converting a value into CEL costs microseconds per string, so a request hands the rules only
+    the fields they name: ``jwt.groups`` and ``jwt["email"]`` are fields; any other use of ``jwt``
+    (``size(jwt)``, ``jwt[key]``, the name inside a string literal) asks for all of it.
+    """
+    out: dict[str, frozenset[str] | None] = {}
+    for var in VARIABLES:
+        fields: set[str] | None = set()
+        used = False
+        for source in sources:
+            for m in re.finditer(rf"(?<![.\w]){re.escape(var)}(?!\w)", source):
+                used = True
+                rest = source[m.end() :]
+                field = _FIELD.match(rest)
+                if field is None:
+                    fields = None
+                elif fields is not None:
+                    fields.add(field.group(1) or field.group(2) or field.group(3))
+        if used:
+            out[var] = None if fields is None else frozenset(fields)
+    return out
+
+
+_FIELD = re.compile(r"""\s*(?:\.\s*([A-Za-z_][A-Za-z0-9_]*)|\[\s*"([^"\\]*)"\s*\]|\[\s*'([^'\\]*)'\s*\])""")
+
+
 def extensions_for(programs: list[cel.Program]) -> dict[str, Any]:
     """The extension functions these programs call (``math.greatest`` is reported as ``greatest``)."""
     called = {name for p in programs for name in p.functions()}

@@ -82,7 +82,8 @@ def _headers(value: Any, field: str) -> dict[str, str]:
     for item in maps:
         if not isinstance(item, dict):
             raise DecisionError(f"{field} must be an object or a list of objects")
-        for name, v in item.items():
+        for key, v in item.items():
+            name = key.lower()  # one header whatever its case (Envoy sends them lowercase)
             values = v if isinstance(v, list) else [v]
             if not all(isinstance(x, str) for x in values):
                 raise DecisionError(f"{field}: header {name!r} must be a string or a list of strings")

@@ -189,6 +189,29 @@ def test_extension_functions() -> None:
     assert allowed(rules("math.greatest(1, size(jwt.groups)) == 1"), chat(), ENGINEER)
 
 
+def test_rules_get_only_the_fields_they_read_and_whole_values_when_they_need_them() -> None:
+    # Fewer values to convert into CEL; the same answers.
+    claims = {"sub": "ada", "groups": ["engineering"], "email": "a@corp.com", "iat": 1}
+    caller = Caller(method="jwt", claims=claims)
+    assert allowed(rules('jwt["email"] == "a@corp.com" && jwt.groups[0] == "engineering"'), chat(), caller)
+    assert allowed(rules("size(jwt) == 4"), chat(), caller)
+    assert allowed(rules("size(jwt) == 4 && has(jwt.sub)"), chat(), caller)
+    assert allowed(rules({"deny": "has(jwt.nope)"}, "jwt.iat == 1"), chat(), caller)
+
+
+def test_fields_used() -> None:
+    from extproc.authz.cel_expr import fields_used
+
+    assert fields_used(
+        ['request.method == "POST"', "jwt . groups.exists(g, g == 'x') && jwt['email'] != ''"]
+    ) == {
+        "request": frozenset({"method"}),
+        "jwt": frozenset({"groups", "email"}),
+    }
+    assert fields_used(["size(apiKey) > 0 && apiKey.team == 'a'"]) == {"apiKey": None}
+    assert fields_used(['llm.model == "llm"']) == {"llm": None}  # the name in a literal: all of it
+
+
 # --- bad rules are config errors ---------------------------------------------------------------
 
 CONFIG = """\

@@ -106,13 +106,29 @@ def test_an_allowing_object_carries_headers_and_metadata() -> None:
 def test_a_refusing_object_is_the_policys_own_answer() -> None:
     with pytest.raises(Denial) as info:
         grant_or_denial(
-            {"allowed": False, "http_status": 429, "body": "slow down", "headers": {"retry-after": "5"}}, "t"
+            {
+                "allowed": False,
+                "http_status": 429,
+                "body": '{"slow": "down"}',
+                "headers": {"Retry-After": "5", "Content-Type": "application/json"},
+            },
+            "t",
         )
     resp = denied(info.value, "completions")
     assert resp.denied_response.status.code == 429
-    assert resp.denied_response.body == "slow down"
-    headers = {h.header.key: h.header.value for h in resp.denied_response.headers}
-    assert headers == {"retry-after": "5", "content-type": "text/plain"}
+    assert resp.denied_response.body == '{"slow": "down"}'
+    headers = [(h.header.key, h.header.value) for h in resp.denied_response.headers]
+    assert sorted(headers) == [("content-type", "application/json"), ("retry-after", "5")]
+
+
+def test_a_body_without_a_content_type_is_text() -> None:
+    with pytest.raises(Denial) as info:
+        grant_or_denial({"allowed": False, "body": "no"}, "t")
+    resp = denied(info.value, "completions")
+    assert resp.denied_response.status.code == 403 and resp.denied_response.body == "no"
+    assert [(h.header.key, h.header.value) for h in resp.denied_response.headers] == [
+        ("content-type", "text/plain")
+    ]
 
 
 def test_a_refusing_object_without_status_is_403() -> None:
