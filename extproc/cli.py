@@ -28,6 +28,16 @@ def _load_or_exit(path: str) -> LoadedConfig:
 def cmd_check(args: argparse.Namespace) -> int:
     loaded = _load_or_exit(args.config)
     gw = gateway.build(loaded.config)
+    opa = [(r.id, r.policies.opa) for r in gw.routes if r.policies.opa is not None]
+    if opa:  # Rego compiles only with its files: the config alone cannot say
+        from extproc.authz.opa import policy_file_problems
+
+        problems = policy_file_problems(opa, Path(args.config).resolve().parent)
+        if problems:
+            print(f"policy error{'s' if len(problems) > 1 else ''}:", file=sys.stderr)
+            for problem in problems:
+                print(f"  {problem}", file=sys.stderr)
+            return 2
     missing = sorted({m for up in gw.upstreams_by_id.values() if (m := up.secret()[1])})
     print(f"{args.config}: ok ({len(gw.routes)} routes, {len(gw.upstreams_by_id)} provider endpoints)")
     # The ids Envoy's access log and the sidecars use (an unnamed route's is derived: see gateway.py).

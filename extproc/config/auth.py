@@ -11,7 +11,7 @@ import json
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import Discriminator, Field, Tag, field_validator, model_validator
+from pydantic import BeforeValidator, Discriminator, Field, Tag, field_validator, model_validator
 
 from extproc.config.base import Duration, Strict, parse_duration
 
@@ -209,6 +209,16 @@ class Rule(Strict):
     deny: str | None = None
     require: str | None = None
 
+    @field_validator("allow", "deny", "require")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        # Compiled when the config loads, so a bad rule is a config error naming its field.
+        if value is not None:
+            from extproc.authz.cel_expr import compile_expression
+
+            compile_expression(value)
+        return value
+
     @model_validator(mode="after")
     def _one(self) -> Rule:
         if sum(x is not None for x in (self.allow, self.deny, self.require)) != 1:
@@ -216,9 +226,13 @@ class Rule(Strict):
         return self
 
 
+def _bare_string_allows(value: Any) -> Any:
+    return {"allow": value} if isinstance(value, str) else value
+
+
 class AuthorizationPolicy(Strict):
-    # A bare string is an allow rule.
-    rules: list[str | Rule]
+    # A bare string is an allow rule (read as one here, so an error names rules[i], not a union member).
+    rules: list[Annotated[Rule, BeforeValidator(_bare_string_allows)]]
 
 
 class OpaPolicy(Strict):
