@@ -5,7 +5,6 @@ restart, a broken edit keeping the last good policy, and an OPA server over its 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import shutil
 import threading
@@ -31,7 +30,6 @@ from tests.e2e.conftest import (
 )
 
 SHIPPED = ROOT / "policies" / "authz.rego"
-HAS_JWT_AUTH = importlib.util.find_spec("extproc.authz.jwt_auth") is not None
 ISSUER = "https://keycloak.test/realms/mcp-realm"
 
 BY_MODEL = """\
@@ -133,19 +131,18 @@ def routes(host: str, server: OpaServer, keys: dict) -> list[dict]:
             "opa-server", "/opa-server", {"openAI": {}}, host, OPENAI_KEY, opa={"url": server_url(server)}
         ),
     ]
-    if HAS_JWT_AUTH:
-        jwt_auth = {"issuer": ISSUER, "audiences": ["openweb-ui"], "jwks": keys["jwks"]}
-        out.append(
-            provider_route(
-                "opa-jwt",
-                "/opa-jwt",
-                {"openAI": {}},
-                host,
-                OPENAI_KEY,
-                jwtAuth=jwt_auth,
-                opa={"file": "authz.rego"},
-            )
+    jwt_auth = {"issuer": ISSUER, "audiences": ["openweb-ui"], "jwks": keys["jwks"]}
+    out.append(
+        provider_route(
+            "opa-jwt",
+            "/opa-jwt",
+            {"openAI": {}},
+            host,
+            OPENAI_KEY,
+            jwtAuth=jwt_auth,
+            opa={"file": "authz.rego"},
         )
+    )
     return out
 
 
@@ -227,7 +224,6 @@ def test_shipped_policy_ignores_identity_a_client_sends(gw: Gateway) -> None:
     assert resp.status_code == 403, resp.text
 
 
-@pytest.mark.skipif(not HAS_JWT_AUTH, reason="needs the jwtAuth authenticator (extproc/authz/jwt_auth.py)")
 def test_shipped_policy_with_a_verified_jwt(gw: Gateway, keys: dict) -> None:
     engineer = chat(gw, "/opa-jwt", authorization=f"Bearer {token(keys, ['engineering'])}")
     assert engineer.status_code == 200, engineer.text
