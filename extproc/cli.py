@@ -72,11 +72,12 @@ def _serve(args: argparse.Namespace, which: str) -> int:
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {which} %(levelname)s %(message)s")
     gw = gateway.build(_load_or_exit(args.config).config)
     if which == "extproc":
-        from extproc import tokens, usage_log
+        from extproc import schema, tokens, usage_log
         from extproc.server import serve
 
         usage_log.start()
         tokens.warm_up()  # the tokenizer loads its encodings now, not on a request
+        schema.warm_up()  # and the request validators are built
     else:
         from extproc.authz.server import serve
     from extproc import grpc_serve

@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from extproc import schema
 from extproc.errors import GatewayError
 from extproc.gateway import ResolvedRoute
 
@@ -100,28 +101,36 @@ def _missing(param: str) -> GatewayError:
     )
 
 
+# What an empty body should have been, per API.
+_EXPECTED_BODY = {
+    "completions": 'a JSON chat completions request: {"model": ..., "messages": [...]}',
+    "messages": 'a JSON Messages request: {"model": ..., "max_tokens": ..., "messages": [...]}',
+    "embeddings": 'a JSON embeddings request: {"model": ..., "input": ...}',
+}
+
+
+def empty_body(api: str) -> GatewayError:
+    return GatewayError(
+        400, f"the request body is empty; send {_EXPECTED_BODY.get(api, 'a JSON object')}", code="empty_body"
+    )
+
+
 def parse_body(route: ResolvedRoute, api: str, body: bytes) -> dict[str, Any]:
-    """The parsed body of an LLM API request; raises GatewayError (400) with the reason."""
+    """The parsed body of an LLM API request, checked against its API's shape (``extproc.schema``),
+    so that translators and stages get well-typed values; raises GatewayError (400) with the reason."""
+    if not body.strip():
+        raise empty_body(api)
     try:
         parsed = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise GatewayError(400, f"the request body is not valid JSON: {exc}", code="invalid_json") from None
     if not isinstance(parsed, dict):
         raise GatewayError(400, "the request body must be a JSON object", code="invalid_json")
-    if api in ("completions", "messages"):
-        messages = parsed.get("messages")
-        if messages is None:
-            raise _missing("messages")
-        if not isinstance(messages, list) or not messages:
-            raise GatewayError(
-                400, "'messages' must be a non-empty array", code="invalid_type", param="messages"
-            )
-    if api == "embeddings" and "input" not in parsed:
-        raise _missing("input")
-    model = parsed.get("model")
-    if model is not None and not isinstance(model, str):
-        raise GatewayError(400, "'model' must be a string", code="invalid_type", param="model")
-    if not model and not _model_from_config(route):
+    schema.check_depth(body, parsed)
+    schema.validate(api, parsed)
+    if api in ("completions", "messages") and not parsed["messages"]:
+        raise GatewayError(400, "'messages' must be a non-empty array", code="invalid_type", param="messages")
+    if not parsed.get("model") and not _model_from_config(route):
         raise _missing("model")
     return parsed
 

@@ -43,6 +43,10 @@ def allowed_header(name: str, kind: str, reads_answer: bool, extra: tuple[str, .
         # The gateway reads LLM answers (usage, translation): plain bodies are read soonest.
         # A provider that compresses anyway is still decoded.
         return not reads_answer
+    if name == "content-encoding":
+        # Only beside the body it describes: a passthrough body goes as the client sent it; an
+        # LLM request's body was decoded by the router phase (pipeline.encoding) or is ours.
+        return not reads_answer
     if name in _COMMON or name in PROVIDER_HEADERS.get(kind, ()):
         return True
     return any(name.startswith(p[:-1]) if p.endswith("*") else name == p for p in extra)

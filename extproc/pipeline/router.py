@@ -26,7 +26,7 @@ from extproc import contracts
 from extproc import headers as h
 from extproc.errors import GatewayError
 from extproc.gateway import Gateway, ResolvedRoute, Upstream
-from extproc.pipeline import client_request, outbound
+from extproc.pipeline import client_request, encoding, outbound
 from extproc.pipeline.answer import ResponseReader
 from extproc.pipeline.exchange import AttemptRecord, Exchange, new_request_id
 from extproc.pipeline.identity import caller_identity
@@ -68,6 +68,7 @@ class RouterProcessor:
         self.stages: list[Stage] = []
         self.api = "completions"  # the error shape until the route is known
         self.reader: ResponseReader | None = None
+        self.codings: list[str] = []  # the client body's content-encoding, to undo
 
     # 1 -------------------------------------------------------------------
 
@@ -99,6 +100,11 @@ class RouterProcessor:
             raise GatewayError(
                 405, f"{ex.method} is not allowed on {path}; use GET", code="method_not_allowed"
             )
+        if ex.api in _LLM_APIS:
+            # Refused before the body is read; a passthrough body goes on as sent, with its header.
+            self.codings = encoding.codings(headers.get("content-encoding"))
+            if self.codings and route.needs_authz:
+                raise encoding.not_on_checked_routes(self.codings)
         return Reply(response_header_mode="SEND" if self._wants_response(route) else None)
 
     def _wants_response(self, route: ResolvedRoute) -> bool:
@@ -114,6 +120,8 @@ class RouterProcessor:
             await self._finish(ex, 200, "ok")
             return Reply(immediate=Immediate(200, body, details="gateway_models"))
         if ex.api != "passthrough":
+            if ex.method == "POST":  # a POST without a body: content-length 0, or none at all
+                raise client_request.empty_body(ex.api)
             raise GatewayError(
                 405, f"{ex.method} is not allowed on {ex.path}; use POST", code="method_not_allowed"
             )
@@ -129,6 +137,9 @@ class RouterProcessor:
     async def request_body(self, body: bytes) -> Reply:
         ex = self._exchange()
         parsed = None
+        decoded = bool(self.codings)
+        if decoded:
+            body = encoding.decode(body, self.codings, self.gw.limits.max_request_bytes)
         if ex.api in _LLM_APIS:
             parsed = client_request.parse_body(ex.route, ex.api, body)
             ex.llm = LLMRequest(ex.api, parsed)
@@ -137,6 +148,8 @@ class RouterProcessor:
             await stage.on_request(ex)
         # A stage rewrote the request: serialized once, after every stage has run.
         sent = orjson.dumps(ex.llm.body) if ex.llm is not None and ex.llm.changed else None
+        if sent is None and decoded:
+            sent = body  # the decoded bytes replace the encoded ones Envoy holds
         reply = self._route_decision(ex)
         direct = ex.route.direct_upstream
         if direct is not None:
@@ -144,6 +157,8 @@ class RouterProcessor:
         elif sent is not None:
             reply.body = sent
             reply.set_headers["content-length"] = str(len(sent))
+            if decoded:  # (the egress allowlist drops it on single-provider routes)
+                reply.remove_headers.append("content-encoding")
         return reply
 
     def _route_decision(self, ex: Exchange) -> Reply:

@@ -46,6 +46,13 @@ def gateway_listener(gw: Gateway, port: int, host: str) -> Json:
         "stream_idle_timeout": seconds(max(gw.request_timeout, 300.0)),
         # Virtual hosts match the listener hostname whatever port the client put in Host.
         "strip_any_host_port": True,
+        # Routes match the path as providers read it: dot segments (also percent-encoded ones)
+        # resolved and repeated slashes merged, so /openai/../anthropic/... is the anthropic
+        # route's, and the sidecar and a passthrough provider see that same path. An escaped
+        # slash (%2F) would be a path separator to some servers and not to others: a 400.
+        "normalize_path": True,
+        "merge_slashes": True,
+        "path_with_escaped_slashes_action": "REJECT_REQUEST",
         # Clients cannot send Envoy's control headers nor the gateway's internal ones.
         "early_header_mutation_extensions": filters.early_header_mutations(),
         "access_log": access_log(),

@@ -105,6 +105,47 @@ def _openai_error(message: str, type_: str, code: str) -> Json:
     return _json_body({"error": {"message": message, "type": type_, "param": None, "code": code}})
 
 
+# Envoy's codec refusals: a request line, chunk or content-length it cannot parse (400),
+# HTTP/1.0 (426), too many or too large headers (431). They carry no response flag and come
+# before the router phase recorded an API, which is how they are told apart.
+_CODEC_MESSAGES = {
+    400: "the request is not valid HTTP (%RESPONSE_CODE_DETAILS%)",
+    426: "HTTP/1.0 and older are not supported; use HTTP/1.1 or HTTP/2",
+    431: "the request headers are too many or too large (%RESPONSE_CODE_DETAILS%)",
+}
+
+
+def _codec_mappers(anthropic_client: Json) -> list[Json]:
+    mappers: list[Json] = []
+    for status, message in _CODEC_MESSAGES.items():
+        is_status = _status_is(status, f"gw.codec.{status}")
+        # An authz denial with this status has no API recorded either: its own body stays
+        # (matched here, so not rewritten below).
+        mappers.append(
+            {
+                "filter": {
+                    "and_filter": {"filters": [is_status, {"response_flag_filter": {"flags": ["UAEX"]}}]}
+                }
+            }
+        )
+        codec = {"and_filter": {"filters": [is_status, _api_is("-", True)]}}
+        mappers.append(
+            {
+                "filter": {"and_filter": {"filters": [codec, anthropic_client]}},
+                "body_format_override": _anthropic_error("invalid_request_error", message),
+            }
+        )
+        mappers.append(
+            {
+                "filter": codec,
+                "body_format_override": _openai_error(
+                    message, "invalid_request_error", "%RESPONSE_CODE_DETAILS%"
+                ),
+            }
+        )
+    return mappers
+
+
 def local_reply_config(gw: Gateway) -> Json:
     """Envoy-generated errors as the client API's error JSON (never a text body)."""
     limit = gw.limits.max_request_bytes
@@ -119,7 +160,7 @@ def local_reply_config(gw: Gateway) -> Json:
         }
     }
     anthropic_client = {"or_filter": {"filters": [_api_is("messages", False), _no_api_and_messages_path()]}}
-    mappers = []
+    mappers = _codec_mappers(anthropic_client)
     for status in _LOCAL_REPLY_STATUSES:
         is_status = _status_is(status, f"gw.status.{status}")
         message = messages.get(status, "%LOCAL_REPLY_BODY%")

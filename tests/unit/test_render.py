@@ -115,7 +115,7 @@ def test_envoy_error_shape_follows_recorded_client_api() -> None:
     mapper = next(
         m
         for m in hcm["local_reply_config"]["mappers"]
-        if m["body_format_override"]["json_format"].get("type")
+        if m.get("body_format_override", {}).get("json_format", {}).get("type")
     )
     text = yaml.safe_dump(mapper["filter"])
     assert "metadata_filter" in text and "io.llm_gateway" in text
