@@ -365,3 +365,18 @@ def test_config_with_fields_is_valid_for_envoy(tmp_path: Path) -> None:
         [envoy_binary(), "--mode", "validate", "-c", str(out)], capture_output=True, text=True
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_every_reply_envoy_makes_is_fixed_words_in_both_client_shapes() -> None:
+    """No formatter in any body (``%RESPONSE_CODE_DETAILS%`` once showed Envoy's internals), every
+    flag Envoy answers with covered (overflow too), each case in Anthropic's shape and OpenAI's."""
+    _, rendered = _default()
+    mappers = _hcm(rendered)["local_reply_config"]["mappers"]
+    text = yaml.safe_dump([m["body_format_override"] for m in mappers])
+    assert "%" not in text
+    flags = {f for m in mappers for f in yaml.safe_dump(m["filter"]).split() if f.isupper() and len(f) <= 5}
+    assert set("UT UF UC UH UO URX NR OM DF RL UPE LR UMSDR NC SI".split()) <= flags
+    shapes = [("type" in m["body_format_override"]["json_format"]) for m in mappers]
+    assert shapes == [True, False] * (len(mappers) // 2)  # Anthropic's first (it is the narrower match)
+    codes = [m["body_format_override"]["json_format"]["error"].get("code") for m in mappers[1::2]]
+    assert all(code and code.islower() for code in codes), codes
