@@ -174,7 +174,7 @@ def envoy_replies(gw: Gateway) -> list[EnvoyReply]:
             503,
             "gateway_unavailable",
             "the gateway could not check whether this request is allowed: its authorization service "
-            "did not answer" + RETRY,
+            "is unavailable" + RETRY,
             rewrite_status=True,
         ),
         EnvoyReply(_flags("UT", "UMSDR"), 504, "provider_timeout", "the provider did not answer in time"),
