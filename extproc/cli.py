@@ -99,6 +99,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from extproc.ports import PortInUse
     from extproc.supervisor import Stack
 
+    # The supervisor's own lines (restarts, warnings) beside the children's output.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s supervisor %(levelname)s %(message)s")
     loaded = _load_or_exit(args.config)
     stack = Stack(
         config_path=args.config,
@@ -117,7 +119,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = loaded.config.config
     print(
         f"gateway ready: listening on {ports}; ready on :{cfg.readiness_port}/ready, "
-        f"metrics on :{cfg.metrics_port}/metrics; Ctrl-C stops",
+        f"metrics on :{cfg.metrics_port}/metrics; what exits is restarted; Ctrl-C stops",
         flush=True,
     )
     return stack.wait()

@@ -214,6 +214,10 @@ class Gateway:
     def sidecar_timeout(self) -> float:
         return parse_duration(self.limits.sidecar_timeout)
 
+    def limit_seconds(self, name: str) -> float:
+        """A duration of ``config.limits`` by its field name (``upload_timeout``), in seconds."""
+        return parse_duration(getattr(self.limits, name))
+
 
 def _split_host(hostport: str) -> tuple[str, int]:
     host, _, port = hostport.rpartition(":")

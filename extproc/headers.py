@@ -13,6 +13,7 @@ METADATA_NAMESPACE = "io.llm_gateway"
 API = "api"  # the client API: completions, messages, models, embeddings, passthrough
 PATH = "path"  # the client's path after urlRewrite
 REQUEST_ID = "request_id"  # the gateway-made request id (access log, upstream phase)
+CLIENT_ID = "client_request_id"  # the client's own x-request-id, as it sent it (access log)
 
 # ext_authz's dynamic metadata lands in the filter's own namespace; the identity rides in it
 # under extproc.contracts.IDENTITY_KEY. The check names its gateway route in this context key.
@@ -46,3 +47,7 @@ CREDENTIAL_HEADERS: tuple[str, ...] = (
     "x-amz-content-sha256",
     "cookie",
 )
+
+# The client's own x-request-id, copied by Envoy before it replaces x-request-id with its own
+# (render/filters.py): kept for the usage record and the access log, never trusted as an id.
+CLIENT_REQUEST_ID = "x-gw-client-request-id"

@@ -19,6 +19,11 @@ storage (Redis) for limits and prometheus-client's multiprocess mode for metrics
 neither exists yet, so starting more than one worker logs a warning saying so.
 Per-request state is not affected: what the upstream phase needs travels in
 Envoy's dynamic metadata.
+
+Once the gateway is ready, a child that exits unasked (Envoy, a sidecar, an extproc worker,
+the mock) is restarted on its own, with backoff (extproc/restart.py): Envoy answers JSON 503s
+for what needs a missing sidecar meanwhile, and traffic recovers by itself. ``stop_one`` is a
+deliberate stop and is never undone; ``stop`` stops the watchdog first, then everything.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ import yaml
 from extproc import gateway, ports
 from extproc import render as envoy_config
 from extproc.config.loader import load
+from extproc.restart import Backoff, Watchdog, describe_exit
 
 log = logging.getLogger("gateway.supervisor")
 
@@ -74,13 +80,25 @@ class Stack:
     envoy_concurrency: int | None = None  # Envoy worker threads; None = one per core
     envoy_log_level: str = "warning"
     quiet: bool = False
+    backoff: Backoff = field(default_factory=Backoff)  # restarts after an unasked exit
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        self.watchdog = Watchdog(self._start_child, self._restarted, self._last_line, self.backoff)
+
+    def _start_child(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+        if not self.quiet:
+            return subprocess.Popen(argv, start_new_session=True)
+        with open(self.workdir / f"{name}.log", "ab") as out:  # the child keeps its own copy
+            return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
     def _spawn(self, name: str, argv: list[str]) -> None:
-        out = open(self.workdir / f"{name}.log", "ab") if self.quiet else None  # noqa: SIM115 - child owns it
-        self.procs[name] = subprocess.Popen(
-            argv, stdout=out, stderr=subprocess.STDOUT if out else None, start_new_session=True
-        )
+        proc = self._start_child(name, argv)
+        self.procs[name] = proc
+        self.watchdog.watch(name, argv, proc)
+
+    def _restarted(self, name: str, proc: subprocess.Popen[bytes]) -> None:
+        self.procs[name] = proc  # called by the watchdog, holding its lock
 
     def render(self) -> Path:
         loaded = load(self.config_path)
@@ -148,6 +166,7 @@ class Stack:
             ],
         )
         self.wait_ready(timeout)
+        self.watchdog.start()
 
     def wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -155,10 +174,11 @@ class Stack:
         while time.monotonic() < deadline:
             for name, proc in self.procs.items():
                 if proc.poll() is not None:
+                    said = self._last_line(name)
                     self.stop()
                     raise RuntimeError(
-                        f"{name} exited with {proc.returncode} during startup{self._last_line(name)} "
-                        f"(logs in {self.workdir})"
+                        f"{name} {describe_exit(proc.returncode)} during startup"
+                        f"{f': {said}' if said else ''} (logs in {self.workdir})"
                     )
             try:
                 with urllib.request.urlopen(url, timeout=1) as resp:
@@ -171,15 +191,22 @@ class Stack:
         raise TimeoutError(f"the gateway was not ready within {timeout}s (logs in {self.workdir})")
 
     def _last_line(self, name: str) -> str:
-        """``: <the last line of its log>`` when its output went to a log file."""
+        """The last line of its log when its output went to a log file, else ""."""
+        if not self.quiet:
+            return ""
         try:
-            lines = (self.workdir / f"{name}.log").read_text(errors="replace").strip().splitlines()
+            with open(self.workdir / f"{name}.log", "rb") as f:
+                f.seek(max(0, f.seek(0, os.SEEK_END) - 4096))  # the end is enough
+                lines = f.read().decode(errors="replace").strip().splitlines()
         except OSError:
             return ""
-        return f": {lines[-1]}" if self.quiet and lines else ""
+        return lines[-1] if lines else ""
 
     def stop_one(self, name: str) -> None:
-        proc = self.procs.pop(name, None)
+        """Stop one child for good: the watchdog forgets it first, so it is not restarted."""
+        with self.watchdog.lock:
+            self.watchdog.forget(name)
+            proc = self.procs.pop(name, None)
         if proc and proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
             try:
@@ -187,14 +214,17 @@ class Stack:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+        elif proc:
+            proc.wait()
 
     def stop(self) -> None:
+        self.watchdog.stop()  # nothing is restarted from here on
         # Envoy first, so no request reaches a sidecar that is going away.
         for name in ("envoy", *[n for n in list(self.procs) if n != "envoy"]):
             self.stop_one(name)
 
     def wait(self) -> int:
-        """Block until a child exits or we are signalled; then stop everything."""
+        """Serve until signalled (SIGINT, SIGTERM), restarting what exits meanwhile; then stop."""
         stopping = False
 
         def on_signal(signum: int, _frame: object) -> None:
@@ -203,14 +233,7 @@ class Stack:
 
         signal.signal(signal.SIGINT, on_signal)
         signal.signal(signal.SIGTERM, on_signal)
-        code = 0
         while not stopping:
-            for name, proc in self.procs.items():
-                if proc.poll() is not None:
-                    print(f"gateway: {name} exited with {proc.returncode}; stopping", file=sys.stderr)
-                    code = proc.returncode or 1
-                    stopping = True
-                    break
             time.sleep(0.2)
         self.stop()
-        return code
+        return 0

@@ -108,12 +108,35 @@ class Limits(Strict):
     max_request_bytes: int = Field(10 * 1024 * 1024, alias="maxRequestBytes", ge=1024)
     request_timeout: Duration = Field("120s", alias="requestTimeout")
     sidecar_timeout: Duration = Field("5s", alias="sidecarTimeout")
+    # Slow clients (README, "Slow and hostile clients"): a client has this long for its request
+    # headers, and this long for its whole request (headers and body, up to the provider). Neither
+    # bounds the answer: a long stream is not cut by them.
+    request_headers_timeout: Duration = Field("10s", alias="requestHeadersTimeout")
+    upload_timeout: Duration = Field("60s", alias="uploadTimeout")
+    # Downstream connections Envoy accepts at once (all listeners); a connection idle this long is
+    # closed. Each backend and sidecar cluster allows as many requests at once.
+    max_connections: int = Field(10000, alias="maxConnections", ge=16)
+    idle_connection_timeout: Duration = Field("60s", alias="idleConnectionTimeout")
+
+
+# Limits that are durations: each must parse (semantic_problems).
+DURATION_LIMITS = (
+    "request_timeout",
+    "sidecar_timeout",
+    "request_headers_timeout",
+    "upload_timeout",
+    "idle_connection_timeout",
+)
 
 
 class GlobalConfig(Strict):
     admin_port: int = Field(15000, alias="adminPort")
     metrics_port: int = Field(15020, alias="metricsPort")
     readiness_port: int = Field(15021, alias="readinessPort")
+    # Proxies in front of the gateway whose X-Forwarded-For entries are trusted: 0 (the default)
+    # when clients connect to Envoy directly, so the client address is the connection's and a
+    # client's own X-Forwarded-For is never believed. Envoy appends the peer it saw either way.
+    xff_num_trusted_hops: int = Field(0, alias="xffNumTrustedHops", ge=0, le=16)
     limits: Limits = Limits()
 
 
@@ -145,7 +168,7 @@ class GatewayConfig(Strict):
                 problems.append(
                     (("binds", bi, "port"), f"port {bind.port} is reserved for admin/metrics/readiness")
                 )
-        for name in ("request_timeout", "sidecar_timeout"):
+        for name in DURATION_LIMITS:
             try:
                 parse_duration(getattr(self.config.limits, name))
             except ValueError as exc:

@@ -95,6 +95,24 @@ def models_listing(route: ResolvedRoute, allowed: list[str] | None = None) -> by
     return orjson.dumps({"object": "list", "data": data})
 
 
+def require_json(headers: dict[str, str]) -> None:
+    """The LLM APIs take JSON bodies only, said so by ``content-type: application/json``.
+
+    That is what keeps a hostile web page from spending the gateway's provider keys: a browser
+    sends a cross-origin POST without asking first only with a "simple" content type (text/plain,
+    a form, multipart) or none, and this refuses those; for application/json it must ask first
+    (a CORS preflight), which Envoy answers per the route's ``cors`` policy, and without one
+    refuses. SDKs and ``curl -H 'content-type: application/json'`` send it."""
+    sent = headers.get("content-type", "")
+    if sent.split(";", 1)[0].strip().lower() != "application/json":
+        shown = f"{sent[:80]!r}" if sent else "none"
+        raise GatewayError(
+            415,
+            f"send the request body as JSON with content-type: application/json (this request's: {shown})",
+            code="unsupported_media_type",
+        )
+
+
 def _missing(param: str) -> GatewayError:
     return GatewayError(
         400, f"missing required parameter: '{param}'", code="missing_required_parameter", param=param

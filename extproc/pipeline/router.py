@@ -53,8 +53,12 @@ def forward_of(route: ResolvedRoute) -> tuple[str, ...]:
 
 
 def _envoy_keys(ex: Exchange, path: str) -> dict[str, str]:
-    """The plain metadata keys Envoy's access log and local-reply mappers read."""
-    return {h.API: ex.api, h.PATH: path, h.REQUEST_ID: ex.request_id}
+    """The plain metadata keys Envoy's access log and local-reply mappers read. The client's own
+    request id goes by metadata too: its header is gone by the time Envoy logs (egress allowlist)."""
+    keys = {h.API: ex.api, h.PATH: path, h.REQUEST_ID: ex.request_id}
+    if ex.client_request_id is not None:
+        keys[h.CLIENT_ID] = ex.client_request_id
+    return keys
 
 
 class RouterProcessor:
@@ -86,7 +90,7 @@ class RouterProcessor:
             api=self.api,
             method=headers.get(":method", "GET"),
             path=path,
-            client_request_id=headers.get("x-request-id"),
+            client_request_id=headers.get(h.CLIENT_REQUEST_ID),
             headers=headers,
         )
         self.ex = ex
@@ -101,6 +105,7 @@ class RouterProcessor:
                 405, f"{ex.method} is not allowed on {path}; use GET", code="method_not_allowed"
             )
         if ex.api in _LLM_APIS:
+            client_request.require_json(headers)
             # Refused before the body is read; a passthrough body goes on as sent, with its header.
             self.codings = encoding.codings(headers.get("content-encoding"))
             if self.codings and route.needs_authz:

@@ -7,12 +7,30 @@ from extproc.render.clusters import admin_cluster, backend_cluster, sidecar_clus
 from extproc.render.common import (
     AUTHZ_CLUSTER,
     EXTPROC_CLUSTER,
-    MAX_DOWNSTREAM_CONNECTIONS,
     Json,
     SidecarAddresses,
     socket_address,
+    typed,
 )
 from extproc.render.listeners import gateway_listener, metrics_listener, readiness_listener
+
+
+def overload_manager(max_connections: int) -> Json:
+    """At most ``limits.maxConnections`` downstream connections at once, over all listeners: past
+    it Envoy closes new connections at once (no HTTP reply is possible before a request). Idle
+    and slow clients are bounded by the listener's timeouts (listeners.py)."""
+    monitor = "envoy.resource_monitors.global_downstream_max_connections"
+    return {
+        "resource_monitors": [
+            {
+                "name": monitor,
+                "typed_config": typed(
+                    "envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig",
+                    max_active_downstream_connections=max_connections,
+                ),
+            }
+        ]
+    }
 
 
 def render(gw: Gateway, addrs: SidecarAddresses | None = None) -> Json:
@@ -20,9 +38,10 @@ def render(gw: Gateway, addrs: SidecarAddresses | None = None) -> Json:
     addrs = addrs or SidecarAddresses()
     admin_port = gw.config.config.admin_port
     ports = sorted({b.port for b in gw.config.binds})
+    limit = gw.limits.max_connections
     clusters = [
-        sidecar_cluster(EXTPROC_CLUSTER, addrs.extproc, gw.sidecar_timeout),
-        sidecar_cluster(AUTHZ_CLUSTER, addrs.authz, gw.sidecar_timeout),
+        sidecar_cluster(EXTPROC_CLUSTER, addrs.extproc, gw.sidecar_timeout, limit),
+        sidecar_cluster(AUTHZ_CLUSTER, addrs.authz, gw.sidecar_timeout, limit),
         admin_cluster(addrs.admin_host if addrs.admin_host != "0.0.0.0" else "127.0.0.1", admin_port),
     ]
     clusters += [
@@ -34,14 +53,5 @@ def render(gw: Gateway, addrs: SidecarAddresses | None = None) -> Json:
         "node": {"id": "llm-gateway", "cluster": "llm-gateway"},
         "admin": {"address": socket_address(addrs.admin_host, admin_port)},
         "static_resources": {"listeners": listeners, "clusters": clusters},
-        "layered_runtime": {
-            "layers": [
-                {
-                    "name": "static",
-                    "static_layer": {
-                        "overload": {"global_downstream_max_connections": MAX_DOWNSTREAM_CONNECTIONS}
-                    },
-                }
-            ]
-        },
+        "overload_manager": overload_manager(limit),
     }

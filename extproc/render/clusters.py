@@ -13,7 +13,6 @@ from extproc.gateway import Gateway, ResolvedBackend, Upstream
 from extproc.headers import METADATA_NAMESPACE
 from extproc.render.common import (
     ADMIN_CLUSTER,
-    MAX_DOWNSTREAM_CONNECTIONS,
     Json,
     seconds,
     socket_address,
@@ -28,8 +27,8 @@ _SOCKET_MATCH = "envoy.transport_socket_match"
 _PLAINTEXT = "plaintext"
 
 
-def circuit_breakers() -> Json:
-    """Limits sized to what the listener accepts, not Envoy's defaults.
+def circuit_breakers(limit: int) -> Json:
+    """Limits sized to what the listeners accept (``limits.maxConnections``), not Envoy's defaults.
 
     Envoy's defaults (1024 connections, pending requests and requests, and 3 concurrent retries
     per cluster) suit short RPCs. Here a request lasts seconds to minutes, and a retry is how
@@ -39,7 +38,6 @@ def circuit_breakers() -> Json:
     failing primary's retries go to the next provider group, which is the traffic failover must
     carry, so no cluster-wide retry budget is set: the cap equals the request cap. Provider
     rate limits are the providers' to enforce (their 429s are what fails over)."""
-    limit = MAX_DOWNSTREAM_CONNECTIONS
     return {
         "thresholds": [
             {
@@ -53,7 +51,7 @@ def circuit_breakers() -> Json:
     }
 
 
-def sidecar_cluster(name: str, address: str, timeout: float) -> Json:
+def sidecar_cluster(name: str, address: str, timeout: float, max_requests: int) -> Json:
     host, port = split_hostport(address)
     return {
         "name": name,
@@ -62,7 +60,7 @@ def sidecar_cluster(name: str, address: str, timeout: float) -> Json:
         "connect_timeout": seconds(min(timeout, 1.0)),
         "per_connection_buffer_limit_bytes": 64 * 1024 * 1024,
         # Each request holds a gRPC stream open for as long as it runs (two when it fails over).
-        "circuit_breakers": circuit_breakers(),
+        "circuit_breakers": circuit_breakers(max_requests),
         "typed_extension_protocol_options": {
             _HTTP_OPTIONS: typed(
                 _HTTP_OPTIONS,
@@ -206,7 +204,7 @@ def backend_cluster(backend: ResolvedBackend, gw: Gateway, direct: bool) -> Json
         "dns_lookup_family": "V4_PREFERRED",
         "connect_timeout": "5s",
         "per_connection_buffer_limit_bytes": 64 * 1024 * 1024,
-        "circuit_breakers": circuit_breakers(),
+        "circuit_breakers": circuit_breakers(gw.limits.max_connections),
         "load_assignment": {
             "cluster_name": backend.cluster,
             "endpoints": [{"priority": p, "lb_endpoints": eps} for p, eps in sorted(priorities.items())],

@@ -12,11 +12,6 @@ EXTPROC_CLUSTER = "gw_extproc"
 AUTHZ_CLUSTER = "gw_authz"
 ADMIN_CLUSTER = "gw_admin"
 
-# The most downstream connections Envoy accepts (its overload manager's limit). Every other
-# concurrency limit in the bootstrap is sized from it, so nothing behind the listener refuses
-# a request the listener accepted.
-MAX_DOWNSTREAM_CONNECTIONS = 50000
-
 
 @dataclass(frozen=True)
 class SidecarAddresses:

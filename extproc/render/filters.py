@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from extproc.gateway import Gateway, ResolvedRoute
-from extproc.headers import AUTHZ_NAMESPACE, AUTHZ_ROUTE_KEY, METADATA_NAMESPACE
+from extproc.headers import AUTHZ_NAMESPACE, AUTHZ_ROUTE_KEY, CLIENT_REQUEST_ID, METADATA_NAMESPACE
 from extproc.render.common import AUTHZ_CLUSTER, EXTPROC_CLUSTER, Json, seconds, typed
 
 EXT_PROC = "envoy.filters.http.ext_proc"
@@ -173,15 +173,28 @@ def gateway_chain(gw: Gateway) -> list[Json]:
 
 def early_header_mutations() -> list[Json]:
     """Removes the forbidden prefixes as soon as the request headers are parsed: before Envoy
-    classifies the request as internal or not, before routing, before any filter or sidecar."""
+    classifies the request as internal or not, before routing, before any filter or sidecar.
+
+    Then the client's x-request-id is copied to ``x-gw-client-request-id`` (after the removal, so
+    only this copy can set it): Envoy replaces x-request-id with its own next (listeners.py,
+    ``client_trust``), and the usage record and access log still show what the client sent."""
+    copy_client_id = {
+        "append": {
+            "header": {"key": CLIENT_REQUEST_ID, "value": "%REQ(x-request-id)%"},
+            "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+        }
+    }
     return [
         {
             "name": "envoy.http.early_header_mutation.header_mutation",
             "typed_config": typed(
                 "envoy.extensions.http.early_header_mutation.header_mutation.v3.HeaderMutation",
                 mutations=[
-                    {"remove_on_match": {"key_matcher": {"prefix": prefix, "ignore_case": True}}}
-                    for prefix in CLIENT_FORBIDDEN_PREFIXES
+                    *(
+                        {"remove_on_match": {"key_matcher": {"prefix": prefix, "ignore_case": True}}}
+                        for prefix in CLIENT_FORBIDDEN_PREFIXES
+                    ),
+                    copy_client_id,
                 ],
             ),
         }

@@ -16,6 +16,9 @@ from extproc.render.common import (
 from extproc.render.local_replies import access_log, local_reply_config
 from extproc.render.routes import virtual_hosts
 
+# HTTP/2 requests at once on one client connection (Envoy's default is unbounded).
+MAX_STREAMS_PER_CONNECTION = 100
+
 _HCM = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 _NOT_FOUND = {
     "match": {"prefix": "/"},
@@ -42,8 +45,9 @@ def gateway_listener(gw: Gateway, port: int, host: str) -> Json:
     name = f"bind_{port}"
     extra: Json = {
         "local_reply_config": local_reply_config(gw),
-        "request_timeout": "0s",
+        **slow_client_limits(gw),
         "stream_idle_timeout": seconds(max(gw.request_timeout, 300.0)),
+        **client_trust(gw),
         # Virtual hosts match the listener hostname whatever port the client put in Host.
         "strip_any_host_port": True,
         # Routes match the path as providers read it: dot segments (also percent-encoded ones)
@@ -64,6 +68,41 @@ def gateway_listener(gw: Gateway, port: int, host: str) -> Json:
         "filter_chains": [
             {"filters": [_hcm(name, virtual_hosts(gw, port, name), filters.gateway_chain(gw), extra)]}
         ],
+    }
+
+
+def slow_client_limits(gw: Gateway) -> Json:
+    """How long a client may take, and how much it may hold (README, "Slow and hostile clients").
+
+    ``request_headers_timeout``: the headers must arrive this soon after the connection opens
+    (or the previous request ends). ``request_timeout`` (``uploadTimeout``): the whole request,
+    body included, this soon; Envoy disarms it once the request has gone upstream or the answer
+    has begun, so it never cuts a long answer or stream. A client sending half a body and
+    stalling, or dripping a byte every few seconds (which keeps the idle timer alive), is cut
+    with a JSON 408. An idle keep-alive connection is closed after ``idleConnectionTimeout``,
+    and an HTTP/2 connection carries at most 100 requests at once, so one connection cannot
+    take what ``maxConnections`` would grant a hundred."""
+    return {
+        "request_headers_timeout": seconds(gw.limit_seconds("request_headers_timeout")),
+        "request_timeout": seconds(gw.limit_seconds("upload_timeout")),
+        "common_http_protocol_options": {
+            "idle_timeout": seconds(gw.limit_seconds("idle_connection_timeout"))
+        },
+        "http2_protocol_options": {"max_concurrent_streams": MAX_STREAMS_PER_CONNECTION},
+    }
+
+
+def client_trust(gw: Gateway) -> Json:
+    """What Envoy believes of a client's own headers: neither its X-Forwarded-For nor its x-request-id.
+
+    Envoy is the edge: the client address is the connection's peer (or, behind
+    ``xffNumTrustedHops`` proxies, the X-Forwarded-For entry that many hops in), and Envoy appends
+    the peer it saw. Every request is external (no internal address ranges), so Envoy replaces a
+    client's x-request-id with its own; the client's value is kept apart (early header mutation)."""
+    return {
+        "use_remote_address": True,
+        "xff_num_trusted_hops": gw.config.config.xff_num_trusted_hops,
+        "preserve_external_request_id": False,
     }
 
 

@@ -1,50 +1,58 @@
-"""Envoy's own replies (no route, upstream failures, timeouts, body too large, a sidecar down)
-as the client API's error JSON, and the access log line."""
+"""Envoy's own replies (a sidecar frozen or down, a provider unreachable, timeouts, overflow, no
+route, a body too large) as the client API's error JSON, and the access log.
+
+A local reply is anything Envoy answers without a provider's response. Three kinds exist here:
+
+- the gateway's own answers from the extproc sidecar (ImmediateResponse, details ``gateway_*``)
+  and an authz denial (details ``ext_authz_denied``): they carry their JSON already, kept as is;
+- a sidecar that failed (``ext_proc_error_*``: down, frozen past the message timeout, a gRPC
+  error; ``ext_authz_error``): a JSON 503 "retry later" in the client's shape. Envoy answers a
+  frozen ext_proc with 504, rewritten to 503: nothing upstream timed out, the gateway itself
+  is unavailable, as when the sidecar is down;
+- Envoy's own (response flags, the buffer filter's 413, the request timeouts' 408): words per
+  case, in the client's shape.
+
+Messages and codes are fixed words a client can act on, never Envoy's details
+(``ext_proc_error_gRPC_error_14{...}``): the access log keeps those (``details``, ``flags``).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from extproc.gateway import Gateway
-from extproc.headers import API, METADATA_NAMESPACE
+from extproc.headers import API, CLIENT_ID, METADATA_NAMESPACE
 from extproc.render.common import Json, typed
 from extproc.translate import messages_common
 from extproc.translate.base import openai_error_type
 
-# ``id`` is the gateway's own request id (the router phase records it); ``client_id`` is the
-# client's x-request-id, printed but never trusted as the id. The path is the client's as the
-# router phase recorded it; ``upstream_path`` is :path as it left (the provider's), or the
-# client's when the gateway answered before the body, without its query: authz refuses an API
-# key sent in the URL before the router phase, and that key must not reach the log either.
-ACCESS_LOG_FORMAT = (
-    '[%START_TIME%] "%REQ(:METHOD)% %DYNAMIC_METADATA(io.llm_gateway:path)% %PROTOCOL%" '
-    "%RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT% %DURATION%ms "
-    "route=%ROUTE_NAME% upstream=%UPSTREAM_HOST% upstream_path=%PATH(NQ)% "
-    "attempts=%UPSTREAM_REQUEST_ATTEMPT_COUNT% id=%DYNAMIC_METADATA(io.llm_gateway:request_id)% "
-    "client_id=%REQ(X-REQUEST-ID)%\n"
-)
-
-# Envoy's response flags for replies it generates itself (no route, upstream failures...).
-# Not UAEX: an authz denial carries the sidecar's own JSON body (an OPA policy's, say), kept as
-# it is; a down authz sidecar is the status-only 503 mapper below.
-_ENVOY_FLAGS = [
-    "NR",
-    "UF",
-    "UH",
-    "UT",
-    "URX",
-    "UO",
-    "UC",
-    "LR",
-    "UMSDR",
-    "DPE",
-    "UPE",
-    "NC",
-    "OM",
-    "DF",
-    "RL",
-]
-
-# The statuses Envoy's own replies use, each answered in the client API's error type.
-_LOCAL_REPLY_STATUSES = (400, 401, 403, 404, 408, 413, 429, 500, 502, 503, 504)
+# One JSON object per line: Envoy's json_format escapes every value, so nothing a client sends
+# (a path, an x-request-id with a quote) can add a field or a line. ``id`` is the gateway's own
+# request id and ``client_id`` the client's x-request-id (the router phase records both), never
+# trusted as an id; Envoy makes its own x-request-id (``envoy_id``, what providers see). ``path``
+# is the client's as the router phase recorded it; ``upstream_path`` is :path as it left (the
+# provider's), or the client's when the gateway answered before the body. ``client`` is the
+# address Envoy trusts (use_remote_address, xffNumTrustedHops).
+ACCESS_LOG_FIELDS: Json = {
+    "time": "%START_TIME%",
+    "method": "%REQ(:METHOD)%",
+    "path": f"%DYNAMIC_METADATA({METADATA_NAMESPACE}:path)%",
+    "protocol": "%PROTOCOL%",
+    "status": "%RESPONSE_CODE%",
+    "flags": "%RESPONSE_FLAGS%",
+    "details": "%RESPONSE_CODE_DETAILS%",
+    "bytes_received": "%BYTES_RECEIVED%",
+    "bytes_sent": "%BYTES_SENT%",
+    "duration_ms": "%DURATION%",
+    "route": "%ROUTE_NAME%",
+    "upstream": "%UPSTREAM_HOST%",
+    "upstream_path": "%PATH(NQ)%",  # without the query: an API key sent in the URL stays out of the log
+    "attempts": "%UPSTREAM_REQUEST_ATTEMPT_COUNT%",
+    "id": f"%DYNAMIC_METADATA({METADATA_NAMESPACE}:request_id)%",
+    "client_id": f"%DYNAMIC_METADATA({METADATA_NAMESPACE}:{CLIENT_ID})%",
+    "envoy_id": "%REQ(X-REQUEST-ID)%",
+    "client": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
+}
 
 
 def access_log() -> list[Json]:
@@ -53,18 +61,52 @@ def access_log() -> list[Json]:
             "name": "envoy.access_loggers.stdout",
             "typed_config": typed(
                 "envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
-                log_format={"text_format_source": {"inline_string": ACCESS_LOG_FORMAT}},
+                log_format={"json_format": ACCESS_LOG_FIELDS},
             ),
         }
     ]
 
 
-def _status_is(status: int, runtime_key: str) -> Json:
+# --- recognising a local reply ---------------------------------------------------------------------
+
+
+def _cel(expression: str) -> Json:
+    """An access-log filter in CEL: the only one that reads the response code details."""
     return {
-        "status_code_filter": {
-            "comparison": {"op": "EQ", "value": {"default_value": status, "runtime_key": runtime_key}}
+        "extension_filter": {
+            "name": "envoy.access_loggers.extension_filters.cel",
+            "typed_config": typed(
+                "envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter", expression=expression
+            ),
         }
     }
+
+
+def _flags(*flags: str) -> Json:
+    return {"response_flag_filter": {"flags": list(flags)}}
+
+
+def _status(op: str, status: int) -> Json:
+    runtime_key = f"gw.status.{op.lower()}.{status}"
+    return {
+        "status_code_filter": {
+            "comparison": {"op": op, "value": {"default_value": status, "runtime_key": runtime_key}}
+        }
+    }
+
+
+def _all(*filters: Json) -> Json:
+    return {"and_filter": {"filters": list(filters)}}
+
+
+# The gateway's own answers and authz's denials carry their own JSON; everything else is Envoy's.
+_ENVOY_MADE = _cel(
+    "!(response.code_details.startsWith('gateway') || response.code_details == 'ext_authz_denied')"
+)
+
+
+def _envoy_status(status: int) -> Json:
+    return _all(_ENVOY_MADE, _status("EQ", status))
 
 
 def _api_is(api: str, if_unknown: bool) -> Json:
@@ -81,126 +123,149 @@ def _api_is(api: str, if_unknown: bool) -> Json:
     }
 
 
+# Before the router phase ran (a sidecar down or frozen), the client's path tells its API, as
+# client_request.api_of_path reads it: ``.../messages``, a trailing slash or a query allowed.
+_MESSAGES_PATH = r"[^?]*/messages/?(\?.*)?"
+
+
 def _no_api_and_messages_path() -> Json:
-    """Before the router phase ran (sidecar down), the client's path tells its API."""
-    return {
-        "and_filter": {
-            "filters": [
-                _api_is("-", True),  # "-" is never recorded: true only when no API was
-                {"header_filter": {"header": {"name": ":path", "string_match": {"suffix": "/messages"}}}},
-            ]
-        }
-    }
+    path = {"name": ":path", "string_match": {"safe_regex": {"regex": _MESSAGES_PATH}}}
+    # "-" is never recorded: true only when no API was.
+    return _all(_api_is("-", True), {"header_filter": {"header": path}})
+
+
+_ANTHROPIC_CLIENT = {"or_filter": {"filters": [_api_is("messages", False), _no_api_and_messages_path()]}}
+
+
+# --- what the client reads -------------------------------------------------------------------------
+
+RETRY = "; retry later"
+
+
+@dataclass(frozen=True)
+class EnvoyReply:
+    """One kind of reply Envoy makes itself: how to recognise it, and what the client is told."""
+
+    match: Json
+    status: int  # what the client gets
+    code: str  # OpenAI's ``code``: stable, for programs
+    message: str  # for people
+    rewrite_status: bool = False  # Envoy's own status is another one
+
+
+def envoy_replies(gw: Gateway) -> list[EnvoyReply]:
+    """In order: the first that matches answers."""
+    limit = gw.limits.max_request_bytes
+    too_large = f"the request body is larger than this gateway accepts (at most {limit} bytes)"
+    headers, whole = gw.limit_seconds("request_headers_timeout"), gw.limit_seconds("upload_timeout")
+    too_slow = (
+        f"the request did not arrive in time (headers within {headers:g}s, all of it within {whole:g}s)"
+    )
+    return [
+        EnvoyReply(
+            _cel("response.code_details.startsWith('ext_proc_error')"),
+            503,
+            "gateway_unavailable",
+            "the gateway is temporarily unavailable: its request processor did not answer" + RETRY,
+            rewrite_status=True,
+        ),
+        EnvoyReply(
+            _cel("response.code_details == 'ext_authz_error'"),
+            503,
+            "gateway_unavailable",
+            "the gateway could not check whether this request is allowed: its authorization service "
+            "is unavailable" + RETRY,
+            rewrite_status=True,
+        ),
+        EnvoyReply(_flags("UT", "UMSDR"), 504, "provider_timeout", "the provider did not answer in time"),
+        EnvoyReply(
+            _flags("UF"), 503, "provider_unreachable", "the gateway could not connect to the provider"
+        ),
+        EnvoyReply(
+            _flags("DF"), 503, "provider_unreachable", "the provider's host name could not be resolved"
+        ),
+        EnvoyReply(
+            _flags("UC", "LR", "UR"),
+            503,
+            "provider_connection_closed",
+            "the connection to the provider closed before it answered",
+        ),
+        EnvoyReply(
+            _flags("UH", "NC"), 503, "no_provider_available", "no provider of this route is available" + RETRY
+        ),
+        EnvoyReply(
+            _flags("UO"),
+            503,
+            "gateway_overloaded",
+            "the gateway is handling as many requests to this provider as it allows" + RETRY,
+        ),
+        EnvoyReply(_flags("OM"), 503, "gateway_overloaded", "the gateway is overloaded" + RETRY),
+        EnvoyReply(
+            _flags("URX"), 503, "provider_unavailable", "every attempt to reach a provider failed" + RETRY
+        ),
+        EnvoyReply(_flags("UPE"), 502, "bad_upstream_response", "the provider's answer was not valid HTTP"),
+        EnvoyReply(_flags("RL"), 429, "rate_limited", "too many requests" + RETRY),
+        EnvoyReply(
+            _flags("SI"), 408, "idle_timeout", "nothing was sent or received on this request for too long"
+        ),
+        EnvoyReply(_flags("NR"), 404, "route_not_found", "no route of this gateway serves this path"),
+        EnvoyReply(_envoy_status(413), 413, "request_too_large", too_large),
+        EnvoyReply(_envoy_status(408), 408, "request_timeout", too_slow),
+        EnvoyReply(_envoy_status(400), 400, "bad_request", "the request is not HTTP this gateway accepts"),
+        EnvoyReply(
+            _envoy_status(431),
+            431,
+            "request_headers_too_large",
+            "the request's headers are larger than this gateway accepts",
+        ),
+        EnvoyReply(
+            _envoy_status(503), 503, "gateway_unavailable", "the gateway is temporarily unavailable" + RETRY
+        ),
+        EnvoyReply(_envoy_status(504), 504, "gateway_timeout", "the gateway did not answer in time"),
+        # Any other status Envoy makes is still JSON, typed by its class (5xx first: the first
+        # match answers): a 4xx is the client's to fix, a 5xx is not.
+        *(
+            EnvoyReply(
+                _all(_ENVOY_MADE, _status("GE", low)),
+                low,
+                "gateway_error",
+                "the gateway could not handle this request",
+            )
+            for low in (500, 400)
+        ),
+    ]
 
 
 def _json_body(body: Json) -> Json:
     return {"json_format": body, "content_type": "application/json"}
 
 
-def _anthropic_error(type_: str, message: str) -> Json:
-    return _json_body({"type": "error", "error": {"type": type_, "message": message}})
+def _anthropic_error(status: int, message: str) -> Json:
+    error = {"type": messages_common.error_type(status), "message": message}
+    return _json_body({"type": "error", "error": error})
 
 
-def _openai_error(message: str, type_: str, code: str) -> Json:
-    return _json_body({"error": {"message": message, "type": type_, "param": None, "code": code}})
+def _openai_error(status: int, message: str, code: str) -> Json:
+    error = {"message": message, "type": openai_error_type(status), "param": None, "code": code}
+    return _json_body({"error": error})
 
 
-# Envoy's codec refusals: a request line, chunk or content-length it cannot parse (400),
-# HTTP/1.0 (426), too many or too large headers (431). They carry no response flag and come
-# before the router phase recorded an API, which is how they are told apart.
-_CODEC_MESSAGES = {
-    400: "the request is not valid HTTP (%RESPONSE_CODE_DETAILS%)",
-    426: "HTTP/1.0 and older are not supported; use HTTP/1.1 or HTTP/2",
-    431: "the request headers are too many or too large (%RESPONSE_CODE_DETAILS%)",
-}
-
-
-def _codec_mappers(anthropic_client: Json) -> list[Json]:
-    mappers: list[Json] = []
-    for status, message in _CODEC_MESSAGES.items():
-        is_status = _status_is(status, f"gw.codec.{status}")
-        # An authz denial with this status has no API recorded either: its own body stays
-        # (matched here, so not rewritten below).
-        mappers.append(
-            {
-                "filter": {
-                    "and_filter": {"filters": [is_status, {"response_flag_filter": {"flags": ["UAEX"]}}]}
-                }
-            }
-        )
-        codec = {"and_filter": {"filters": [is_status, _api_is("-", True)]}}
-        mappers.append(
-            {
-                "filter": {"and_filter": {"filters": [codec, anthropic_client]}},
-                "body_format_override": _anthropic_error("invalid_request_error", message),
-            }
-        )
-        mappers.append(
-            {
-                "filter": codec,
-                "body_format_override": _openai_error(
-                    message, "invalid_request_error", "%RESPONSE_CODE_DETAILS%"
-                ),
-            }
-        )
-    return mappers
+def _mappers(reply: EnvoyReply) -> list[Json]:
+    status = {"status_code": reply.status} if reply.rewrite_status else {}
+    return [
+        {
+            "filter": _all(reply.match, _ANTHROPIC_CLIENT),
+            **status,
+            "body_format_override": _anthropic_error(reply.status, reply.message),
+        },
+        {
+            "filter": reply.match,
+            **status,
+            "body_format_override": _openai_error(reply.status, reply.message, reply.code),
+        },
+    ]
 
 
 def local_reply_config(gw: Gateway) -> Json:
-    """Envoy-generated errors as the client API's error JSON (never a text body)."""
-    limit = gw.limits.max_request_bytes
-    messages = {413: f"the request body is larger than this gateway accepts (at most {limit} bytes)"}
-    envoy_made = {
-        "or_filter": {
-            "filters": [
-                {"response_flag_filter": {"flags": _ENVOY_FLAGS}},
-                _status_is(413, "gw.413"),
-                _status_is(408, "gw.408"),
-            ]
-        }
-    }
-    anthropic_client = {"or_filter": {"filters": [_api_is("messages", False), _no_api_and_messages_path()]}}
-    mappers = _codec_mappers(anthropic_client)
-    for status in _LOCAL_REPLY_STATUSES:
-        is_status = _status_is(status, f"gw.status.{status}")
-        message = messages.get(status, "%LOCAL_REPLY_BODY%")
-        mappers.append(
-            {
-                "filter": {"and_filter": {"filters": [envoy_made, is_status, anthropic_client]}},
-                "body_format_override": _anthropic_error(messages_common.error_type(status), message),
-            }
-        )
-        mappers.append(
-            {
-                "filter": {"and_filter": {"filters": [envoy_made, is_status]}},
-                "body_format_override": _openai_error(
-                    message, openai_error_type(status), "%RESPONSE_CODE_DETAILS%"
-                ),
-            }
-        )
-    # A 503 with no response flag is a sidecar that failed (status_on_error): the
-    # gateway's own immediate responses never use 503, and provider 503s are not local replies.
-    sidecar_down = _status_is(503, "gw.sidecar")
-    message = "the gateway is unavailable: a sidecar did not answer (%RESPONSE_CODE_DETAILS%)"
-    mappers.append(
-        {
-            "filter": {"and_filter": {"filters": [sidecar_down, anthropic_client]}},
-            "body_format_override": _anthropic_error("overloaded_error", message),
-        }
-    )
-    mappers.append(
-        {
-            "filter": sidecar_down,
-            "body_format_override": _openai_error(message, "service_unavailable", "gateway_unavailable"),
-        }
-    )
-    # Any other Envoy-made status still gets JSON.
-    mappers.append(
-        {
-            "filter": envoy_made,
-            "body_format_override": _openai_error(
-                "%LOCAL_REPLY_BODY%", "server_error", "%RESPONSE_CODE_DETAILS%"
-            ),
-        }
-    )
-    return {"mappers": mappers}
+    """Envoy-made errors as the client API's error JSON (never a text body nor an empty one)."""
+    return {"mappers": [m for reply in envoy_replies(gw) for m in _mappers(reply)]}

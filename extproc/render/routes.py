@@ -148,6 +148,13 @@ def virtual_hosts(gw: Gateway, port: int, stat_prefix: str) -> list[Json]:
         if route.port == port:
             hosts.setdefault(route.hostname or "*", []).extend(_envoy_routes(route, gw))
     return [
-        {"name": stat_prefix if domain == "*" else domain, "domains": [domain], "routes": routes}
+        {
+            "name": stat_prefix if domain == "*" else domain,
+            "domains": [domain],
+            "routes": routes,
+            # Envoy's own note of the client address (use_remote_address): for Envoy, not for
+            # providers. The sidecars cannot remove an x-envoy- header (Envoy's mutation rules).
+            "request_headers_to_remove": ["x-envoy-external-address"],
+        }
         for domain, routes in hosts.items()
     ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -143,6 +144,24 @@ class Gateway:
     config: dict
     config_path: Path
     readiness_url: str
+
+
+def access_log_entries(workdir: Path) -> list[dict]:
+    """Envoy's access log so far: one JSON object per line, among Envoy's other output."""
+    lines = (workdir / "envoy.log").read_text(errors="replace").splitlines()
+    return [json.loads(ln) for ln in lines if ln.startswith("{")]
+
+
+def access_log_entry(gw: Gateway, match: Callable[[dict], bool], timeout: float = 20) -> dict:
+    """The first access-log entry ``match`` accepts; waits, as Envoy flushes the log every 10 s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = next((e for e in access_log_entries(gw.stack.workdir) if match(e)), None)
+        if found is not None:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no access log entry matched within {timeout}s")
+        time.sleep(0.2)
 
 
 def gateway_config(mock: Mock, m429: Mock, m503: Mock, closed_port: int, **globals_: object) -> dict:

@@ -21,6 +21,7 @@ from tests.e2e.conftest import (
     OPENAI_KEY,
     Gateway,
     Mock,
+    access_log_entry,
     failover_route,
     gateway_with_own_mock,
     provider_route,
@@ -549,10 +550,10 @@ def test_access_log_names_the_request_the_gateway_answered_itself(gw: Gateway) -
     resp = httpx.get(f"{gw.url}/openai/v1/files/file-9", timeout=10)
     assert resp.status_code == 404
     request_id = resp.headers["x-gateway-request-id"]
-    log = Path(gw.stack.workdir) / "envoy.log"
-    deadline = time.monotonic() + 20  # Envoy flushes its access log file every few seconds
-    line = ""
-    while time.monotonic() < deadline and not line:
-        line = next((ln for ln in log.read_text().splitlines() if f"id={request_id}" in ln), "")
-        time.sleep(0.2)
-    assert '"GET /openai/v1/files/file-9 HTTP/1.1" 404' in line, line
+    entry = access_log_entry(gw, lambda e: e["id"] == request_id)
+    assert (entry["method"], entry["path"], entry["protocol"], entry["status"]) == (
+        "GET",
+        "/openai/v1/files/file-9",
+        "HTTP/1.1",
+        404,
+    ), entry

@@ -55,8 +55,6 @@ COMMANDS = {
         "authz:9002",
         "--output",
         "/etc/envoy/envoy.yaml",
-        "--admin-host",
-        "0.0.0.0",
     ],
     "envoy": ["envoy", "-c", "/etc/envoy/envoy.yaml"],
 }
@@ -137,12 +135,10 @@ def check_gateway_model(model: dict) -> None:
     for _, host, target in ports:
         if host in GATEWAY_PORTS:
             assert target == host, f"{host} must map to the same container port"
+    # Envoy's admin API stays on loopback inside its container: published nowhere, on no interface.
     for name, svc in services.items():
-        for ip, host, _ in published_ports(svc):
-            if host == ADMIN_PORT:
-                assert name == "envoy" and ip == "127.0.0.1", (
-                    f"{name}: Envoy admin :15000 may be published on 127.0.0.1 only, got {ip or '0.0.0.0'}"
-                )
+        for ip, host, target in published_ports(svc):
+            assert ADMIN_PORT not in (host, target), f"{name} publishes Envoy's admin API ({ip}:{host})"
 
     # A provider key reaches the extproc container and no other.
     for name, svc in services.items():
@@ -393,3 +389,26 @@ def test_compose_normalized_model():
     gateway_config = [v for v in model["services"]["extproc"]["volumes"] if v["target"] == CONFIG]
     assert gateway_config[0]["source"] == str(ROOT / "policies" / "gateway.yaml")
     assert gateway_config[0]["read_only"] is True
+
+
+def test_the_rendered_admin_listens_on_loopback_and_metrics_and_readiness_do_not(tmp_path: Path) -> None:
+    """What compose's render command writes: admin on 127.0.0.1 inside the container, the published
+    metrics and readiness listeners on every interface, metrics reaching the admin over loopback."""
+    from extproc.cli import main
+
+    argv = as_argv(raw_compose()["services"]["render"]["command"])[3:]  # after `python -m extproc`
+    argv[argv.index("--config") + 1] = str(ROOT / "policies" / "gateway.yaml")
+    out = tmp_path / "envoy.yaml"
+    argv[argv.index("--output") + 1] = str(out)
+    with pytest.raises(SystemExit) as done:
+        main(argv)
+    assert done.value.code == 0
+    bootstrap = yaml.safe_load(out.read_text())
+    assert bootstrap["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
+    resources = bootstrap["static_resources"]
+    bound = {lis["name"]: lis["address"]["socket_address"] for lis in resources["listeners"]}
+    assert bound["metrics"] == {"address": "0.0.0.0", "port_value": 15020}
+    assert bound["readiness"] == {"address": "0.0.0.0", "port_value": 15021}
+    (admin,) = [c for c in resources["clusters"] if c["name"] == "gw_admin"]
+    (endpoint,) = admin["load_assignment"]["endpoints"][0]["lb_endpoints"]
+    assert endpoint["endpoint"]["address"]["socket_address"]["address"] == "127.0.0.1"

@@ -296,3 +296,25 @@ def test_provider_names_cannot_hold_the_id_separator() -> None:
 def test_no_route_needs_authz_yet() -> None:
     gw = gateway.build(load(ROOT / "policies" / "gateway.yaml").config)
     assert not any(r.needs_authz for r in gw.routes)
+
+
+_ONE_ROUTE = "binds:\n- port: 3000\n  listeners:\n  - routes:\n    - backends:\n      - ai: {provider: {openAI: {}}}\n"
+
+
+def test_client_limits_have_bounded_defaults() -> None:
+    gw = gateway.build(parse_text(_ONE_ROUTE, "gw.yaml").config)
+    assert gw.limit_seconds("request_headers_timeout") == 10
+    assert gw.limit_seconds("upload_timeout") == 60
+    assert gw.limit_seconds("idle_connection_timeout") == 60
+    assert gw.limits.max_connections == 10000
+    assert gw.config.config.xff_num_trusted_hops == 0
+
+
+def test_client_limits_are_checked_and_a_misspelt_one_is_an_error() -> None:
+    text = "config:\n  xffNumTrustedHops: -1\n  limits:\n    maxConnection: 10\n" + _ONE_ROUTE
+    errs = errors_of(text)
+    assert any(e.startswith("gw.yaml:2: config.xffNumTrustedHops:") for e in errs), errs
+    assert "gw.yaml:4: config.limits.maxConnection: unknown or unsupported field" in errs
+    text = "config:\n  limits:\n    requestHeadersTimeout: 5s\n    uploadTimeout: later\n" + _ONE_ROUTE
+    (err,) = errors_of(text)
+    assert err.startswith("gw.yaml:4: config.limits.uploadTimeout: invalid duration"), err

@@ -204,7 +204,12 @@ def test_usage_record_fields(gw: gateway.Gateway) -> None:
     async def go() -> None:
         conv = Conversation(ExternalProcessor(gw))
         await conv.send(
-            request_headers("/openai/v1/chat/completions", "openai", **{"x-request-id": "client-1"})
+            # What Envoy hands on: its own x-request-id, the client's copied (render/filters.py).
+            request_headers(
+                "/openai/v1/chat/completions",
+                "openai",
+                **{"x-request-id": "envoy-made", "x-gw-client-request-id": "client-1"},
+            )
         )
         await conv.send(body_msg(json.dumps(CHAT).encode()))
         await conv.send(provider_headers({":status": "200"}))

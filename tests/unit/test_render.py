@@ -175,13 +175,17 @@ def _envoy_routes(rendered: dict) -> list[dict]:
 
 
 def test_backend_and_sidecar_clusters_do_not_cap_retries_at_envoys_default() -> None:
-    _, rendered = _default()
+    gw, rendered = _default()
+    limit = gw.limits.max_connections
+    assert limit >= 10000
+    (monitor,) = rendered["overload_manager"]["resource_monitors"]
+    assert monitor["typed_config"]["max_active_downstream_connections"] == limit
     for cluster in rendered["static_resources"]["clusters"]:
         if cluster["name"] == "gw_admin":
             continue
         (threshold,) = cluster["circuit_breakers"]["thresholds"]
-        assert threshold["max_retries"] >= threshold["max_requests"] >= 50000, cluster["name"]
-        assert threshold["max_pending_requests"] >= 50000 and threshold["max_connections"] >= 50000
+        assert threshold["max_retries"] >= threshold["max_requests"] >= limit, cluster["name"]
+        assert threshold["max_pending_requests"] >= limit and threshold["max_connections"] >= limit
 
 
 def test_router_ext_proc_attributes() -> None:
@@ -201,9 +205,11 @@ def test_router_ext_proc_attributes() -> None:
 def test_access_log_prints_the_gateway_request_id_and_the_clients_apart() -> None:
     _, rendered = _default()
     (log,) = _hcm(rendered)["access_log"]
-    line = log["typed_config"]["log_format"]["text_format_source"]["inline_string"]
-    assert " id=%DYNAMIC_METADATA(io.llm_gateway:request_id)% " in line
-    assert " client_id=%REQ(X-REQUEST-ID)%" in line
+    fields = log["typed_config"]["log_format"]["json_format"]
+    assert fields["id"] == "%DYNAMIC_METADATA(io.llm_gateway:request_id)%"
+    assert fields["client_id"] == "%DYNAMIC_METADATA(io.llm_gateway:client_request_id)%"
+    assert fields["envoy_id"] == "%REQ(X-REQUEST-ID)%"
+    assert fields["details"] == "%RESPONSE_CODE_DETAILS%"  # what clients are not told
 
 
 def test_ext_authz_is_disabled_on_every_route_without_an_auth_policy(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -240,7 +246,12 @@ def test_client_headers_are_removed_by_prefix_before_anything_else() -> None:
     _, rendered = _default()
     (early,) = _hcm(rendered)["early_header_mutation_extensions"]
     mutations = early["typed_config"]["mutations"]
-    assert [m["remove_on_match"]["key_matcher"]["prefix"] for m in mutations] == ["x-envoy-", "x-gw-"]
+    removed = [m["remove_on_match"]["key_matcher"]["prefix"] for m in mutations if "remove_on_match" in m]
+    assert removed == ["x-envoy-", "x-gw-"]
+    # Then only the client's x-request-id is copied, into the one x-gw- header a client may fill.
+    assert mutations[: len(removed)] == [m for m in mutations if "remove_on_match" in m]
+    (copy,) = [m["append"] for m in mutations[len(removed) :]]
+    assert copy["header"] == {"key": "x-gw-client-request-id", "value": "%REQ(x-request-id)%"}
 
 
 def test_route_names_and_endpoint_ids_come_from_config_names() -> None:
@@ -354,3 +365,19 @@ def test_config_with_fields_is_valid_for_envoy(tmp_path: Path) -> None:
         [envoy_binary(), "--mode", "validate", "-c", str(out)], capture_output=True, text=True
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_every_reply_envoy_makes_is_fixed_words_in_both_client_shapes() -> None:
+    """No formatter in any body (``%RESPONSE_CODE_DETAILS%`` once showed Envoy's internals), every
+    flag Envoy answers with covered (overflow too), each case in Anthropic's shape and OpenAI's."""
+    _, rendered = _default()
+    mappers = _hcm(rendered)["local_reply_config"]["mappers"]
+    text = yaml.safe_dump([m["body_format_override"] for m in mappers])
+    assert "%" not in text
+    flags = {f for m in mappers for f in yaml.safe_dump(m["filter"]).split() if f.isupper() and len(f) <= 5}
+    envoys = {"UT", "UF", "UC", "UH", "UO", "URX", "NR", "OM", "DF", "RL", "UPE", "LR", "UMSDR", "NC"}
+    assert envoys | {"SI"} <= flags
+    shapes = [("type" in m["body_format_override"]["json_format"]) for m in mappers]
+    assert shapes == [True, False] * (len(mappers) // 2)  # Anthropic's first (it is the narrower match)
+    codes = [m["body_format_override"]["json_format"]["error"].get("code") for m in mappers[1::2]]
+    assert all(code and code.islower() for code in codes), codes
