@@ -177,7 +177,7 @@ def _envoy_routes(rendered: dict) -> list[dict]:
 def test_backend_and_sidecar_clusters_do_not_cap_retries_at_envoys_default() -> None:
     _, rendered = _default()
     for cluster in rendered["static_resources"]["clusters"]:
-        if cluster["name"] == "gw_admin":
+        if cluster["name"] in ("gw_admin", "gw_metrics"):  # scrapes, not requests
             continue
         (threshold,) = cluster["circuit_breakers"]["thresholds"]
         assert threshold["max_retries"] >= threshold["max_requests"] >= 50000, cluster["name"]
@@ -200,7 +200,8 @@ def test_router_ext_proc_attributes() -> None:
 
 def test_access_log_prints_the_gateway_request_id_and_the_clients_apart() -> None:
     _, rendered = _default()
-    (log,) = _hcm(rendered)["access_log"]
+    log, rejected = _hcm(rendered)["access_log"]  # Envoy's line; the refused ones to extproc
+    assert rejected["name"] == "envoy.access_loggers.http_grpc"
     line = log["typed_config"]["log_format"]["text_format_source"]["inline_string"]
     assert " id=%DYNAMIC_METADATA(io.llm_gateway:request_id)% " in line
     assert " client_id=%REQ(X-REQUEST-ID)%" in line
