@@ -258,3 +258,45 @@ def test_two_workers_give_exact_counts(tmp_path: Path) -> None:
         mock.proc.wait(timeout=5)
     assert sum(served.values()) == n
     assert all(served.values()), f"one worker served everything: {served}"
+
+
+def test_seed_metrics_testing_config_runs_with_its_fields(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """rate-limiting-metrics-failover-demo.md's metrics-testing.yaml, pointed at a mock on free
+    ports (the only changes): metrics carry user_id/user_name, log lines the seed's fields."""
+    seed = yaml.safe_load((ROOT / "tests" / "configs" / "metrics-testing.yaml").read_text())
+    monkeypatch.setenv("ANTHROPIC_API_KEY", ANTHROPIC_KEY)  # the seed's backendAuth.key
+    mock = start_mock()
+    seed["config"].update({"adminPort": free_port(), "metricsPort": free_port(), "readinessPort": free_port()})
+    seed["binds"][0]["port"] = free_port()
+    backend = seed["binds"][0]["listeners"][0]["routes"][0]["backends"][0]["ai"]
+    backend["hostOverride"] = f"127.0.0.1:{mock.port}"
+    with running([mock], lambda: launch(tmp_path, seed, mock)) as gw:
+        messages = [
+            {"role": "system", "content": "You are a skilled cloud-native network engineer."},
+            {"role": "user", "content": "Write me a paragraph about Istio Ambient Mesh"},
+        ]
+        resp = httpx.post(
+            f"{gw.url}/v1/chat/completions",
+            json={"model": "claude-sonnet-4-5", "messages": messages},
+            headers={"anthropic-version": "2023-06-01", "x-api-key": CLIENT_KEY},
+            timeout=20,
+        )
+        assert resp.status_code == 200, resp.text
+        (line,) = records(gw, 1)
+        text = metrics_text(gw)
+        log_text = (Path(gw.stack.workdir) / "extproc.log").read_text()
+    seed_fields = {"user_id", "user_name", "authenticated", "jwt_act", "token_issuer", "token_audience"}
+    assert seed_fields | {"model", "provider", "prompt"} <= set(line)
+    assert all(line[f] is None for f in seed_fields)  # no JWT on this route: null, not absent
+    assert line["provider"] == "anthropic" and line["model"] == "claude-3-5-haiku-latest"
+    assert line["prompt"] == messages
+    assert CLIENT_KEY not in json.dumps(line) and ANTHROPIC_KEY not in log_text
+    usage = [
+        s
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name == "agentgateway_gen_ai_client_token_usage_sum"
+    ]
+    assert usage and all({"user_id", "user_name"} <= s.labels.keys() for s in usage)
+    assert samples(text, "agentgateway_gen_ai_client_token_usage_sum", gen_ai_token_type="input") == line["input_tokens"]
+    assert "config.tracing is validated but not exported yet" in log_text
