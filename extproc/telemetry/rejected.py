@@ -4,9 +4,10 @@ An authz denial (401, 403, a policy's own status, 503 when a policy cannot decid
 ``maxRequestBytes`` (413) and a path no route matches (404) are answered by Envoy or ext_authz
 before the router phase opens an exchange, so no stage writes their line. Envoy's gRPC access
 log (AccessLogService) sends each of those, and only those (status >= 400 and no gateway request
-id in the dynamic metadata: the router phase records one as soon as it opens an exchange), to
-this sidecar, which writes the same JSON line the pipeline writes (``outcome: "rejected"``) and
-counts them in ``requests_total``. One place writes every line, with one set of field names.
+id in the dynamic metadata: the router phase records one with its routing decision or its error
+reply, so every request with a usage record of its own has one), to this sidecar, which writes
+the same JSON line the pipeline writes (``outcome: "rejected"``) and counts them in
+``requests_total``. One place writes every line, with one set of field names.
 
 Their ``request_id`` is made here (the pipeline never made one); ``client_request_id`` is the
 x-request-id Envoy's own access log prints as ``client_id``, which joins the two lines.
@@ -129,7 +130,7 @@ def handle(gw: Gateway, entry: accesslog_pb2.HTTPAccessLogEntry) -> None:
     t = runtime.current()
     record, variables = record_of_entry(gw, entry)
     names = t.log_fields.variables | t.metric_fields.variables
-    ctx = context({k: v for k, v in variables.items() if k in names}) if names else None
+    ctx = context({k: v for k, v in variables.items() if k in names}, t.needs) if names else None
     usage_log.write(t.log_line(record, ctx))
     extras = tuple(label_value(v) for v in t.metric_fields.evaluate(ctx).values()) if t.metric_fields else ()
     t.metrics.observe_rejected(record["route"] or "", record["api"], record["http_status_code"], extras)

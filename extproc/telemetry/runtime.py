@@ -19,7 +19,7 @@ from extproc.config.model import GlobalConfig
 from extproc.gateway import Gateway, resolve_secret
 from extproc.pipeline.exchange import Exchange
 from extproc.telemetry import redact
-from extproc.telemetry.fields import FieldSet, context, label_value, variables_of
+from extproc.telemetry.fields import FieldSet, context, label_value, merge, variables_of
 from extproc.telemetry.metrics import GatewayMetrics
 from extproc.telemetry.prices import Cost, PriceTable, PriceWatcher
 
@@ -37,6 +37,9 @@ class Telemetry:
     metric_fields: FieldSet
     removed: frozenset[str] = frozenset()
     watcher: PriceWatcher | None = None
+
+    def __post_init__(self) -> None:
+        self.needs = merge(self.log_fields.needs, self.metric_fields.needs)
 
     @classmethod
     def build(cls, cfg: GlobalConfig) -> Telemetry:
@@ -62,7 +65,7 @@ class Telemetry:
             return None
         names = self.log_fields.variables | self.metric_fields.variables
         prompt = self.log_fields.wants_prompt or self.metric_fields.wants_prompt
-        return context(variables_of(ex, cost, names, prompt))
+        return context(variables_of(ex, cost, names, prompt), self.needs)
 
     def log_line(self, record: dict[str, Any], ctx: cel.Context | None) -> dict[str, Any]:
         for name in _FREE_TEXT:

@@ -292,3 +292,26 @@ def test_seed_metrics_testing_config_loads_unchanged() -> None:
     assert cfg.tracing is not None and cfg.tracing.random_sampling is True
     assert set(cfg.metrics.fields.add) == {"user_id", "user_name"}
     assert cfg.metrics.prefix == "agentgateway"
+
+
+def test_cel_variables_are_pruned_to_what_expressions_name() -> None:
+    from extproc.telemetry.fields import needs_of, prune
+
+    needs = needs_of(['llm.requestModel', 'jwt["sub"]', 'request.headers["X-Team"]', "size(apiKey) > 0"])
+    assert needs == {"llm": {"requestModel"}, "jwt": {"sub"}, "request": {"headers"}, "request.headers": {"x-team"}, "apiKey": None}
+    full = {
+        "llm": {"requestModel": "m", "prompt": ["big"]},
+        "jwt": {"iss": "i"},
+        "request": {"headers": {"x-team": "red", "cookie": "[REDACTED]"}, "path": "/p"},
+        "apiKey": {"a": 1, "b": 2},
+    }
+    assert prune(full, needs) == {
+        "llm": {"requestModel": "m"},
+        "jwt": {},  # jwt.sub named but absent: still absent, so the field is null
+        "request": {"headers": {"x-team": "red"}},
+        "apiKey": {"a": 1, "b": 2},
+    }
+    # Evaluated through the pruned context, results are the same as through the whole one.
+    fields = FieldSet({"m": "llm.requestModel", "s": 'jwt["sub"]', "t": 'request.headers["x-team"]', "k": "size(apiKey)"})
+    pruned, whole = fields.evaluate(context(full, fields.needs)), fields.evaluate(context(full))
+    assert pruned == whole == {"m": "m", "s": None, "t": "red", "k": 2}
