@@ -57,6 +57,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         authz=args.authz_addr,
         listen_host=args.listen_host,
         admin_host=args.admin_host,
+        metrics=args.metrics_addr,
     )
     text = dump(render(gateway.build(loaded.config), addrs), args.format)
     if args.output:
@@ -78,6 +79,8 @@ def _serve(args: argparse.Namespace, which: str) -> int:
         usage_log.start()
         tokens.warm_up()  # the tokenizer loads its encodings now, not on a request
         schema.warm_up()  # and the request validators are built
+        if not _start_telemetry(args, gw):
+            return 2
     else:
         from extproc.authz.server import serve
     from extproc import grpc_serve
@@ -95,6 +98,32 @@ def _serve(args: argparse.Namespace, which: str) -> int:
     return 0
 
 
+def _start_telemetry(args: argparse.Namespace, gw: gateway.Gateway) -> bool:
+    """Prices, CEL fields and the /metrics server (extproc/telemetry/); False: cannot start."""
+    from extproc.telemetry import metrics_http, runtime
+
+    try:
+        telemetry = runtime.start(gw, Path(args.config).resolve().parent)
+    except runtime.PricesError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return False
+    if args.metrics_listen:
+        try:
+            metrics_http.serve_metrics(
+                args.metrics_listen,
+                telemetry.metrics.exposition,
+                metrics_http.EnvoyStats(args.envoy_stats),
+                reuse_port=args.reuseport,
+            )
+        except OSError as exc:  # metrics are not the data path: serve requests without them
+            logging.getLogger("gateway.metrics").error(
+                "cannot serve /metrics on %s (%s); requests are served, metrics are not",
+                args.metrics_listen,
+                exc,
+            )
+    return True
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from extproc.ports import PortInUse
     from extproc.supervisor import Stack
@@ -109,6 +138,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         authz_port=args.authz_port,
         mock_port=None if args.no_mock else args.mock_port,
         extproc_workers=args.extproc_workers,
+        metrics_port=args.extproc_metrics_port,
     )
     try:
         stack.start(timeout=60)
@@ -149,6 +179,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--extproc-workers", type=int, default=1, help="extproc processes sharing a port (see supervisor.py)"
     )
+    p.add_argument("--extproc-metrics-port", type=int, default=9464, help="the sidecar's /metrics port")
 
     p = sub.add_parser("check", help="validate a gateway config")
     p.add_argument("config")
@@ -160,6 +191,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--authz-addr", default="127.0.0.1:9002")
     p.add_argument("--listen-host", default="0.0.0.0")
     p.add_argument("--admin-host", default="127.0.0.1")
+    p.add_argument("--metrics-addr", default="127.0.0.1:9464", help="the extproc sidecar's /metrics")
     p.add_argument("--format", choices=["yaml", "json"], default="yaml")
     p.add_argument("--output", "-o")
 
@@ -171,6 +203,8 @@ def main(argv: list[str] | None = None) -> None:
             p.add_argument(
                 "--reuseport", action="store_true", help="share the port with other workers (SO_REUSEPORT)"
             )
+            p.add_argument("--metrics-listen", default="127.0.0.1:9464", help="/metrics; '' for none")
+            p.add_argument("--envoy-stats", help="Envoy's /stats/prometheus URL, appended to /metrics")
 
     sub.add_parser("mock", help="serve the built-in mock LLM provider (see --help after mock)")
     keys_cli.add_parser(sub)

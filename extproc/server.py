@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 import grpc
 from envoy.config.core.v3 import base_pb2
 from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
+from envoy.service.accesslog.v3 import als_pb2_grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 
@@ -28,6 +29,7 @@ from extproc.pipeline.reply import Reply, error_reply
 from extproc.pipeline.router import RouterProcessor
 from extproc.pipeline.stage import Stage
 from extproc.pipeline.upstream import UpstreamProcessor
+from extproc.telemetry.rejected import RejectedLog
 
 log = logging.getLogger("gateway.extproc")
 
@@ -191,9 +193,11 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
             yield to_proto(kind or "", reply)
 
 
+def _register(gateway: Gateway, server: grpc.aio.Server) -> None:
+    pb_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(gateway), server)
+    # Envoy's gRPC access log of the requests refused before the pipeline (their usage records).
+    als_pb2_grpc.add_AccessLogServiceServicer_to_server(RejectedLog(gateway), server)
+
+
 async def serve(gateway: Gateway, listen: str) -> None:
-    await serve_grpc(
-        "extproc",
-        listen,
-        lambda server: pb_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(gateway), server),
-    )
+    await serve_grpc("extproc", listen, lambda server: _register(gateway, server))

@@ -15,8 +15,10 @@ across processes, and any request (or any stream of one request) may land on any
 worker. What a worker keeps in memory is that worker's alone: in-process stores
 (rate-limit and budget buckets, Prometheus counters) are per worker, so the
 in-process store is only allowed with one worker. Several workers need shared
-storage (Redis) for limits and prometheus-client's multiprocess mode for metrics;
-neither exists yet, so starting more than one worker logs a warning saying so.
+storage (Redis) for limits, which does not exist yet, so starting more than one worker
+logs a warning saying so. Metrics are exact with any number: the workers run in
+prometheus-client's multiprocess mode (PROMETHEUS_MULTIPROC_DIR, one directory per run
+under the workdir, emptied at start).
 Per-request state is not affected: what the upstream phase needs travels in
 Envoy's dynamic metadata.
 
@@ -51,8 +53,8 @@ log = logging.getLogger("gateway.supervisor")
 
 SEVERAL_WORKERS_WARNING = (
     "%d extproc workers: in-process state (limit buckets, counters, metrics) is per worker, so the "
-    "in-process store is only correct with one worker; several workers need shared storage (Redis) and "
-    "prometheus-client's multiprocess mode, which this gateway does not have yet"
+    "in-process store is only correct with one worker; several workers need shared storage (Redis), "
+    "which this gateway does not have yet (metrics are shared: prometheus-client's multiprocess mode)"
 )
 
 
@@ -77,6 +79,7 @@ class Stack:
     # Processes sharing the extproc port (SO_REUSEPORT): the kernel spreads Envoy's connections.
     # More than one: see the module docstring (per-worker state).
     extproc_workers: int = 1
+    metrics_port: int | None = None  # extproc's /metrics (Envoy's :15020 routes to it); None: a free port
     envoy_concurrency: int | None = None  # Envoy worker threads; None = one per core
     envoy_log_level: str = "warning"
     quiet: bool = False
@@ -85,14 +88,19 @@ class Stack:
 
     def __post_init__(self) -> None:
         self.watchdog = Watchdog(self._start_child, self._restarted, self._last_line, self.backoff)
+        self._envs: dict[str, dict[str, str] | None] = {}  # a restarted child gets its first environment
 
     def _start_child(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+        env = self._envs.get(name)
         if not self.quiet:
-            return subprocess.Popen(argv, start_new_session=True)
+            return subprocess.Popen(argv, start_new_session=True, env=env)
         with open(self.workdir / f"{name}.log", "ab") as out:  # the child keeps its own copy
-            return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            return subprocess.Popen(
+                argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env
+            )
 
-    def _spawn(self, name: str, argv: list[str]) -> None:
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        self._envs[name] = env
         proc = self._start_child(name, argv)
         self.procs[name] = proc
         self.watchdog.watch(name, argv, proc)
@@ -107,11 +115,13 @@ class Stack:
             extproc=f"127.0.0.1:{self.extproc_port}",
             authz=f"127.0.0.1:{self.authz_port}",
             listen_host="127.0.0.1",
+            metrics=f"127.0.0.1:{self._metrics_port()}",
         )
         path = self.workdir / "envoy.yaml"
         path.write_text(yaml.safe_dump(envoy_config.render(gw, addrs), sort_keys=False))
         cfg = loaded.config.config
         self.readiness_port = cfg.readiness_port
+        self.envoy_stats = f"http://127.0.0.1:{cfg.admin_port}/stats/prometheus"
         self.envoy_ports = {bind.port: "Envoy listener" for bind in loaded.config.binds}
         self.envoy_ports |= {
             cfg.admin_port: "Envoy admin",
@@ -125,6 +135,7 @@ class Stack:
         needed = dict(self.envoy_ports)
         needed[self.authz_port] = "authz"
         needed[self.extproc_port] = "extproc"
+        needed[self._metrics_port()] = "extproc metrics"
         if self.mock_port:
             needed[self.mock_port] = "mock provider"
         return needed
@@ -141,11 +152,15 @@ class Stack:
         if self.mock_port:
             self._spawn("mock", [*py, "mock", "--port", str(self.mock_port)])
         extproc = [*py, "extproc", "--config", self.config_path, "--listen", f"127.0.0.1:{self.extproc_port}"]
+        metrics = f"127.0.0.1:{self._metrics_port()}"
+        extproc += ["--metrics-listen", metrics, "--envoy-stats", self.envoy_stats]
         # SO_REUSEPORT only among these workers: a single one must own its port outright.
+        env = None
         if workers > 1:
             extproc.append("--reuseport")
+            env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(self._multiproc_dir())}
         for n in range(workers):
-            self._spawn("extproc" if n == 0 else f"extproc-{n}", extproc)
+            self._spawn("extproc" if n == 0 else f"extproc-{n}", extproc, env)
         self._spawn(
             "authz", [*py, "authz", "--config", self.config_path, "--listen", f"127.0.0.1:{self.authz_port}"]
         )
@@ -167,6 +182,19 @@ class Stack:
         )
         self.wait_ready(timeout)
         self.watchdog.start()
+
+    def _metrics_port(self) -> int:
+        if self.metrics_port is None:
+            self.metrics_port = ports.free_port()
+        return self.metrics_port
+
+    def _multiproc_dir(self) -> Path:
+        """This run's prometheus-client multiprocess directory, emptied: samples of an earlier
+        run's workers must not be counted again."""
+        path = self.workdir / "prometheus-multiproc"
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir(parents=True)
+        return path
 
     def wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

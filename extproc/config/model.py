@@ -28,6 +28,7 @@ from extproc.config.base import (
 from extproc.config.matches import RouteMatch
 from extproc.config.policies import BackendTLS, Cors, Retry, RoutePolicies
 from extproc.config.providers import AIBackend, Backend, NamedProvider
+from extproc.config.telemetry import CostConfig, LoggingConfig, MetricsConfig, TracingConfig
 
 __all__ = [
     "DEFAULT_RETRY_CODES",
@@ -138,6 +139,11 @@ class GlobalConfig(Strict):
     # client's own X-Forwarded-For is never believed. Envoy appends the peer it saw either way.
     xff_num_trusted_hops: int = Field(0, alias="xffNumTrustedHops", ge=0, le=16)
     limits: Limits = Limits()
+    # Observability (extproc/config/telemetry.py): agentgateway's metrics/logging/tracing, and prices.
+    metrics: MetricsConfig = MetricsConfig()
+    logging: LoggingConfig = LoggingConfig()
+    tracing: TracingConfig | None = None
+    cost: CostConfig = CostConfig()
 
 
 class GatewayConfig(Strict):
@@ -174,6 +180,10 @@ class GatewayConfig(Strict):
             except ValueError as exc:
                 alias = Limits.model_fields[name].alias or name
                 problems.append((("config", "limits", alias), str(exc)))
+        try:
+            parse_duration(self.config.cost.reload_interval)
+        except ValueError as exc:
+            problems.append((("config", "cost", "reloadInterval"), str(exc)))
         return problems
 
 

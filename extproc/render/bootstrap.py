@@ -13,6 +13,7 @@ from extproc.render.common import (
     typed,
 )
 from extproc.render.listeners import gateway_listener, metrics_listener, readiness_listener
+from extproc.render.telemetry import metrics_cluster
 
 
 def overload_manager(max_connections: int) -> Json:
@@ -43,6 +44,7 @@ def render(gw: Gateway, addrs: SidecarAddresses | None = None) -> Json:
         sidecar_cluster(EXTPROC_CLUSTER, addrs.extproc, gw.sidecar_timeout, limit),
         sidecar_cluster(AUTHZ_CLUSTER, addrs.authz, gw.sidecar_timeout, limit),
         admin_cluster(addrs.admin_host if addrs.admin_host != "0.0.0.0" else "127.0.0.1", admin_port),
+        metrics_cluster(addrs.metrics),
     ]
     clusters += [
         backend_cluster(b, gw, direct=r.direct_upstream is not None) for r in gw.routes for b in r.backends

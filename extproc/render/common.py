@@ -21,6 +21,7 @@ class SidecarAddresses:
     authz: str = "127.0.0.1:9002"
     listen_host: str = "0.0.0.0"
     admin_host: str = "127.0.0.1"
+    metrics: str = "127.0.0.1:9464"  # the extproc sidecar's /metrics (extproc --metrics-listen)
 
 
 def seconds(value: float) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from extproc.gateway import Gateway
 from extproc.render import filters
 from extproc.render.common import (
-    ADMIN_CLUSTER,
     AUTHZ_CLUSTER,
     EXTPROC_CLUSTER,
     Json,
@@ -15,6 +14,7 @@ from extproc.render.common import (
 )
 from extproc.render.local_replies import access_log, local_reply_config
 from extproc.render.routes import virtual_hosts
+from extproc.render.telemetry import metrics_routes, rejected_access_log
 
 # HTTP/2 requests at once on one client connection (Envoy's default is unbounded).
 MAX_STREAMS_PER_CONNECTION = 100
@@ -59,7 +59,8 @@ def gateway_listener(gw: Gateway, port: int, host: str) -> Json:
         "path_with_escaped_slashes_action": "REJECT_REQUEST",
         # Clients cannot send Envoy's control headers nor the gateway's internal ones.
         "early_header_mutation_extensions": filters.early_header_mutations(),
-        "access_log": access_log(),
+        # Envoy's line for every request; the refused ones also go to extproc for their usage record.
+        "access_log": [*access_log(), rejected_access_log(gw)],
     }
     return {
         "name": name,
@@ -127,13 +128,8 @@ def readiness_listener(gw: Gateway, host: str) -> Json:
 
 
 def metrics_listener(gw: Gateway, host: str) -> Json:
-    routes = [
-        {
-            "match": {"path": "/metrics"},
-            "route": {"cluster": ADMIN_CLUSTER, "prefix_rewrite": "/stats/prometheus"},
-        },
-        _NOT_FOUND,
-    ]
+    # /metrics: the gateway's metrics and Envoy's; /metrics/envoy: Envoy's alone (render/telemetry.py).
+    routes = [*metrics_routes(), _NOT_FOUND]
     return {
         "name": "metrics",
         "address": socket_address(host, gw.config.config.metrics_port),

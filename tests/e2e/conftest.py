@@ -405,7 +405,8 @@ def restart_extproc(gw: Gateway, config: dict, tmp: Path) -> None:
     log = open(gw.stack.workdir / "extproc.log", "ab")  # noqa: SIM115 - the child owns it
     gw.stack.procs["extproc"] = subprocess.Popen(
         [sys.executable, "-m", "extproc", "extproc", "--config", str(path),
-         "--listen", f"127.0.0.1:{gw.stack.extproc_port}"],
+         "--listen", f"127.0.0.1:{gw.stack.extproc_port}",
+         "--metrics-listen", f"127.0.0.1:{gw.stack.metrics_port}"],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     # Envoy health-checks the sidecar every 2s: ready again once it has seen the new process.

@@ -39,7 +39,10 @@ PROVIDER_ENV = {
 }
 CONFIG = "/etc/gateway/gateway.yaml"
 COMMANDS = {
-    "extproc": ["python", "-m", "extproc", "extproc", "--config", CONFIG, "--listen", "0.0.0.0:9001"],
+    "extproc": [
+        "python", "-m", "extproc", "extproc", "--config", CONFIG, "--listen", "0.0.0.0:9001",
+        "--metrics-listen", "0.0.0.0:9464", "--envoy-stats", "http://envoy:15000/stats/prometheus",
+    ],
     "authz": ["python", "-m", "extproc", "authz", "--config", CONFIG, "--listen", "0.0.0.0:9002"],
     "mock": ["python", "-m", "extproc", "mock", "--host", "0.0.0.0", "--port", "9100"],
     "render": [
@@ -55,6 +58,8 @@ COMMANDS = {
         "authz:9002",
         "--output",
         "/etc/envoy/envoy.yaml",
+        "--metrics-addr",
+        "extproc:9464",
     ],
     "envoy": ["envoy", "-c", "/etc/envoy/envoy.yaml"],
 }
@@ -240,8 +245,13 @@ def test_mounted_files_exist_and_parse():
         for sc in job["static_configs"]
         for t in sc["targets"]
     }
-    assert ("envoy", "envoy:15020", "/metrics") in targets
-    assert ("extproc", "extproc:9464", "/metrics") in targets
+    # One target: Envoy's :15020/metrics serves the gateway's metrics, then Envoy's.
+    assert ("gateway", "envoy:15020", "/metrics") in targets
+    rule_files = prom["rule_files"]
+    mounted = {split_volume(v)[1] for v in services["prometheus"]["volumes"]}
+    assert {f"/etc/prometheus/{f}" for f in rule_files} <= mounted
+    for f in rule_files:
+        assert (ROOT / "deploy" / "prometheus" / f).exists(), f
 
     provisioning = ROOT / "deploy/grafana/provisioning"
     datasources = [
@@ -275,16 +285,45 @@ def test_dashboard_queries_the_gateway_metrics():
         "envoy_cluster_upstream_rq_total",
         "envoy_http_downstream_rq_xx",
         "envoy_cluster_upstream_rq_time_bucket",
-        "gen_ai_client_token_usage_sum",
-        "gen_ai_client_token_usage_count",
+        "${prefix}gen_ai_client_token_usage_sum",
+        "${prefix}gen_ai_server_request_duration_bucket",
+        "${prefix}gen_ai_client_cost_usd_total",
+        "${prefix}gen_ai_server_time_to_first_token_bucket",
+        "${prefix}requests_total",
+        "${prefix}failovers_total",
     ):
         assert metric in text, metric
-    for label in ("gen_ai_provider_name", "gen_ai_request_model", "gen_ai_token_type"):
+    for label in ("gen_ai_provider_name", "gen_ai_request_model", "gen_ai_token_type", "user_id", "group_id", "api_key_id"):
         assert label in text, label
     ids = [p["id"] for p in dash["panels"]]
     assert len(ids) == len(set(ids)), "panel ids must be unique"
     for e in exprs:
         assert e.count("(") == e.count(")") and e.count("{") == e.count("}"), e
+
+
+def test_dashboard_json_model_is_complete():
+    """What Grafana needs to render every panel: ids, positions, queries, and the variables they use."""
+    dash = json.loads((ROOT / "deploy/grafana/dashboards/gateway.json").read_text())
+    assert dash["uid"] == "llm-gateway" and dash["schemaVersion"] >= 36
+    defined = {v["name"] for v in dash["templating"]["list"]}
+    builtin = {"__rate_interval", "__range", "__interval", "__all"}
+    for v in dash["templating"]["list"]:
+        if v["type"] == "query":
+            used = set(re.findall(r"\$\{?(\w+)", v["definition"]))
+            assert used <= defined | builtin, (v["name"], used - defined)
+    prefix = next(v for v in dash["templating"]["list"] if v["name"] == "prefix")
+    assert prefix["type"] == "constant" and prefix["query"] == "agentgateway_"
+    for panel in dash["panels"]:
+        pos = panel["gridPos"]
+        assert pos["x"] >= 0 and pos["x"] + pos["w"] <= 24 and pos["h"] > 0, panel["title"]
+        if panel["type"] == "row":
+            continue
+        assert panel["targets"], panel["title"]
+        refs = [t["refId"] for t in panel["targets"]]
+        assert len(refs) == len(set(refs)), panel["title"]
+        for t in panel["targets"]:
+            used = set(re.findall(r"\$\{?(\w+)", t["expr"]))
+            assert used <= defined | builtin, (panel["title"], used - defined)
 
 
 def test_dockerfile():

@@ -181,7 +181,7 @@ def test_backend_and_sidecar_clusters_do_not_cap_retries_at_envoys_default() -> 
     (monitor,) = rendered["overload_manager"]["resource_monitors"]
     assert monitor["typed_config"]["max_active_downstream_connections"] == limit
     for cluster in rendered["static_resources"]["clusters"]:
-        if cluster["name"] == "gw_admin":
+        if cluster["name"] in ("gw_admin", "gw_metrics"):  # scrapes, not requests
             continue
         (threshold,) = cluster["circuit_breakers"]["thresholds"]
         assert threshold["max_retries"] >= threshold["max_requests"] >= limit, cluster["name"]
@@ -204,7 +204,8 @@ def test_router_ext_proc_attributes() -> None:
 
 def test_access_log_prints_the_gateway_request_id_and_the_clients_apart() -> None:
     _, rendered = _default()
-    (log,) = _hcm(rendered)["access_log"]
+    log, rejected = _hcm(rendered)["access_log"]  # Envoy's line; the refused ones to extproc
+    assert rejected["name"] == "envoy.access_loggers.http_grpc"
     fields = log["typed_config"]["log_format"]["json_format"]
     assert fields["id"] == "%DYNAMIC_METADATA(io.llm_gateway:request_id)%"
     assert fields["client_id"] == "%DYNAMIC_METADATA(io.llm_gateway:client_request_id)%"

@@ -1,7 +1,8 @@
-"""The usage record: one structured JSON line per request, written when it completes.
+"""The usage record: one structured JSON line per request, written when it completes,
+and the request's metrics, from the same fields.
 
-Metrics, traces, cost and the ledger (later issues) read the same fields, so each
-number has one source: the translators' usage and the exchange's timings.
+Cost, metrics, and (later) traces and the ledger read the same exchange, so each number has one
+source: the translators' usage and the exchange's timings (extproc/telemetry/).
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ from typing import Any
 from extproc import usage_log
 from extproc.pipeline.exchange import Exchange
 from extproc.pipeline.stage import Needs, Stage
+from extproc.telemetry import runtime
+from extproc.telemetry.prices import Cost
 
 
-def record_of(ex: Exchange) -> dict[str, Any]:
+def record_of(ex: Exchange, cost: Cost | None = None) -> dict[str, Any]:
     up = ex.upstream
     usage = ex.usage
     return {
@@ -47,6 +50,8 @@ def record_of(ex: Exchange) -> dict[str, Any]:
         "cache_read_tokens": usage.cache_read_tokens if usage else None,
         "cache_write_tokens": usage.cache_write_tokens if usage else None,
         "reasoning_tokens": usage.reasoning_tokens if usage else None,
+        "cost_usd": cost.usd if cost else None,
+        "cost_status": cost.status if cost else None,  # priced, unpriced, no_usage
         "duration_ms": ex.elapsed_ms(ex.ended),
         "time_to_first_byte_ms": ex.elapsed_ms(ex.first_byte),
         "time_to_first_token_ms": ex.elapsed_ms(ex.first_token) if ex.stream else None,
@@ -62,4 +67,8 @@ class UsageRecord(Stage):
     needs = Needs.RESPONSE_HEADERS | Needs.RESPONSE_BODY
 
     async def on_complete(self, ex: Exchange) -> None:
-        usage_log.write(record_of(ex))
+        t = runtime.current()
+        cost = t.cost_of(ex)
+        ctx = t.context_of(ex, cost)
+        usage_log.write(t.log_line(record_of(ex, cost), ctx))
+        t.metrics.observe(ex, cost, t.label_values(ctx))
