@@ -41,7 +41,7 @@ CONFIG = "/etc/gateway/gateway.yaml"
 COMMANDS = {
     "extproc": [
         "python", "-m", "extproc", "extproc", "--config", CONFIG, "--listen", "0.0.0.0:9001",
-        "--metrics-listen", "0.0.0.0:9464", "--envoy-stats", "http://envoy:15000/stats/prometheus",
+        "--metrics-listen", "0.0.0.0:9464", "--envoy-stats", "http://envoy:15020/metrics/envoy",
     ],
     "authz": ["python", "-m", "extproc", "authz", "--config", CONFIG, "--listen", "0.0.0.0:9002"],
     "mock": ["python", "-m", "extproc", "mock", "--host", "0.0.0.0", "--port", "9100"],
