@@ -92,7 +92,9 @@ def obs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
 
 def post(gw: Gateway, path: str, body: Any, **headers: str) -> httpx.Response:
     kw = {"content": body} if isinstance(body, bytes) else {"json": body}
-    return httpx.post(gw.url + path, headers={"x-team": "red", **headers}, timeout=20, **kw)
+    # Bytes are sent as JSON too (the gateway refuses another content type with a 415).
+    headers = {"x-team": "red", "content-type": "application/json", **headers}
+    return httpx.post(gw.url + path, headers=headers, timeout=20, **kw)
 
 
 def metrics_text(gw: Gateway, path: str = "/metrics") -> str:
