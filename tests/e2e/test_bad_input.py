@@ -133,7 +133,12 @@ def test_a_100k_model_name_is_a_400_not_the_gateway_unavailable(gateway: Gateway
 # --- empty bodies and methods -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("headers", [{}, {"content-length": "0"}, {"transfer-encoding": "chunked"}])
+# A chunked body says JSON in its headers before it turns out empty (without a content type
+# it is a 415 at the headers: the LLM APIs take JSON only).
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"content-length": "0"}, {"transfer-encoding": "chunked", "content-type": "application/json"}],
+)
 def test_an_empty_post_is_a_400_saying_the_body_is_empty(gateway: Gateway, headers: dict) -> None:
     resp = httpx.post(gateway.url + "/anthropic/v1/chat/completions", headers=headers, timeout=15)
     err = openai_error(resp, 400)
