@@ -147,6 +147,7 @@ def _wrk_script(bearer: str, work: Path) -> Path:
 
 
 def _gateway(config: dict[str, Any], work: Path, bearer: str, duration: int) -> dict[str, Any]:
+    work.mkdir(parents=True, exist_ok=True)
     stack = envoys.gateway_stack(config, work, 1)
     stack.start(timeout=30)
     port = config["binds"][0]["port"]
