@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import grpc
 from envoy.config.core.v3 import base_pb2
@@ -23,6 +24,7 @@ from extproc.errors import GatewayError
 from extproc.gateway import Gateway
 from extproc.grpc_serve import serve_grpc
 from extproc.headers import AUTHZ_NAMESPACE, METADATA_NAMESPACE
+from extproc.limits.context import LimitsContext
 from extproc.pipeline import stages
 from extproc.pipeline.reply import Reply, error_reply
 from extproc.pipeline.router import RouterProcessor
@@ -117,10 +119,17 @@ def to_proto(kind: str, reply: Reply) -> pb.ProcessingResponse:
 
 
 class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
-    def __init__(self, gateway: Gateway, stages_of: dict[str, list[Stage]] | None = None) -> None:
+    def __init__(
+        self,
+        gateway: Gateway,
+        stages_of: dict[str, list[Stage]] | None = None,
+        limits: LimitsContext | None = None,
+    ) -> None:
         self.gateway = gateway
+        # One store, policy-file watcher and remote channel per process, shared by the routes.
+        self.limits = limits or LimitsContext(gateway, Path.cwd())
         # Stages are built once per route and shared by its requests.
-        stages_of = stages_of or {route.id: stages.for_route(route) for route in gateway.routes}
+        stages_of = stages_of or {route.id: stages.for_route(route, self.limits) for route in gateway.routes}
         self.pipelines = {rid: stages.RoutePipeline.of(st) for rid, st in stages_of.items()}
 
     async def Process(
@@ -191,9 +200,16 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
             yield to_proto(kind or "", reply)
 
 
-async def serve(gateway: Gateway, listen: str) -> None:
-    await serve_grpc(
-        "extproc",
-        listen,
-        lambda server: pb_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(gateway), server),
-    )
+async def serve(gateway: Gateway, listen: str, config_dir: Path | None = None) -> None:
+    """``config_dir``: where relative policy files (``rateLimits.file``) are; the config's folder."""
+    limits = LimitsContext(gateway, config_dir or Path.cwd())
+    processor = ExternalProcessor(gateway, limits=limits)
+    limits.start()
+    try:
+        await serve_grpc(
+            "extproc",
+            listen,
+            lambda server: pb_grpc.add_ExternalProcessorServicer_to_server(processor, server),
+        )
+    finally:
+        await limits.close()

@@ -28,6 +28,7 @@ from extproc.config.base import (
 from extproc.config.matches import RouteMatch
 from extproc.config.policies import BackendTLS, Cors, Retry, RoutePolicies
 from extproc.config.providers import AIBackend, Backend, NamedProvider
+from extproc.config.ratelimit import RateLimitStore
 
 __all__ = [
     "DEFAULT_RETRY_CODES",
@@ -115,6 +116,7 @@ class GlobalConfig(Strict):
     metrics_port: int = Field(15020, alias="metricsPort")
     readiness_port: int = Field(15021, alias="readinessPort")
     limits: Limits = Limits()
+    rate_limit_store: RateLimitStore = Field(RateLimitStore(), alias="rateLimitStore")
 
 
 class GatewayConfig(Strict):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from extproc.gateway import Gateway
 from extproc.headers import API, METADATA_NAMESPACE
+from extproc.render import ratelimit
 from extproc.render.common import Json, typed
 from extproc.translate import messages_common
 from extproc.translate.base import openai_error_type
@@ -105,6 +106,23 @@ def _openai_error(message: str, type_: str, code: str) -> Json:
     return _json_body({"error": {"message": message, "type": type_, "param": None, "code": code}})
 
 
+def _rate_limited(anthropic_client: Json) -> list[Json]:
+    """Envoy's local_ratelimit 429 as the stage's: the same type, code and message."""
+    limited = ratelimit.is_local_rate_limited()
+    return [
+        {
+            "filter": {"and_filter": {"filters": [limited, anthropic_client]}},
+            "body_format_override": _anthropic_error(messages_common.error_type(429), ratelimit.MESSAGE),
+        },
+        {
+            "filter": limited,
+            "body_format_override": _openai_error(
+                ratelimit.MESSAGE, openai_error_type(429), "rate_limit_exceeded"
+            ),
+        },
+    ]
+
+
 def local_reply_config(gw: Gateway) -> Json:
     """Envoy-generated errors as the client API's error JSON (never a text body)."""
     limit = gw.limits.max_request_bytes
@@ -119,7 +137,7 @@ def local_reply_config(gw: Gateway) -> Json:
         }
     }
     anthropic_client = {"or_filter": {"filters": [_api_is("messages", False), _no_api_and_messages_path()]}}
-    mappers = []
+    mappers = _rate_limited(anthropic_client) if ratelimit.used(gw) else []
     for status in _LOCAL_REPLY_STATUSES:
         is_status = _status_is(status, f"gw.status.{status}")
         message = messages.get(status, "%LOCAL_REPLY_BODY%")
@@ -139,7 +157,9 @@ def local_reply_config(gw: Gateway) -> Json:
         )
     # A 503 with no response flag is a sidecar that failed (status_on_error): the
     # gateway's own immediate responses never use 503, and provider 503s are not local replies.
-    sidecar_down = _status_is(503, "gw.sidecar")
+    # The gateway's own 503s (rate limit store down, identity missing) are ext_proc immediate
+    # responses, already in the client's shape; their details start with "gateway_".
+    sidecar_down = {"and_filter": {"filters": [_status_is(503, "gw.sidecar"), ratelimit.not_gateway_reply()]}}
     message = "the gateway is unavailable: a sidecar did not answer (%RESPONSE_CODE_DETAILS%)"
     mappers.append(
         {
