@@ -30,6 +30,7 @@ class LimitsContext:
         self.fail_open = gw.config.config.rate_limit_store.failure_mode == "failOpen"
         self.policies: dict[tuple[Path, str | None], WatchedPolicy] = {}
         self.remotes: list[RemoteLimiter] = []
+        self.stages: list[RateLimitStage] = []
 
     def path(self, name: str) -> Path:
         p = Path(name)
@@ -64,6 +65,8 @@ class LimitsContext:
             watched.start()
 
     async def close(self) -> None:
+        for stage in self.stages:  # settlements in flight reach the store before it closes
+            await stage.drain()
         for watched in self.policies.values():
             await watched.stop()
         for remote in self.remotes:

@@ -20,7 +20,7 @@ from extproc.limits.store import whole_seconds
 from extproc.pipeline.stage import Denied
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Quota:
     """One limit as this request found it."""
 

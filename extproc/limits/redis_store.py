@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -25,16 +26,16 @@ from extproc.limits.store import Counter, Reservation, StoreUnavailable, state_o
 
 log = logging.getLogger("gateway.limits")
 
-# ARGV[1] = now; then per counter: limit, cost, rate (0: a window), window end, enforce (1/0).
-# Returns {taken, level before counter 1, level before counter 2, ...} as strings (Redis turns
-# Lua numbers into integers; the levels of buckets are fractional).
+# ARGV[1] = now; ARGV[2] = JSON, per counter [limit, cost, rate (0: a window), window end,
+# enforce (1/0)]: one argument for redis-py to pack instead of five per counter. Returns
+# {taken, level before counter 1, level before counter 2, ...} as strings (Redis turns Lua
+# numbers into integers; the levels of buckets are fractional).
 RESERVE = """
 local now = tonumber(ARGV[1])
+local spec = cjson.decode(ARGV[2])
 local before, fits = {}, true
 for i = 1, #KEYS do
-  local a = 1 + (i - 1) * 5
-  local limit, cost, rate = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
-  local enforce = ARGV[a + 5] == '1'
+  local limit, cost, rate, enforce = spec[i][1], spec[i][2], spec[i][3], spec[i][5] == 1
   local level
   if rate > 0 then
     local s = redis.call('HMGET', KEYS[i], 'l', 't')
@@ -52,8 +53,7 @@ for i = 1, #KEYS do
 end
 if fits then
   for i = 1, #KEYS do
-    local a = 1 + (i - 1) * 5
-    local limit, cost, rate = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+    local limit, cost, rate = spec[i][1], spec[i][2], spec[i][3]
     if rate > 0 then
       local left = before[i] - cost
       redis.call('HSET', KEYS[i], 'l', tostring(left), 't', ARGV[1])
@@ -61,7 +61,7 @@ if fits then
     else
       redis.call('INCRBY', KEYS[i], cost)
       if redis.call('PTTL', KEYS[i]) < 0 then
-        redis.call('PEXPIREAT', KEYS[i], math.floor((tonumber(ARGV[a + 4]) + 60) * 1000))
+        redis.call('PEXPIREAT', KEYS[i], math.floor((spec[i][4] + 60) * 1000))
       end
     end
   end
@@ -71,13 +71,14 @@ for i = 1, #KEYS do out[#out + 1] = tostring(before[i]) end
 return out
 """
 
-# ARGV[1] = now; then per counter: limit, rate, delta. A delta is what the request used beyond
-# (or, negative, short of) what it reserved. An ended window (its key gone) is not revived.
+# ARGV[1] = now; ARGV[2] = JSON, per counter [limit, rate, delta]. A delta is what the request
+# used beyond (or, negative, short of) what it reserved. An ended window (its key gone) is not
+# revived.
 ADJUST = """
 local now = tonumber(ARGV[1])
+local spec = cjson.decode(ARGV[2])
 for i = 1, #KEYS do
-  local a = 1 + (i - 1) * 3
-  local limit, rate, delta = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+  local limit, rate, delta = spec[i][1], spec[i][2], spec[i][3]
   if rate > 0 then
     local s = redis.call('HMGET', KEYS[i], 'l', 't')
     local level = limit
@@ -97,6 +98,8 @@ return 1
 
 
 class RedisStore:
+    in_process = False
+
     def __init__(self, url: str, key_prefix: str = "llmgw:", timeout: float = 0.25) -> None:
         self.url = url
         self.prefix = key_prefix
@@ -120,10 +123,8 @@ class RedisStore:
     async def reserve(self, counters: Sequence[Counter], now: float) -> Reservation:
         if not counters:
             return Reservation(True, (), ())
-        args: list[str | float | int] = [repr(now)]
-        for c in counters:
-            args += [c.limit, c.cost, repr(c.rate), repr(c.window_end), 1 if c.enforce else 0]
-        got = await self._call(self._reserve, [self.prefix + c.key for c in counters], args)
+        spec = orjson.dumps([[c.limit, c.cost, c.rate, c.window_end, int(c.enforce)] for c in counters])
+        got = await self._call(self._reserve, [self.prefix + c.key for c in counters], [repr(now), spec])
         taken = got[0] in (b"1", "1")
         before = [float(v) for v in got[1:]]
         states = tuple(state_of(c, b, taken, now) for c, b in zip(counters, before, strict=True))
@@ -133,12 +134,10 @@ class RedisStore:
         pairs = [(c, d) for c, d in zip(counters, deltas, strict=True) if d]
         if not pairs:
             return
-        args: list[str | float | int] = [repr(now)]
-        for c, d in pairs:
-            args += [c.limit, repr(c.rate), int(d)]
-        await self._call(self._adjust, [self.prefix + c.key for c, _ in pairs], args)
+        spec = orjson.dumps([[c.limit, c.rate, int(d)] for c, d in pairs])
+        await self._call(self._adjust, [self.prefix + c.key for c, _ in pairs], [repr(now), spec])
 
-    async def _call(self, script: object, keys: list[str], args: list[str | float | int]) -> list:
+    async def _call(self, script: object, keys: list[str], args: list[str | bytes]) -> list:
         try:
             result = await script(keys=keys, args=args)  # type: ignore[operator]
         except (RedisError, OSError) as exc:
@@ -161,4 +160,3 @@ def _safe(url: str) -> str:
     if "@" in rest:
         rest = "***@" + rest.rsplit("@", 1)[1]
     return scheme + sep + rest
-

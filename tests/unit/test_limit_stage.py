@@ -72,6 +72,7 @@ async def call(stage: RateLimitStage, ex: Exchange, used: int | None = 20, outco
     ex.usage = Usage(input_tokens=used - 5, output_tokens=5) if used is not None else None
     ex.outcome = outcome
     await stage.on_complete(ex)
+    await stage.drain()  # a remote amend is sent off the request's path
 
 
 def refused(coro: Any) -> Denied:

@@ -14,10 +14,12 @@ may have done the work).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from extproc import tokens
 from extproc.errors import GatewayError
@@ -35,7 +37,7 @@ log = logging.getLogger("gateway.limits")
 _ANSWERED = ("ok", "client_disconnected", "stream_cut")
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class _Limit:
     """One counter this request touches, and how to describe it to the client."""
 
@@ -60,7 +62,19 @@ class _Limit:
         )
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
+class _Bucket:
+    """A localRateLimit entry, worked out once: its key, rate and name."""
+
+    key: str
+    size: int
+    rate: float
+    tokens: bool
+    what: str
+    window: float
+
+
+@dataclass(slots=True)
 class _Held:
     """What a request took, for on_complete."""
 
@@ -87,10 +101,23 @@ class RateLimitStage(Stage):
         self.route = route
         self.store = store
         self.fail_open = fail_open  # the store's call: open only if every limit in it says so
-        self.buckets = list(route.policies.local_rate_limit or [])
+        self.buckets = [
+            _Bucket(
+                f"lrl:{route.id}:{i}",
+                b.max_tokens,
+                b.rate,
+                b.type == "tokens",
+                f"localRateLimit[{i}] on route {route.id}",
+                b.max_tokens / b.rate,
+            )
+            for i, b in enumerate(route.policies.local_rate_limit or [])
+        ]
         self.policy = policy
         self.remote = remote
         self.clock = clock
+        # Settling with a networked store is sent off the request's path (the answer's last
+        # bytes do not wait for it); these are the settlements still in flight.
+        self._settling: set[asyncio.Task[None]] = set()
 
     async def on_request(self, ex: Exchange) -> None:
         now = self.clock()
@@ -126,12 +153,9 @@ class RateLimitStage(Stage):
 
     def _limits(self, ex: Exchange, now: float, estimate: int) -> list[_Limit]:
         out = []
-        for i, b in enumerate(self.buckets):
-            is_tokens = b.type == "tokens"
-            cost = _cost(estimate, b.max_tokens) if is_tokens else 1
-            counter = Counter(f"lrl:{self.route.id}:{i}", b.max_tokens, cost, rate=b.rate)
-            what = f"localRateLimit[{i}] on route {self.route.id}"
-            out.append(_Limit(counter, what, is_tokens, b.max_tokens / b.rate))
+        for b in self.buckets:
+            cost = _cost(estimate, b.size) if b.tokens else 1
+            out.append(_Limit(Counter(b.key, b.size, cost, b.rate), b.what, b.tokens, b.window))
         if self.policy is not None:
             policy = self.policy.current
             for m in policy.match(values.identity_values(ex)):
@@ -186,12 +210,29 @@ class RateLimitStage(Stage):
             else:
                 deltas.append(-lim.counter.cost)  # no answer: nothing was used
         if any(deltas):
-            try:
-                await self.store.adjust([lim.counter for lim in held.limits], deltas, self.clock())
-            except StoreUnavailable as exc:
-                log.error("rate limits: settling request %s failed: %s", ex.request_id, exc)
+            settle = self._settle(ex.request_id, [lim.counter for lim in held.limits], deltas, self.clock())
+            if self.store.in_process:
+                await settle  # no I/O: done before the next request can look
+            else:
+                self._background(settle)
         if held.remote is not None and used is not None and self.remote is not None:
-            await self.remote.amend(held.remote, used - held.prompt)
+            self._background(self.remote.amend(held.remote, used - held.prompt))
+
+    async def _settle(self, request_id: str, counters: list[Counter], deltas: list[int], now: float) -> None:
+        try:
+            await self.store.adjust(counters, deltas, now)
+        except StoreUnavailable as exc:
+            log.error("rate limits: settling request %s failed: %s", request_id, exc)
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+
+    async def drain(self) -> None:
+        """Waits for the settlements in flight (at shutdown, and in tests)."""
+        while self._settling:
+            await asyncio.gather(*list(self._settling), return_exceptions=True)
 
     async def _give_back(self, held: _Held, now: float) -> None:
         """A later check refused the request (or failed): what the store took goes back."""
