@@ -207,6 +207,31 @@ def test_a_streamed_answer_settles_the_token_bucket(tmp_path: Path) -> None:
         assert int(probe.headers["x-ratelimit-remaining"]) > 9800
 
 
+def test_a_client_that_leaves_mid_stream_is_settled_with_what_the_provider_reported(tmp_path: Path) -> None:
+    def tokens_route(mock: Mock) -> dict:
+        route = provider_route(
+            "tok", "/tok", {"anthropic": {}}, f"127.0.0.1:{mock.port}", ANTHROPIC_KEY,
+            localRateLimit=[{"maxTokens": 10000, "tokensPerFill": 10000, "fillInterval": "1h", "type": "tokens"}],
+        )  # fmt: skip
+        return listener_config([route])
+
+    with gateway_on(tmp_path, tokens_route) as gw:
+        url = gw.url + "/tok/v1/chat/completions"
+        body = {**HELLO, "model": "claude-3-5-haiku-latest", "max_tokens": 3000, "stream": True}
+        slow = {"x-mock-chunk-delay-ms": "400"}  # Anthropic's message_start (input tokens) comes first
+        with httpx.stream("POST", url, json=body, headers=slow, timeout=20) as resp:
+            assert resp.status_code == 200
+            assert int(resp.headers["x-ratelimit-remaining"]) < 7100  # about 3,010 held
+            next(resp.iter_bytes())  # the first event, then the client goes away
+        time.sleep(1.5)
+        probe = httpx.post(
+            url, json={**HELLO, "model": "claude-3-5-haiku-latest", "max_tokens": 10}, timeout=20
+        )
+        assert probe.status_code == 200, probe.text
+        # Settled with the usage reported before the cut (the prompt's tokens), not kept at 3,010.
+        assert int(probe.headers["x-ratelimit-remaining"]) > 9900
+
+
 # --- per-key limits from a policy file, with the real authz ------------------------------------------
 
 KEYS = {"sk-gw-limits-alice-0001": ("key-alice", "alice"), "sk-gw-limits-bob-0002": ("key-bob", "bob")}
