@@ -111,6 +111,7 @@ async def _stage(config_path: Path, requests: int) -> dict[str, Any]:
 
 
 def _gateway(config: dict[str, Any], work: Path, duration: int) -> dict[str, Any]:
+    work.mkdir(parents=True, exist_ok=True)
     stack = envoys.gateway_stack(config, work, 1)
     stack.start(timeout=30)
     port = config["binds"][0]["port"]
