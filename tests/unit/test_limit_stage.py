@@ -395,5 +395,6 @@ def test_the_429_body_is_the_clients_api_error_shape() -> None:
     assert orjson.loads(openai.body)["error"]["type"] == "rate_limit_error"
     assert orjson.loads(openai.body)["error"]["code"] == "rate_limit_exceeded"
     assert orjson.loads(anthropic.body)["error"]["type"] == "rate_limit_error"
-    assert openai.headers["x-ratelimit-limit"] == "1, 1;w=60, 100;w=6000"  # 1 token back a minute: 6000 s to fill
+    # The second bucket gets 1 token back a minute: 6000 s to fill.
+    assert openai.headers["x-ratelimit-limit"] == "1, 1;w=60, 100;w=6000"
     assert openai.headers["retry-after"] == "60"
