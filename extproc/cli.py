@@ -38,6 +38,12 @@ def cmd_check(args: argparse.Namespace) -> int:
             for problem in problems:
                 print(f"  {problem}", file=sys.stderr)
             return 2
+    limit_problems = _rate_limit_file_problems(gw, Path(args.config).resolve().parent)
+    if limit_problems:
+        print(f"policy error{'s' if len(limit_problems) > 1 else ''}:", file=sys.stderr)
+        for problem in limit_problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 2
     missing = sorted({m for up in gw.upstreams_by_id.values() if (m := up.secret()[1])})
     print(f"{args.config}: ok ({len(gw.routes)} routes, {len(gw.upstreams_by_id)} provider endpoints)")
     # The ids Envoy's access log and the sidecars use (an unnamed route's is derived: see gateway.py).
@@ -48,6 +54,23 @@ def cmd_check(args: argparse.Namespace) -> int:
     for name in missing:
         print(f"  warning: environment variable {name} is not set; requests to its provider will fail")
     return 0
+
+
+def _rate_limit_file_problems(gw: gateway.Gateway, config_dir: Path) -> list[str]:
+    """Every ``rateLimits`` file must load, as extproc will load it."""
+    from extproc.limits.context import LimitsContext
+    from extproc.limits.store import MemoryStore
+
+    limits = LimitsContext(gw, config_dir, store=MemoryStore())  # no Redis connection for a check
+    problems: list[str] = []
+    for route in gw.routes:
+        rl = route.policies.rate_limits
+        if rl is not None:
+            try:
+                limits.policy(rl.file, rl.domain)
+            except ConfigError as exc:
+                problems += [str(i) for i in exc.issues]
+    return problems
 
 
 def cmd_render(args: argparse.Namespace) -> int:
@@ -88,13 +111,15 @@ def _serve(args: argparse.Namespace, which: str) -> int:
     grpc_serve.share_port(getattr(args, "reuseport", False))
     try:
         with contextlib.suppress(KeyboardInterrupt):
-            if which == "extproc":
-                asyncio.run(serve(gw, args.listen))
-            else:  # the authz sidecar reads policy files relative to the config file
-                asyncio.run(serve(gw, args.listen, Path(args.config).resolve().parent))
+            # Both sidecars read policy files relative to the config file.
+            asyncio.run(serve(gw, args.listen, Path(args.config).resolve().parent))
     except grpc_serve.BindError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except ConfigError as exc:  # a policy file the config points at (rateLimits.file)
+        for issue in exc.issues:
+            print(f"config error: {issue}", file=sys.stderr)
+        return 2
     return 0
 
 

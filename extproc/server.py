@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import grpc
 from envoy.config.core.v3 import base_pb2
@@ -24,6 +25,7 @@ from extproc.errors import GatewayError
 from extproc.gateway import Gateway
 from extproc.grpc_serve import serve_grpc
 from extproc.headers import AUTHZ_NAMESPACE, METADATA_NAMESPACE
+from extproc.limits.context import LimitsContext
 from extproc.pipeline import stages
 from extproc.pipeline.reply import Reply, error_reply
 from extproc.pipeline.router import RouterProcessor
@@ -119,10 +121,17 @@ def to_proto(kind: str, reply: Reply) -> pb.ProcessingResponse:
 
 
 class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
-    def __init__(self, gateway: Gateway, stages_of: dict[str, list[Stage]] | None = None) -> None:
+    def __init__(
+        self,
+        gateway: Gateway,
+        stages_of: dict[str, list[Stage]] | None = None,
+        limits: LimitsContext | None = None,
+    ) -> None:
         self.gateway = gateway
+        # One store, policy-file watcher and remote channel per process, shared by the routes.
+        self.limits = limits or LimitsContext(gateway, Path.cwd())
         # Stages are built once per route and shared by its requests.
-        stages_of = stages_of or {route.id: stages.for_route(route) for route in gateway.routes}
+        stages_of = stages_of or {route.id: stages.for_route(route, self.limits) for route in gateway.routes}
         self.pipelines = {rid: stages.RoutePipeline.of(st) for rid, st in stages_of.items()}
 
     async def Process(
@@ -193,11 +202,18 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
             yield to_proto(kind or "", reply)
 
 
-def _register(gateway: Gateway, server: grpc.aio.Server) -> None:
-    pb_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(gateway), server)
-    # Envoy's gRPC access log of the requests refused before the pipeline (their usage records).
-    als_pb2_grpc.add_AccessLogServiceServicer_to_server(RejectedLog(gateway), server)
+async def serve(gateway: Gateway, listen: str, config_dir: Path | None = None) -> None:
+    """``config_dir``: where relative policy files (``rateLimits.file``) are; the config's folder."""
+    limits = LimitsContext(gateway, config_dir or Path.cwd())
+    processor = ExternalProcessor(gateway, limits=limits)
+    limits.start()
 
+    def register(server: grpc.aio.Server) -> None:
+        pb_grpc.add_ExternalProcessorServicer_to_server(processor, server)
+        # Envoy's gRPC access log of the requests refused before the pipeline (their usage records).
+        als_pb2_grpc.add_AccessLogServiceServicer_to_server(RejectedLog(gateway), server)
 
-async def serve(gateway: Gateway, listen: str) -> None:
-    await serve_grpc("extproc", listen, lambda server: _register(gateway, server))
+    try:
+        await serve_grpc("extproc", listen, register)
+    finally:
+        await limits.close()

@@ -28,6 +28,7 @@ from extproc.config.base import (
 from extproc.config.matches import RouteMatch
 from extproc.config.policies import BackendTLS, Cors, Retry, RoutePolicies
 from extproc.config.providers import AIBackend, Backend, NamedProvider
+from extproc.config.ratelimit import RateLimitStore
 from extproc.config.telemetry import CostConfig, LoggingConfig, MetricsConfig, TracingConfig
 
 __all__ = [
@@ -144,6 +145,7 @@ class GlobalConfig(Strict):
     logging: LoggingConfig = LoggingConfig()
     tracing: TracingConfig | None = None
     cost: CostConfig = CostConfig()
+    rate_limit_store: RateLimitStore = Field(RateLimitStore(), alias="rateLimitStore")
 
 
 class GatewayConfig(Strict):

@@ -14,6 +14,7 @@ from extproc.config.auth import (
     OpenFgaPolicy,
 )
 from extproc.config.base import DEFAULT_RETRY_CODES, Duration, Strict
+from extproc.config.ratelimit import LocalRateLimit, RateLimitsPolicy, RemoteRateLimit
 
 # --- policies ------------------------------------------------------------
 
@@ -110,6 +111,10 @@ class RoutePolicies(Strict):
     opa: OpaPolicy | None = None
     openfga: OpenFgaPolicy | None = None
     model_access: ModelAccess | None = Field(None, alias="modelAccess")
+    # Rate limits (extproc/config/ratelimit.py, extproc/limits/).
+    local_rate_limit: list[LocalRateLimit] | None = Field(None, alias="localRateLimit")
+    remote_rate_limit: RemoteRateLimit | None = Field(None, alias="remoteRateLimit")
+    rate_limits: RateLimitsPolicy | None = Field(None, alias="rateLimits")
 
     @property
     def has_auth(self) -> bool:

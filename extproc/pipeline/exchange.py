@@ -59,6 +59,10 @@ class Exchange:
     first_token: float | None = None  # the first response body bytes reached the client
     ended: float | None = None
     completed: bool = False
+    # Headers stages add to the answer the client gets (the x-ratelimit headers of a passing request).
+    response_headers: dict[str, str] = field(default_factory=dict)
+    # Per-request state a stage keeps between on_request and on_complete, by stage name.
+    stage_state: dict[str, Any] = field(default_factory=dict)
     _estimate: int | None = None
 
     @property

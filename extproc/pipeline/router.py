@@ -224,7 +224,7 @@ class RouterProcessor:
             # Envoy's own reply (timeout, no healthy upstream): already in the client's format.
             ex.error = details
             await self._finish(ex, ex.status, "envoy_error")
-            return Reply(response_body_mode="NONE")
+            return Reply(set_headers=dict(ex.response_headers), response_body_mode="NONE")
         if up is None:
             # Envoy always names the endpoint it used; without it the answer cannot be read safely.
             log.error("no upstream host metadata for request %s on route %s", ex.request_id, ex.route.name)
@@ -236,7 +236,7 @@ class RouterProcessor:
             path = client_request.rewritten_path(ex.route, ex.path)
             self.reader = self._reader(ex, up, outbound.plan(up, ex.api, parsed, path))
         mode, set_headers, remove = self.reader.on_headers(headers)
-        set_headers = {**set_headers, h.RESPONSE_REQUEST_ID: ex.request_id}
+        set_headers = {**set_headers, **ex.response_headers, h.RESPONSE_REQUEST_ID: ex.request_id}
         if mode == "NONE":
             await self._finish(ex, ex.status, "ok" if ex.status < 400 else "provider_error")
         return Reply(set_headers=set_headers, remove_headers=remove, response_body_mode=mode)

@@ -168,7 +168,11 @@ def router() -> Json:
 
 
 def gateway_chain(gw: Gateway) -> list[Json]:
-    return [cors(), body_limit(gw), ext_authz(gw), router_ext_proc(gw), router()]
+    # Envoy's local_ratelimit only when a route's limit is Envoy's to enforce (render/ratelimit.py).
+    from extproc.render import ratelimit
+
+    limit = [ratelimit.chain_filter()] if ratelimit.used(gw) else []
+    return [cors(), body_limit(gw), ext_authz(gw), *limit, router_ext_proc(gw), router()]
 
 
 def early_header_mutations() -> list[Json]:

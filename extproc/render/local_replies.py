@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from extproc.gateway import Gateway
 from extproc.headers import API, CLIENT_ID, METADATA_NAMESPACE
+from extproc.render import ratelimit
 from extproc.render.common import Json, typed
 from extproc.translate import messages_common
 from extproc.translate.base import openai_error_type
@@ -161,7 +162,14 @@ def envoy_replies(gw: Gateway) -> list[EnvoyReply]:
     too_slow = (
         f"the request did not arrive in time (headers within {headers:g}s, all of it within {whole:g}s)"
     )
+    # Envoy's local_ratelimit refusals read as the rate limit stage's (same type, code, message).
+    rate_limited = (
+        [EnvoyReply(ratelimit.is_local_rate_limited(), 429, "rate_limit_exceeded", ratelimit.MESSAGE)]
+        if ratelimit.used(gw)
+        else []
+    )
     return [
+        *rate_limited,
         EnvoyReply(
             _cel("response.code_details.startsWith('ext_proc_error')"),
             503,
@@ -262,6 +270,23 @@ def _mappers(reply: EnvoyReply) -> list[Json]:
             "filter": reply.match,
             **status,
             "body_format_override": _openai_error(reply.status, reply.message, reply.code),
+        },
+    ]
+
+
+def _rate_limited(anthropic_client: Json) -> list[Json]:
+    """Envoy's local_ratelimit 429 as the stage's: the same type, code and message."""
+    limited = ratelimit.is_local_rate_limited()
+    return [
+        {
+            "filter": {"and_filter": {"filters": [limited, anthropic_client]}},
+            "body_format_override": _anthropic_error(messages_common.error_type(429), ratelimit.MESSAGE),
+        },
+        {
+            "filter": limited,
+            "body_format_override": _openai_error(
+                ratelimit.MESSAGE, openai_error_type(429), "rate_limit_exceeded"
+            ),
         },
     ]
 

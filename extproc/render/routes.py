@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from extproc.config.model import Cors, RouteMatch, parse_duration
 from extproc.gateway import Gateway, ResolvedRoute
+from extproc.render import ratelimit
 from extproc.render.common import Json, seconds, typed
 from extproc.render.filters import CORS, EXT_AUTHZ, authz_per_route
 
@@ -126,6 +127,9 @@ def _envoy_routes(route: ResolvedRoute, gw: Gateway) -> list[Json]:
         per_filter: Json = {EXT_AUTHZ: authz_per_route(route, gw)}
         if route.policies.cors:
             per_filter[CORS] = _cors_policy(route.policies.cors)
+        limit = ratelimit.per_route(route)
+        if limit is not None:
+            per_filter[ratelimit.LOCAL_RATELIMIT] = limit
         out.append(
             {
                 "name": route.id if i == 0 else f"{route.id}#{i}",

@@ -24,7 +24,7 @@ COMPOSE_FILE = ROOT / "docker-compose.yaml"
 
 DEFAULT_SERVICES = {"render", "envoy", "extproc", "authz", "mock"}
 OBSERVABILITY = {"jaeger", "prometheus", "grafana"}
-INFRA = {"redis", "postgres", "opa", "openfga", "openfga-init", "keycloak"}
+INFRA = {"redis", "ratelimit", "postgres", "opa", "openfga", "openfga-init", "keycloak"}
 GATEWAY_PORTS = {3000, 15020, 15021}
 ADMIN_PORT = 15000
 PROVIDER_ENV = {
@@ -228,6 +228,20 @@ def test_service_settings():
         volumes = [split_volume(v) for v in services[name]["volumes"]]
         assert ("${GATEWAY_CONFIG:-./policies/gateway.yaml}", CONFIG, True) in volumes, name
         assert ("./policies", "/etc/gateway", True) in volumes, name
+
+
+def test_ratelimit_serves_the_gateways_own_descriptors():
+    from extproc.limits.policy_file import parse_policy
+
+    svc = raw_compose()["services"]["ratelimit"]
+    env = environment(svc)
+    (source, target, read_only), *_ = [split_volume(v) for v in svc["volumes"]]
+    # envoyproxy/ratelimit reads RUNTIME_ROOT/RUNTIME_SUBDIRECTORY/config/*.yaml
+    assert target == f"{env['RUNTIME_ROOT']}/{env['RUNTIME_SUBDIRECTORY']}/config/ratelimits.yaml"
+    assert source == "./policies/ratelimits.yaml" and read_only
+    assert parse_policy((ROOT / source).read_text(), source).domain == "llm_gateway"
+    assert env["REDIS_URL"] == "redis:6379"
+    assert svc["depends_on"]["redis"]["condition"] == "service_healthy"
 
 
 def test_mounted_files_exist_and_parse():

@@ -68,10 +68,10 @@ def test_unknown_field_is_named_with_its_line() -> None:
 def test_unsupported_policy_is_an_error_not_ignored() -> None:
     text = (
         "binds:\n- port: 3000\n  listeners:\n  - routes:\n    - backends:\n      - ai:\n          provider: {openAI: {}}\n"
-        "      policies:\n        localRateLimit: []\n"
+        "      policies:\n        mcpAuthorization: {}\n"
     )
     (err,) = errors_of(text)
-    assert err.startswith("gw.yaml:9: binds[0].listeners[0].routes[0].policies.localRateLimit:")
+    assert err.startswith("gw.yaml:9: binds[0].listeners[0].routes[0].policies.mcpAuthorization:")
 
 
 def test_yaml_syntax_error_has_a_line() -> None:

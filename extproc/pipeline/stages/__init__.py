@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from extproc.gateway import ResolvedRoute
 from extproc.pipeline.stage import Needs, Stage
 from extproc.pipeline.stages.shaping import RequestShaping
 from extproc.pipeline.stages.usage_record import UsageRecord
 
+if TYPE_CHECKING:
+    from extproc.limits.context import LimitsContext
 
-def for_route(route: ResolvedRoute) -> list[Stage]:
+
+def for_route(route: ResolvedRoute, limits: LimitsContext | None = None) -> list[Stage]:
     stages: list[Stage] = []
     ai = route.policies.ai
     if ai is not None:
         stages.append(RequestShaping(ai))
+    # After shaping: limits key on the model the request will use.
+    limit = limits.stage_for(route) if limits is not None else None
+    if limit is not None:
+        stages.append(limit)
     stages.append(UsageRecord())
     return stages
 

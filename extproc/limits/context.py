@@ -1,0 +1,74 @@
+"""What every route's rate limit stage shares in one extproc process: the store, the policy files
+(one watcher per file, however many routes name it) and the remote services' channels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from extproc.config.base import parse_duration
+from extproc.gateway import Gateway, ResolvedRoute
+from extproc.limits.plan import stage_needed
+from extproc.limits.policy_watch import WatchedPolicy
+from extproc.limits.redis_store import RedisStore
+from extproc.limits.remote import RemoteLimiter
+from extproc.limits.store import MemoryStore, Store
+from extproc.pipeline.stages.ratelimit import RateLimitStage
+
+
+def build_store(gw: Gateway) -> Store:
+    cfg = gw.config.config.rate_limit_store
+    if cfg.redis is None:
+        return MemoryStore()
+    return RedisStore(cfg.redis.url, cfg.redis.key_prefix, parse_duration(cfg.redis.timeout))
+
+
+class LimitsContext:
+    def __init__(self, gw: Gateway, config_dir: Path, store: Store | None = None) -> None:
+        self.gw = gw
+        self.config_dir = config_dir
+        self.store = store or build_store(gw)
+        self.fail_open = gw.config.config.rate_limit_store.failure_mode == "failOpen"
+        self.policies: dict[tuple[Path, str | None], WatchedPolicy] = {}
+        self.remotes: list[RemoteLimiter] = []
+        self.stages: list[RateLimitStage] = []
+
+    def path(self, name: str) -> Path:
+        p = Path(name)
+        return p if p.is_absolute() else self.config_dir / p
+
+    def policy(self, name: str, domain: str | None) -> WatchedPolicy:
+        """The file's watcher; ConfigError if it does not load (extproc does not start)."""
+        key = (self.path(name).resolve(), domain)
+        if key not in self.policies:
+            self.policies[key] = WatchedPolicy(key[0], domain)
+        return self.policies[key]
+
+    def stage_for(self, route: ResolvedRoute) -> RateLimitStage | None:
+        if not stage_needed(route):
+            return None
+        p = route.policies
+        modes = [self.fail_open] if p.local_rate_limit else []
+        policy = None
+        if p.rate_limits is not None:
+            policy = self.policy(p.rate_limits.file, p.rate_limits.domain)
+            mode = p.rate_limits.failure_mode
+            modes.append(self.fail_open if mode is None else mode == "failOpen")
+        remote = None
+        if p.remote_rate_limit is not None:
+            remote = RemoteLimiter(p.remote_rate_limit)
+            self.remotes.append(remote)
+        return RateLimitStage(route, self.store, fail_open=all(modes), policy=policy, remote=remote)
+
+    def start(self) -> None:
+        """In the serving loop: the policy files' watchers."""
+        for watched in self.policies.values():
+            watched.start()
+
+    async def close(self) -> None:
+        for stage in self.stages:  # settlements in flight reach the store before it closes
+            await stage.drain()
+        for watched in self.policies.values():
+            await watched.stop()
+        for remote in self.remotes:
+            await remote.close()
+        await self.store.close()

@@ -1,0 +1,157 @@
+"""Where limit counters live: the interface, and the in-process store (the embedded default).
+
+Two kinds of counter, both named by a storage key the caller builds:
+
+- a **fixed window** (``rate == 0``): how much was used since the window started; the key holds
+  the window's start, and the counter is forgotten when the window ends (``window_end``);
+- a **token bucket** (``rate > 0``): how much is left, refilled continuously at ``rate`` per
+  second up to ``limit``, as Envoy's own token bucket refills. It may go below zero: usage
+  reported after the call can exceed what was reserved (the debt is paid back by refills).
+
+``reserve`` is check-and-reserve, atomic over all the counters a request touches: either every
+enforced counter has room for its cost and all are charged, or none is (a refused request costs
+nothing). ``adjust`` changes what a reservation took once the real cost is known (a negative
+delta gives back). The clock is the caller's (``now``), so budgets with calendar periods and
+tests with a controllable clock use the same stores. The Redis store (redis_store.py) keeps the
+same semantics in one Lua script per call.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class StoreUnavailable(Exception):
+    """The store could not answer (Redis down or too slow): the policy's failureMode decides."""
+
+
+# Slotted: these are built for every request (a frozen dataclass's __init__ costs twice as much).
+@dataclass(slots=True)
+class Counter:
+    key: str  # the storage key (a window's start is part of it)
+    limit: int  # a window's most per window, or a bucket's size
+    cost: int  # what this request takes now
+    rate: float = 0.0  # a bucket's refill per second; 0 for a fixed window
+    window_end: float = 0.0  # a window's end (clock seconds)
+    enforce: bool = True  # False (shadow mode): counted, never refuses
+
+    @property
+    def is_bucket(self) -> bool:
+        return self.rate > 0
+
+
+@dataclass(slots=True)
+class State:
+    """One counter after a reservation, as the x-ratelimit headers report it."""
+
+    fits: bool  # the cost fitted (for a shadow counter: would have)
+    remaining: float  # left after this request (before it, if nothing was taken); < 0 in debt
+    reset: float  # seconds: until a window ends; until a bucket has a whole token again
+    retry_after: float  # seconds until this cost would fit (0 when it fits)
+
+
+@dataclass(slots=True)
+class Reservation:
+    taken: bool
+    counters: tuple[Counter, ...]
+    states: tuple[State, ...]
+
+
+def state_of(counter: Counter, before: float, taken: bool, now: float) -> State:
+    """The counter's state from its level before the request (a bucket's tokens, a window's use)."""
+    cost = counter.cost
+    if counter.is_bucket:
+        fits = before >= cost
+        left = before - cost if taken else before
+        reset = 0.0 if left >= 1 else (1 - left) / counter.rate
+        retry = 0.0 if fits else (cost - before) / counter.rate
+        return State(fits, left, reset, retry)
+    fits = before + cost <= counter.limit
+    left = counter.limit - (before + cost if taken else before)
+    until_end = max(0.0, counter.window_end - now)
+    return State(fits, left, until_end, 0.0 if fits else until_end)
+
+
+class Store(Protocol):
+    # False for a store across the network: settling is then sent off the request's path.
+    in_process: bool
+
+    async def reserve(self, counters: Sequence[Counter], now: float) -> Reservation: ...
+
+    async def adjust(self, counters: Sequence[Counter], deltas: Sequence[int], now: float) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class MemoryStore:
+    """Counters in this process. Atomic without locks: nothing awaits between check and charge,
+    and an event loop runs one coroutine at a time. Per process: with several extproc workers
+    each keeps its own counts (README; the supervisor warns)."""
+
+    SWEEP_EVERY = 4096  # operations between sweeps of ended windows and refilled buckets
+    in_process = True
+
+    def __init__(self) -> None:
+        self.windows: dict[str, tuple[int, float]] = {}  # key -> (used, window end)
+        # key -> (level, when, size, rate): size and rate so a sweep can tell a full bucket
+        self.buckets: dict[str, tuple[float, float, int, float]] = {}
+        self._ops = 0
+
+    def _level(self, c: Counter, now: float) -> float:
+        if c.is_bucket:
+            got = self.buckets.get(c.key)
+            if got is None:
+                return float(c.limit)
+            level, when = got[0], got[1]
+            return min(float(c.limit), level + max(0.0, now - when) * c.rate)
+        used = self.windows.get(c.key)
+        return float(used[0]) if used is not None and used[1] > now else 0.0
+
+    async def reserve(self, counters: Sequence[Counter], now: float) -> Reservation:
+        self._tick(now)
+        before = [self._level(c, now) for c in counters]
+        taken = all(
+            not c.enforce or (b >= c.cost if c.is_bucket else b + c.cost <= c.limit)
+            for c, b in zip(counters, before, strict=True)
+        )
+        if taken:
+            for c, b in zip(counters, before, strict=True):
+                self._set(c, b - c.cost if c.is_bucket else b + c.cost, now)
+        states = tuple(state_of(c, b, taken, now) for c, b in zip(counters, before, strict=True))
+        return Reservation(taken, tuple(counters), states)
+
+    async def adjust(self, counters: Sequence[Counter], deltas: Sequence[int], now: float) -> None:
+        for c, delta in zip(counters, deltas, strict=True):
+            if not delta:
+                continue
+            level = self._level(c, now)
+            if c.is_bucket:
+                self._set(c, min(float(c.limit), level - delta), now)
+            elif c.key in self.windows and c.window_end > now:  # an ended window is not revived
+                self._set(c, max(0.0, level + delta), now)
+
+    def _set(self, c: Counter, value: float, now: float) -> None:
+        if c.is_bucket:
+            self.buckets[c.key] = (value, now, c.limit, c.rate)
+        else:
+            self.windows[c.key] = (int(value), c.window_end)
+
+    def _tick(self, now: float) -> None:
+        """Forget what no longer matters: ended windows, and buckets that are full again (a
+        missing bucket is a full one), so memory follows the active callers, not all callers."""
+        self._ops += 1
+        if self._ops % self.SWEEP_EVERY:
+            return
+        self.windows = {k: v for k, v in self.windows.items() if v[1] > now}
+        self.buckets = {k: v for k, v in self.buckets.items() if v[0] + (now - v[1]) * v[3] < v[2]}
+
+    async def close(self) -> None:
+        return None
+
+
+def whole_seconds(value: float) -> int:
+    """Header seconds: rounded up, so a client that waits that long finds room."""
+    return max(0, math.ceil(value - 1e-9))

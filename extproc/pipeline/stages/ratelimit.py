@@ -1,0 +1,257 @@
+"""The rate limit stage: a route's token buckets, policy-file limits and remote limits.
+
+``on_request`` reserves before the provider is called, in one atomic store call for all of the
+route's buckets and matching policy-file limits (then asks the remote service, if any): a
+request that does not fit any of them is refused with a 429 and costs nothing. A request-count
+limit costs 1; a token limit costs the request's estimate (``Exchange.estimated_tokens``: the
+prompt plus the most the answer may use), at most the whole limit, so a request larger than a
+limit still passes when that limit is untouched (agentgateway's 1-token bucket in the seeds
+passes its first request). ``on_complete`` settles token limits with the usage the provider
+reported, streams and cut-short exchanges included; with no usage, a request that got no answer
+gives its reservation back, and one whose client left mid-way keeps it charged (the provider
+may have done the work).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from extproc import tokens
+from extproc.errors import GatewayError
+from extproc.gateway import ResolvedRoute
+from extproc.limits import quota, values
+from extproc.limits.policy_watch import WatchedPolicy
+from extproc.limits.remote import RemoteAnswer, RemoteLimiter, RemoteUnavailable
+from extproc.limits.store import Counter, Reservation, State, Store, StoreUnavailable
+from extproc.pipeline.exchange import Exchange
+from extproc.pipeline.stage import Needs, Stage
+
+log = logging.getLogger("gateway.limits")
+
+# Outcomes where the provider answered (or may have): with no usage reported, the reservation stays.
+_ANSWERED = ("ok", "client_disconnected", "stream_cut")
+
+
+@dataclass(slots=True)
+class _Limit:
+    """One counter this request touches, and how to describe it to the client."""
+
+    counter: Counter
+    what: str  # "localRateLimit[0] on route openai", "rateLimits llm: user_id > model"
+    tokens: bool
+    window: float  # seconds the limit is over (a bucket: the time to fill it from empty)
+
+    def quota(self, s: State) -> quota.Quota:
+        c = self.counter
+        return quota.Quota(
+            what=self.what + (" (tokens)" if self.tokens else ""),
+            limit=c.limit,
+            window=self.window,
+            bucket=c.is_bucket,
+            remaining=s.remaining,
+            reset=s.reset,
+            fits=s.fits,
+            retry_after=s.retry_after,
+            cost=c.cost,
+            tokens=self.tokens,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Bucket:
+    """A localRateLimit entry, worked out once: its key, rate and name."""
+
+    key: str
+    size: int
+    rate: float
+    tokens: bool
+    what: str
+    window: float
+
+
+@dataclass(slots=True)
+class _Held:
+    """What a request took, for on_complete."""
+
+    limits: list[_Limit]
+    remote: RemoteAnswer | None = None
+    prompt: int = 0
+
+
+class RateLimitStage(Stage):
+    name = "rate_limit"
+    # The body for the estimate; the answer's headers and body for the usage that settles tokens.
+    needs = Needs.REQUEST_BODY | Needs.RESPONSE_HEADERS | Needs.RESPONSE_BODY
+
+    def __init__(
+        self,
+        route: ResolvedRoute,
+        store: Store,
+        *,
+        fail_open: bool = False,
+        policy: WatchedPolicy | None = None,
+        remote: RemoteLimiter | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.route = route
+        self.store = store
+        self.fail_open = fail_open  # the store's call: open only if every limit in it says so
+        self.buckets = [
+            _Bucket(
+                f"lrl:{route.id}:{i}",
+                b.max_tokens,
+                b.rate,
+                b.type == "tokens",
+                f"localRateLimit[{i}] on route {route.id}",
+                b.max_tokens / b.rate,
+            )
+            for i, b in enumerate(route.policies.local_rate_limit or [])
+        ]
+        self.policy = policy
+        self.remote = remote
+        self.clock = clock
+        # Settling with a networked store is sent off the request's path (the answer's last
+        # bytes do not wait for it); these are the settlements still in flight.
+        self._settling: set[asyncio.Task[None]] = set()
+
+    async def on_request(self, ex: Exchange) -> None:
+        now = self.clock()
+        held = _Held(self._limits(ex, now, ex.estimated_tokens() or 0))
+        quotas: list[quota.Quota] = []
+        if held.limits:
+            try:
+                got = await self.store.reserve([lim.counter for lim in held.limits], now)
+            except StoreUnavailable as exc:
+                self._unavailable(ex, "the rate limit store", exc, self.fail_open)
+                held.limits = []
+            else:
+                quotas = self._quotas(ex, held.limits, got)
+                if not got.taken:
+                    raise quota.refusal(quotas)
+        if self.remote is not None:
+            prompt = _prompt_tokens(ex)
+            try:
+                answer = await self.remote.check(ex, prompt)
+            except RemoteUnavailable as exc:
+                await self._give_back(held, now)
+                self._unavailable(ex, "remoteRateLimit", exc, self.remote.fail_open)
+                answer = None
+            if answer is not None:
+                quotas += answer.quotas
+                if answer.over:
+                    await self._give_back(held, now)
+                    raise quota.refusal(quotas, answer.headers)
+                held.remote, held.prompt = answer, prompt
+                ex.response_headers.update(answer.headers)
+        ex.response_headers.update(quota.headers(quotas))
+        ex.stage_state[self.name] = held
+
+    def _limits(self, ex: Exchange, now: float, estimate: int) -> list[_Limit]:
+        out = []
+        for b in self.buckets:
+            cost = _cost(estimate, b.size) if b.tokens else 1
+            out.append(_Limit(Counter(b.key, b.size, cost, b.rate), b.what, b.tokens, b.window))
+        if self.policy is not None:
+            policy = self.policy.current
+            for m in policy.match(values.identity_values(ex)):
+                lim = m.limit
+                if lim.unlimited:
+                    continue
+                start = int(now // lim.window) * lim.window
+                name = "_".join(f"{k}_{v}" for k, v in m.entries)
+                cost = _cost(estimate, lim.requests_per_unit) if lim.tokens else 1
+                counter = Counter(
+                    f"rl:{policy.domain}_{name}_{start}",
+                    lim.requests_per_unit,
+                    cost,
+                    window_end=start + lim.window,
+                    enforce=not lim.shadow,
+                )
+                out.append(_Limit(counter, f"rateLimits {policy.domain}: {lim.path}", lim.tokens, lim.window))
+        return out
+
+    def _quotas(self, ex: Exchange, limits: list[_Limit], got: Reservation) -> list[quota.Quota]:
+        """What the client is told: shadow-mode limits count but are never shown (nor refuse)."""
+        out = []
+        for lim, state in zip(limits, got.states, strict=True):
+            if lim.counter.enforce:
+                out.append(lim.quota(state))
+            elif not state.fits:
+                log.info("shadow mode: %s would refuse request %s", lim.what, ex.request_id)
+        return out
+
+    def _unavailable(self, ex: Exchange, what: str, exc: Exception, fail_open: bool) -> None:
+        if fail_open:
+            log.warning("%s is unavailable (%s): request %s passes (failOpen)", what, exc, ex.request_id)
+            return
+        log.error("%s is unavailable (%s): request %s refused (failClosed)", what, exc, ex.request_id)
+        raise GatewayError(
+            503, "the gateway cannot check rate limits right now", code="rate_limit_unavailable"
+        )
+
+    async def on_complete(self, ex: Exchange) -> None:
+        held: _Held | None = ex.stage_state.pop(self.name, None)
+        if held is None:
+            return
+        used = None if ex.usage is None else ex.usage.total_tokens
+        deltas = []
+        for lim in held.limits:
+            if not lim.tokens:
+                deltas.append(0)
+            elif used is not None:
+                deltas.append(used - lim.counter.cost)
+            elif ex.outcome in _ANSWERED:
+                deltas.append(0)  # answered without usage, or the client left: it stays charged
+            else:
+                deltas.append(-lim.counter.cost)  # no answer: nothing was used
+        if any(deltas):
+            settle = self._settle(ex.request_id, [lim.counter for lim in held.limits], deltas, self.clock())
+            if self.store.in_process:
+                await settle  # no I/O: done before the next request can look
+            else:
+                self._background(settle)
+        if held.remote is not None and used is not None and self.remote is not None:
+            self._background(self.remote.amend(held.remote, used - held.prompt))
+
+    async def _settle(self, request_id: str, counters: list[Counter], deltas: list[int], now: float) -> None:
+        try:
+            await self.store.adjust(counters, deltas, now)
+        except StoreUnavailable as exc:
+            log.error("rate limits: settling request %s failed: %s", request_id, exc)
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+
+    async def drain(self) -> None:
+        """Waits for the settlements in flight (at shutdown, and in tests)."""
+        while self._settling:
+            await asyncio.gather(*list(self._settling), return_exceptions=True)
+
+    async def _give_back(self, held: _Held, now: float) -> None:
+        """A later check refused the request (or failed): what the store took goes back."""
+        if not held.limits:
+            return
+        counters = [lim.counter for lim in held.limits]
+        try:
+            await self.store.adjust(counters, [-c.cost for c in counters], now)
+        except StoreUnavailable as exc:
+            log.error("rate limits: giving back a refused request's reservation failed: %s", exc)
+        held.limits = []
+
+
+def _cost(estimate: int, limit: int) -> int:
+    """At least 1 (a limit used up, or in debt, refuses everything), at most the whole limit."""
+    return max(1, min(estimate, limit))
+
+
+def _prompt_tokens(ex: Exchange) -> int:
+    if ex.llm is None:
+        return 0
+    return tokens.estimate_prompt_tokens(ex.api, ex.llm.body, values.model_of(ex) or "")

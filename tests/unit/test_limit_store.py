@@ -1,0 +1,211 @@
+"""The limit stores: the in-process one and Redis (a real redis-server), held to the same tests."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from extproc.limits.redis_store import RedisStore
+from extproc.limits.store import Counter, MemoryStore, Store, StoreUnavailable
+from tests.redis_server import RedisServer, start_redis
+
+NOW = 1_800_000_000.0
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = start_redis(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+Body = Callable[[Store], Awaitable[None]]
+
+
+@pytest.fixture(params=["memory", "redis"])
+def with_store(request: pytest.FixtureRequest, redis_server: RedisServer) -> Callable[[Body], None]:
+    """Runs a test body against a fresh store of each kind, in its own event loop."""
+
+    def run(body: Body) -> None:
+        async def main() -> None:
+            if request.param == "memory":
+                await body(MemoryStore())
+                return
+            s = RedisStore(redis_server.url, key_prefix="t:")
+            await s.client.flushdb()
+            try:
+                await body(s)
+            finally:
+                await s.close()
+
+        asyncio.run(main())
+
+    return run
+
+
+def window(key: str = "w", limit: int = 10, cost: int = 1, end: float = NOW + 60, **kw: object) -> Counter:
+    return Counter(key, limit, cost, window_end=end, **kw)  # type: ignore[arg-type]
+
+
+def bucket(key: str = "b", size: int = 10, cost: int = 1, rate: float = 10 / 60) -> Counter:
+    return Counter(key, size, cost, rate=rate)
+
+
+def test_a_window_takes_its_limit_then_refuses_without_charging(with_store: Callable[[Body], None]) -> None:
+    async def body(store: Store) -> None:
+        results = [await store.reserve([window()], NOW) for _ in range(12)]
+        assert [r.taken for r in results] == [True] * 10 + [False] * 2
+        assert results[0].states[0].remaining == 9
+        assert results[9].states[0].remaining == 0
+        refused = results[10].states[0]
+        assert not refused.fits and refused.remaining == 0
+        assert refused.reset == pytest.approx(60) and refused.retry_after == pytest.approx(60)
+
+    with_store(body)
+
+
+def test_a_cost_that_does_not_fit_is_refused_and_costs_nothing(with_store: Callable[[Body], None]) -> None:
+    async def body(store: Store) -> None:
+        assert (await store.reserve([window(cost=7)], NOW)).taken
+        refused = await store.reserve([window(cost=4)], NOW)
+        assert not refused.taken and refused.states[0].remaining == 3
+        assert (await store.reserve([window(cost=3)], NOW)).taken  # the 4 were never taken
+
+    with_store(body)
+
+
+def test_all_or_nothing_over_several_counters(with_store: Callable[[Body], None]) -> None:
+    async def body(store: Store) -> None:
+        full = window("full", limit=1)
+        assert (await store.reserve([full], NOW)).taken
+        got = await store.reserve([window("other", limit=5), full], NOW)
+        assert not got.taken
+        assert [s.fits for s in got.states] == [True, False]
+        # "other" was not charged by the refused reservation: all five are still there.
+        assert all([(await store.reserve([window("other", limit=5)], NOW)).taken for _ in range(5)])
+
+    with_store(body)
+
+
+def test_a_new_window_starts_empty(with_store: Callable[[Body], None]) -> None:
+    async def body(store: Store) -> None:
+        for _ in range(10):
+            await store.reserve([window("w:0", end=NOW + 1)], NOW)
+        assert not (await store.reserve([window("w:0", end=NOW + 1)], NOW)).taken
+        assert (await store.reserve([window("w:1", end=NOW + 61)], NOW + 1)).taken
+
+    with_store(body)
+
+
+def test_a_bucket_refills_continuously(with_store: Callable[[Body], None]) -> None:
+    async def body(store: Store) -> None:
+        for _ in range(10):
+            assert (await store.reserve([bucket()], NOW)).taken
+        refused = await store.reserve([bucket()], NOW)
+        assert not refused.taken
+        assert refused.states[0].retry_after == pytest.approx(6)  # one token: 60 s / 10
+        assert refused.states[0].reset == pytest.approx(6)
+        assert not (await store.reserve([bucket()], NOW + 5.9)).taken
+        got = await store.reserve([bucket()], NOW + 6.1)
+        assert got.taken and got.states[0].remaining == pytest.approx(0.1 / 6, abs=1e-6)
+
+    with_store(body)
+
+
+def test_usage_beyond_the_reservation_leaves_a_bucket_in_debt(with_store: Callable[[Body], None]) -> None:
+    async def body(store: Store) -> None:
+        # The seed's bucket: 1 token, 1 back every 100 s; the request used 20.
+        seed = Counter("seed", 1, 1, rate=1 / 100)
+        assert (await store.reserve([seed], NOW)).taken
+        await store.adjust([seed], [19], NOW + 1)
+        refused = await store.reserve([seed], NOW + 2)
+        assert not refused.taken
+        assert refused.states[0].remaining == pytest.approx(-19 + 2 / 100, abs=1e-6)
+        assert refused.states[0].retry_after == pytest.approx(2000 - 2, abs=0.01)
+
+    with_store(body)
+
+
+def test_giving_back_never_overfills(with_store: Callable[[Body], None]) -> None:
+    async def body(store: Store) -> None:
+        c = bucket(cost=4)
+        assert (await store.reserve([c], NOW)).taken
+        await store.adjust([c], [-100], NOW)
+        got = await store.reserve([bucket(cost=10)], NOW)
+        assert got.taken and got.states[0].remaining == 0
+
+    with_store(body)
+
+
+def test_a_window_is_settled_with_the_real_cost(with_store: Callable[[Body], None]) -> None:
+    async def body(store: Store) -> None:
+        c = window(limit=100, cost=80)
+        assert (await store.reserve([c], NOW)).taken
+        await store.adjust([c], [-70], NOW)  # it used 10
+        assert (await store.reserve([window(limit=100, cost=90)], NOW)).taken
+
+    with_store(body)
+
+
+def test_shadow_counters_count_but_never_refuse(with_store: Callable[[Body], None]) -> None:
+    async def body(store: Store) -> None:
+        shadow = window("s", limit=1, enforce=False)
+        for _ in range(3):
+            got = await store.reserve([shadow], NOW)
+            assert got.taken
+        assert not got.states[0].fits and got.states[0].remaining == -2
+
+    with_store(body)
+
+
+def test_redis_check_and_reserve_is_atomic_under_concurrency(redis_server: RedisServer) -> None:
+    async def body() -> None:
+        stores = [RedisStore(redis_server.url, key_prefix="atomic:") for _ in range(3)]
+        await stores[0].client.flushdb()
+        c = window("shared", limit=25)
+        got = await asyncio.gather(*[stores[i % 3].reserve([c], NOW) for i in range(120)])
+        assert sum(r.taken for r in got) == 25
+        for s in stores:
+            await s.close()
+
+    asyncio.run(body())
+
+
+def test_redis_down_is_store_unavailable_and_recovers_without_restart(tmp_path: Path) -> None:
+    async def body() -> None:
+        server = start_redis(tmp_path / "r")
+        store = RedisStore(server.url, key_prefix="down:", timeout=0.2)
+        try:
+            assert (await store.reserve([window()], NOW)).taken
+            server.stop()
+            with pytest.raises(StoreUnavailable):
+                await store.reserve([window()], NOW)
+            assert not store.healthy
+            server.start()  # the same port, an empty Redis
+            assert (await store.reserve([window()], NOW)).taken
+            assert store.healthy
+        finally:
+            await store.close()
+            server.stop()
+
+    asyncio.run(body())
+
+
+def test_a_redis_restart_between_requests_costs_no_request(tmp_path: Path) -> None:
+    async def body() -> None:
+        server = start_redis(tmp_path / "r2")
+        store = RedisStore(server.url, key_prefix="restart:", timeout=0.5)
+        try:
+            assert (await store.reserve([window()], NOW)).taken  # a pooled connection now
+            server.stop()
+            server.start()
+            # The pooled connection is broken; it is replaced within the same call.
+            assert (await store.reserve([window()], NOW)).taken
+        finally:
+            await store.close()
+            server.stop()
+
+    asyncio.run(body())
