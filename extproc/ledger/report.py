@@ -69,8 +69,8 @@ def parse_when(text: str, tz: datetime.tzinfo) -> datetime.datetime:
 
 def parse_period(start: str | None, end: str | None, tz_name: str = "UTC") -> tuple[datetime.datetime, ...]:
     """[start, end): defaults are this calendar month in ``tz_name``."""
-    try:
-        tz = zoneinfo.ZoneInfo(tz_name)
+    try:  # UTC needs no time zone database (slim images have none)
+        tz = datetime.UTC if tz_name.upper() in ("UTC", "Z") else zoneinfo.ZoneInfo(tz_name)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
         raise ReportError(f"{tz_name!r} is not a time zone (use an IANA name like Europe/Berlin)") from None
     now = datetime.datetime.now(tz)
