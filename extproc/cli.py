@@ -7,11 +7,14 @@ import asyncio
 import contextlib
 import logging
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 from extproc import gateway
 from extproc.authz import keys_cli
 from extproc.config.loader import ConfigError, LoadedConfig, load
+from extproc.ledger import cli as usage_cli
 from extproc.render import SidecarAddresses, dump, render
 
 
@@ -102,7 +105,7 @@ def _serve(args: argparse.Namespace, which: str) -> int:
         usage_log.start()
         tokens.warm_up()  # the tokenizer loads its encodings now, not on a request
         schema.warm_up()  # and the request validators are built
-        if not _start_telemetry(args, gw):
+        if not _start_telemetry(args, gw) or not _start_ledger(args, gw):
             return 2
     else:
         from extproc.authz.server import serve
@@ -111,8 +114,11 @@ def _serve(args: argparse.Namespace, which: str) -> int:
     grpc_serve.share_port(getattr(args, "reuseport", False))
     try:
         with contextlib.suppress(KeyboardInterrupt):
-            # Both sidecars read policy files relative to the config file.
-            asyncio.run(serve(gw, args.listen, Path(args.config).resolve().parent))
+            config_dir = Path(args.config).resolve().parent  # policy files are relative to it
+            if which == "extproc":
+                asyncio.run(_extproc_main(gw, args, serve(gw, args.listen, config_dir)))
+            else:
+                asyncio.run(serve(gw, args.listen, config_dir))
     except grpc_serve.BindError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -120,7 +126,63 @@ def _serve(args: argparse.Namespace, which: str) -> int:
         for issue in exc.issues:
             print(f"config error: {issue}", file=sys.stderr)
         return 2
+    finally:
+        if which == "extproc":  # what is queued is written before the process ends
+            from extproc import usage_log
+            from extproc.ledger import runtime as ledger
+
+            ledger.stop()
+            usage_log.stop()
     return 0
+
+
+def _start_ledger(args: argparse.Namespace, gw: gateway.Gateway) -> bool:
+    """The usage ledger's writer (extproc/ledger/); False: config.ledger.url cannot be resolved."""
+    from extproc.ledger import runtime as ledger
+    from extproc.telemetry import runtime
+
+    cfg = gw.config.config
+    try:
+        url = ledger.url_of(cfg.ledger, Path(args.config).resolve().parent, _data_dir(args))
+    except ledger.LedgerConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return False
+    if url is not None:
+        ledger.start(url, cfg.ledger, runtime.current().metrics.registry, cfg.metrics.prefix)
+    return True
+
+
+def _data_dir(args: argparse.Namespace) -> Path | None:
+    return Path(args.data_dir).resolve() if args.data_dir else None
+
+
+async def _extproc_main(
+    gw: gateway.Gateway, args: argparse.Namespace, serving: Coroutine[Any, Any, None]
+) -> None:
+    """The gRPC server, and the admin API beside it on this loop when configured (and not
+    --no-admin-api: the supervisor serves it from worker 0 only). SIGTERM ends both cleanly, so
+    the ledger's queue is written before the process exits."""
+    import signal
+
+    task = asyncio.ensure_future(serving)
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    admin_cfg = gw.config.config.admin_api
+    runner = None
+    if admin_cfg is not None and not args.no_admin_api:
+        from extproc.admin import server as admin
+        from extproc.ledger import runtime as ledger
+
+        config_dir = Path(args.config).resolve().parent
+        url = ledger.url_of(gw.config.config.ledger, config_dir, _data_dir(args))
+        ctx = admin.AdminContext(gw, config_dir, url)
+        runner = await admin.start(ctx, admin_cfg)
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+    finally:
+        if runner is not None:
+            await runner.cleanup()
 
 
 def _start_telemetry(args: argparse.Namespace, gw: gateway.Gateway) -> bool:
@@ -230,14 +292,21 @@ def main(argv: list[str] | None = None) -> None:
             )
             p.add_argument("--metrics-listen", default="127.0.0.1:9464", help="/metrics; '' for none")
             p.add_argument("--envoy-stats", help="Envoy's /stats/prometheus URL, appended to /metrics")
+            p.add_argument("--data-dir", help="the default ledger.db's folder (default: the config's)")
+            p.add_argument(
+                "--no-admin-api", action="store_true", help="do not serve config.adminApi (other workers do)"
+            )
 
     sub.add_parser("mock", help="serve the built-in mock LLM provider (see --help after mock)")
     keys_cli.add_parser(sub)
+    usage_cli.add_parser(sub)
 
     args = parser.parse_args(argv)
     if args.cmd == "render":
         args.config = args.config_opt or args.config or "policies/gateway.yaml"
-    handlers = {"run": cmd_run, "check": cmd_check, "render": cmd_render, "keys": keys_cli.run}
+    handlers = {
+        "run": cmd_run, "check": cmd_check, "render": cmd_render, "keys": keys_cli.run, "usage": usage_cli.run
+    }  # fmt: skip
     if args.cmd in handlers:
         sys.exit(handlers[args.cmd](args))
     sys.exit(_serve(args, args.cmd))

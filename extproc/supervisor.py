@@ -128,6 +128,8 @@ class Stack:
             cfg.metrics_port: "Envoy metrics",
             cfg.readiness_port: "Envoy readiness",
         }
+        if cfg.admin_api is not None:
+            self.envoy_ports[cfg.admin_api.port] = "admin API (extproc)"
         return path
 
     def needed_ports(self) -> dict[int, str]:
@@ -159,8 +161,12 @@ class Stack:
         if workers > 1:
             extproc.append("--reuseport")
             env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(self._multiproc_dir())}
+        extproc += ["--data-dir", str(self.workdir.resolve())]  # the default ledger.db goes there
         for n in range(workers):
-            self._spawn("extproc" if n == 0 else f"extproc-{n}", extproc, env)
+            # Worker 0 serves config.adminApi (extproc/admin/server.py): one port, one process.
+            self._spawn(
+                "extproc" if n == 0 else f"extproc-{n}", extproc + (["--no-admin-api"] if n else []), env
+            )
         self._spawn(
             "authz", [*py, "authz", "--config", self.config_path, "--listen", f"127.0.0.1:{self.authz_port}"]
         )

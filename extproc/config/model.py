@@ -25,6 +25,8 @@ from extproc.config.base import (
     check_name,
     parse_duration,
 )
+from extproc.config.ledger import AdminApiConfig, LedgerConfig
+from extproc.config.ledger import problems as ledger_problems
 from extproc.config.matches import RouteMatch
 from extproc.config.policies import BackendTLS, Cors, Retry, RoutePolicies
 from extproc.config.providers import AIBackend, Backend, NamedProvider
@@ -146,6 +148,9 @@ class GlobalConfig(Strict):
     tracing: TracingConfig | None = None
     cost: CostConfig = CostConfig()
     rate_limit_store: RateLimitStore = Field(RateLimitStore(), alias="rateLimitStore")
+    # The usage ledger and the admin API (extproc/config/ledger.py).
+    ledger: LedgerConfig = LedgerConfig()
+    admin_api: AdminApiConfig | None = Field(None, alias="adminApi")
 
 
 class GatewayConfig(Strict):
@@ -186,6 +191,10 @@ class GatewayConfig(Strict):
             parse_duration(self.config.cost.reload_interval)
         except ValueError as exc:
             problems.append((("config", "cost", "reloadInterval"), str(exc)))
+        taken = {b.port: "port of a listener" for b in self.binds}
+        taken |= {self.config.admin_port: "adminPort", self.config.metrics_port: "metricsPort"}
+        taken[self.config.readiness_port] = "readinessPort"
+        problems += ledger_problems(self.config.ledger, self.config.admin_api, taken)
         return problems
 
 

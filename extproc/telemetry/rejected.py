@@ -31,6 +31,7 @@ from extproc.contracts import IDENTITY_KEY
 from extproc.errors import GatewayError
 from extproc.gateway import Gateway
 from extproc.headers import AUTHZ_NAMESPACE
+from extproc.ledger import runtime as ledger
 from extproc.pipeline.client_request import api_of_path
 from extproc.pipeline.exchange import new_request_id
 from extproc.pipeline.identity import caller_identity
@@ -129,6 +130,7 @@ def _method(req: accesslog_pb2.HTTPRequestProperties) -> str:
 def handle(gw: Gateway, entry: accesslog_pb2.HTTPAccessLogEntry) -> None:
     t = runtime.current()
     record, variables = record_of_entry(gw, entry)
+    ledger.submit(record)  # refused requests are in the ledger too (no tokens, no cost)
     names = t.log_fields.variables | t.metric_fields.variables
     ctx = context({k: v for k, v in variables.items() if k in names}, t.needs) if names else None
     usage_log.write(t.log_line(record, ctx))

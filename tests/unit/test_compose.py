@@ -42,6 +42,7 @@ COMMANDS = {
     "extproc": [
         "python", "-m", "extproc", "extproc", "--config", CONFIG, "--listen", "0.0.0.0:9001",
         "--metrics-listen", "0.0.0.0:9464", "--envoy-stats", "http://envoy:15020/metrics/envoy",
+        "--data-dir", "/home/gateway",
     ],
     "authz": ["python", "-m", "extproc", "authz", "--config", CONFIG, "--listen", "0.0.0.0:9002"],
     "mock": ["python", "-m", "extproc", "mock", "--host", "0.0.0.0", "--port", "9100"],

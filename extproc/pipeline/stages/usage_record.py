@@ -1,7 +1,7 @@
 """The usage record: one structured JSON line per request, written when it completes,
 and the request's metrics, from the same fields.
 
-Cost, metrics, and (later) traces and the ledger read the same exchange, so each number has one
+Cost, metrics, the ledger (extproc/ledger/) and (later) traces read the same exchange, so each number has one
 source: the translators' usage and the exchange's timings (extproc/telemetry/).
 """
 
@@ -11,6 +11,7 @@ import datetime
 from typing import Any
 
 from extproc import usage_log
+from extproc.ledger import runtime as ledger
 from extproc.pipeline.exchange import Exchange
 from extproc.pipeline.stage import Needs, Stage
 from extproc.telemetry import runtime
@@ -70,5 +71,7 @@ class UsageRecord(Stage):
         t = runtime.current()
         cost = t.cost_of(ex)
         ctx = t.context_of(ex, cost)
-        usage_log.write(t.log_line(record_of(ex, cost), ctx))
+        record = record_of(ex, cost)
+        ledger.submit(record)  # its row is taken now: log_line below edits the dict
+        usage_log.write(t.log_line(record, ctx))
         t.metrics.observe(ex, cost, t.label_values(ctx))
