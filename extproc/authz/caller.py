@@ -101,6 +101,7 @@ class Denial(Exception):
             self.code = code
         self.headers = dict(headers or {})
         self.body = body
+        self.caller: Caller | None = None  # who was refused, when authentication got that far
 
 
 class Unauthenticated(Denial):

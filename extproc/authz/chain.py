@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from extproc.authz.caller import Caller, Grant, Unauthenticated
+from extproc.authz.caller import Caller, Denial, Grant, Unauthenticated
 from extproc.authz.entitlements import ModelEntitlements
 from extproc.authz.mechanism import AuthContext, Authenticator, Authorizer, ModelFilter
 from extproc.authz.request import AuthRequest
@@ -81,8 +81,12 @@ class RouteAuth:
     async def decide(self, req: AuthRequest) -> Decision:
         caller = await self.authenticate(req)
         grant = Grant()
-        for authorizer in self.authorizers:
-            grant.merge(await authorizer.authorize(req, caller))
+        try:
+            for authorizer in self.authorizers:
+                grant.merge(await authorizer.authorize(req, caller))
+        except Denial as denial:
+            denial.caller = caller  # a known caller refused: its record names it
+            raise
         allowed: list[str] | None = None
         if req.lists_models:
             allowed = await self._listable(req, caller)

@@ -66,6 +66,9 @@ def denied(denial: Denial, api: str) -> pb.CheckResponse:
         headers["content-type"] = "application/json"
     for name, value in headers.items():
         d.headers.append(_header(name, value))
+    if denial.caller is not None and not denial.caller.anonymous:
+        # Envoy keeps a denial's metadata too: the refused request's record names its caller.
+        resp.dynamic_metadata.update({IDENTITY_KEY: encode_identity(denial.caller.identity(None))})
     return resp
 
 

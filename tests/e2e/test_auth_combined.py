@@ -168,3 +168,26 @@ def test_identity_headers_a_client_sends_are_ignored(gw: Gateway, idp: FakeKeycl
     assert record["user_id"] is None and record["api_key_id"] is None and record["group_id"] is None
     (sent,) = gw.mock.requests()
     assert not {h.lower() for h in sent["headers"]} & set(SPOOF)
+
+
+def test_a_refused_callers_record_names_the_caller(gw: Gateway, idp: FakeKeycloak) -> None:
+    # A 403 never reaches the pipeline: its line comes from Envoy's access log of refused requests,
+    # with the identity authz established before refusing.
+    import json
+    import time
+
+    key = _key(gw, "marketing-refused")
+    assert eventually_ok(gw, key).status_code == 200
+    assert chat(gw, "/governed", key, "gpt-4o").status_code == 403
+    log = gw.stack.workdir / "extproc.log"
+    deadline = time.monotonic() + 10
+    while True:
+        records = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+        refused = [r for r in records if r.get("outcome") == "rejected" and r.get("http_status_code") == 403]
+        mine = [r for r in refused if r["api_key_id"] == "marketing-refused-t"]
+        if mine or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert refused, "no record of the refused requests"
+    assert mine, f"no refused record names the key: {refused}"
+    assert mine[0]["user_id"] == "marketing-refused" and mine[0]["group_id"] == "marketing"
