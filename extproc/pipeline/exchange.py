@@ -59,6 +59,10 @@ class Exchange:
     first_token: float | None = None  # the first response body bytes reached the client
     ended: float | None = None
     completed: bool = False
+    # Guardrail decisions, in order: {phase, guard, action, matched?, reason?} (extproc/guardrails).
+    guardrails: list[dict[str, Any]] = field(default_factory=list)
+    # A stage's per-request state, by stage name (stages themselves are shared by a route's requests).
+    stage_state: dict[str, Any] = field(default_factory=dict)
     _estimate: int | None = None
 
     @property

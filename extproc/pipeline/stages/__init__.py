@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from extproc.gateway import ResolvedRoute
 from extproc.pipeline.stage import Needs, Stage
+from extproc.pipeline.stages.guardrails import guardrail_stages
 from extproc.pipeline.stages.shaping import RequestShaping
 from extproc.pipeline.stages.usage_record import UsageRecord
 
@@ -15,6 +16,7 @@ def for_route(route: ResolvedRoute) -> list[Stage]:
     ai = route.policies.ai
     if ai is not None:
         stages.append(RequestShaping(ai))
+        stages += guardrail_stages(ai)  # request guards, then response guards (before the record)
     stages.append(UsageRecord())
     return stages
 
