@@ -23,6 +23,7 @@ from extproc.contracts import IDENTITY_KEY
 from extproc.errors import GatewayError
 from extproc.gateway import Gateway
 from extproc.grpc_serve import serve_grpc
+from extproc.guardrails import http as guard_http
 from extproc.headers import AUTHZ_NAMESPACE, METADATA_NAMESPACE
 from extproc.pipeline import stages
 from extproc.pipeline.reply import Reply, error_reply
@@ -121,7 +122,9 @@ def to_proto(kind: str, reply: Reply) -> pb.ProcessingResponse:
 class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
     def __init__(self, gateway: Gateway, stages_of: dict[str, list[Stage]] | None = None) -> None:
         self.gateway = gateway
-        # Stages are built once per route and shared by its requests.
+        # Stages are built once per route and shared by its requests; guardrail calls must end
+        # within Envoy's wait for each ext_proc reply.
+        guard_http.set_budget(gateway.sidecar_timeout)
         stages_of = stages_of or {route.id: stages.for_route(route) for route in gateway.routes}
         self.pipelines = {rid: stages.RoutePipeline.of(st) for rid, st in stages_of.items()}
 

@@ -160,7 +160,8 @@ class Webhook(Strict):
     forward_header_matches: list[HeaderMatch] = Field([], alias="forwardHeaderMatches")
     headers: dict[str, str] = {}  # header (or :path, :method, :authority) -> CEL expression
     failure_mode: Literal["failClosed", "failOpen"] = Field("failClosed", alias="failureMode")
-    timeout: Duration = "10s"  # agentgateway's fixed 10 s, configurable here
+    # Unset: agentgateway's 10 s, or less when config.limits.sidecarTimeout is shorter.
+    timeout: Duration | None = None
     # Characters of a streamed answer per webhook call (extension): the webhook sees the answer
     # in pieces of about this size.
     stream_batch: int = Field(512, alias="streamBatch", ge=1)
@@ -172,8 +173,9 @@ class Webhook(Strict):
 
     @field_validator("timeout")
     @classmethod
-    def _timeout(cls, v: Duration) -> Duration:
-        parse_duration(v)
+    def _timeout(cls, v: Duration | None) -> Duration | None:
+        if v is not None:
+            parse_duration(v)
         return v
 
     @field_validator("headers")
@@ -211,7 +213,14 @@ class OpenAIModeration(Strict):
     auth: KeyAuth | None = None  # the older shape
     policies: ModerationPolicies | None = None  # agentgateway's current shape
     base_url: str = Field("https://api.openai.com", alias="baseUrl")  # extension: another endpoint
-    timeout: Duration = "10s"
+    timeout: Duration | None = None  # as a webhook's
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout(cls, v: Duration | None) -> Duration | None:
+        if v is not None:
+            parse_duration(v)
+        return v
 
     @property
     def key(self) -> str | KeyFile | None:

@@ -8,13 +8,39 @@ body, or raises ``GuardCallError`` for anything that is not a JSON answer in tim
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import aiohttp
 import orjson
 
+log = logging.getLogger("gateway.guardrails")
+
 _session: aiohttp.ClientSession | None = None
 _loop: asyncio.AbstractEventLoop | None = None
+# Envoy waits ``limits.sidecarTimeout`` for each ext_proc reply: a guard's call must end before it,
+# or Envoy's timeout (not the guard's failureMode) decides. Set from the config at startup.
+_budget = 4.5
+
+
+def set_budget(sidecar_timeout: float) -> None:
+    global _budget
+    _budget = max(0.1, sidecar_timeout - 0.5)
+
+
+DEFAULT_TIMEOUT = 10.0  # agentgateway's
+
+
+def call_timeout(configured: float | None, what: str) -> float:
+    """The configured timeout (default 10 s), or less when Envoy would give up on the sidecar first."""
+    if configured is None:
+        return min(DEFAULT_TIMEOUT, _budget)
+    if configured <= _budget:
+        return configured
+    log.warning(
+        "%s: timeout %gs is not below config.limits.sidecarTimeout; it gets %gs", what, configured, _budget
+    )
+    return _budget
 
 
 class GuardCallError(Exception):

@@ -17,7 +17,7 @@ from extproc.config.base import parse_duration
 from extproc.config.guardrails import GuardSpec, KeyFile, OpenAIModeration
 from extproc.gateway import resolve_secret
 from extproc.guardrails.base import ALLOW, Guard, StreamFilter, TextItem, Verdict, rejected, unavailable
-from extproc.guardrails.http import GuardCallError, post_json
+from extproc.guardrails.http import GuardCallError, call_timeout, post_json
 
 if TYPE_CHECKING:
     from extproc.pipeline.exchange import Exchange
@@ -48,7 +48,9 @@ class ModerationGuard(Guard):
         config: OpenAIModeration = spec.config
         self.config = config
         self.url = config.base_url.rstrip("/") + "/v1/moderations"
-        self.timeout = parse_duration(config.timeout)
+        self.timeout = call_timeout(
+            None if config.timeout is None else parse_duration(config.timeout), "openAIModeration"
+        )
         self._key: str | None = None
 
     def key(self) -> str | None:

@@ -36,7 +36,7 @@ from extproc.guardrails.base import (
     Verdict,
     unavailable,
 )
-from extproc.guardrails.http import GuardCallError, post_json
+from extproc.guardrails.http import GuardCallError, call_timeout, post_json
 
 if TYPE_CHECKING:
     from extproc.pipeline.exchange import Exchange
@@ -99,7 +99,9 @@ class WebhookGuard(Guard):
         self.config = config
         host = config.target.host
         self.base = host.rstrip("/") if host.startswith(("http://", "https://")) else f"http://{host}"
-        self.timeout = parse_duration(config.timeout)
+        self.timeout = call_timeout(
+            None if config.timeout is None else parse_duration(config.timeout), f"webhook {self.base}"
+        )
         self.fail_open = config.failure_mode == "failOpen"
         self.matches = [
             (m.name, m.value, re.compile(m.value.regex) if m.value and m.value.regex else None)
