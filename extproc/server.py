@@ -24,6 +24,7 @@ from extproc.contracts import IDENTITY_KEY
 from extproc.errors import GatewayError
 from extproc.gateway import Gateway
 from extproc.grpc_serve import serve_grpc
+from extproc.guardrails import http as guard_http
 from extproc.headers import AUTHZ_NAMESPACE, METADATA_NAMESPACE
 from extproc.limits.context import LimitsContext
 from extproc.pipeline import stages
@@ -130,7 +131,9 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
         self.gateway = gateway
         # One store, policy-file watcher and remote channel per process, shared by the routes.
         self.limits = limits or LimitsContext(gateway, Path.cwd())
-        # Stages are built once per route and shared by its requests.
+        # Stages are built once per route and shared by its requests; guardrail calls must end
+        # within Envoy's wait for each ext_proc reply.
+        guard_http.set_budget(gateway.sidecar_timeout)
         stages_of = stages_of or {route.id: stages.for_route(route, self.limits) for route in gateway.routes}
         self.pipelines = {rid: stages.RoutePipeline.of(st) for rid, st in stages_of.items()}
 

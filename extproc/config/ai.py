@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from extproc.config.guardrails import PromptGuard
+
 RouteType = Literal["completions", "messages", "models", "embeddings", "passthrough"]
 
 
@@ -41,6 +43,8 @@ class AIPolicy(_Strict):
     # Client headers that may reach this route's providers besides each provider's own allowlist:
     # exact names, or a prefix ending in ``*`` (``x-tenant-*``). Credentials are never forwarded.
     forward_headers: list[str] = Field([], alias="forwardHeaders")
+    # Guardrails on the request and the answer (extproc/config/guardrails.py).
+    prompt_guard: PromptGuard | None = Field(None, alias="promptGuard")
 
     @field_validator("defaults", "overrides")
     @classmethod

@@ -115,6 +115,12 @@ def parse_text(text: str, file: str = "<config>") -> LoadedConfig:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark else None
         problem = getattr(exc, "problem", None) or str(exc)
+        if problem == "expected <block end>, but found '-'":
+            # The seed's custom regex patterns sit at the indentation of ``rules:``, not under it.
+            problem += (
+                " (a list item at the indentation of the keys above it: indent it under the key"
+                " whose list it belongs to)"
+            )
         raise ConfigError([ConfigIssue(file, line, "", f"invalid YAML: {problem}")]) from None
     if node is None:
         raise ConfigError([ConfigIssue(file, None, "", "the config is empty")])

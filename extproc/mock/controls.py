@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 
 @dataclass(frozen=True, slots=True)
 class Controls:
@@ -15,6 +17,9 @@ class Controls:
     stream_error_after: int | None = None
     fixture: str | None = None
     gzip: bool = False  # answer with Content-Encoding: gzip, as some providers and proxies do
+    # x-mock-reply-pieces: a JSON array of strings. The answer's text is their concatenation and a
+    # stream sends them as its text deltas, one per event (to split a word where a test wants).
+    reply_pieces: tuple[str, ...] | None = None
 
     @classmethod
     def from_headers(cls, headers: Any) -> Controls:
@@ -29,7 +34,20 @@ class Controls:
             stream_error_after=_int_header(headers, "x-mock-stream-error-after"),
             fixture=headers.get("x-mock-fixture") or None,
             gzip=headers.get("x-mock-gzip", "") in ("1", "true"),
+            reply_pieces=_pieces(headers.get("x-mock-reply-pieces")),
         )
+
+
+def _pieces(value: str | None) -> tuple[str, ...] | None:
+    if not value:
+        return None
+    try:
+        parsed = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+    if isinstance(parsed, list) and parsed and all(isinstance(p, str) for p in parsed):
+        return tuple(parsed)
+    return None
 
 
 def _int_header(headers: Any, name: str) -> int | None:

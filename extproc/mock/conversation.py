@@ -62,6 +62,7 @@ class Reply:
     stop: str  # "stop" | "length" | "tool"
     input_tokens: int
     output_tokens: int
+    pieces: list[str] | None = None  # the streamed text deltas, when a test chose them
 
     @property
     def total_tokens(self) -> int:
@@ -77,6 +78,11 @@ def text_pieces(text: str, words_per_piece: int = 3) -> list[str]:
     words = _WORD_SPLIT.split(text)
     pieces = ["".join(words[i : i + words_per_piece]) for i in range(0, len(words), words_per_piece)]
     return [p for p in pieces if p] or [""]
+
+
+def pieces_of(reply: Reply) -> list[str]:
+    """The text deltas a stream sends: those a test chose (``x-mock-reply-pieces``), else by words."""
+    return list(reply.pieces) if reply.pieces else text_pieces(reply.text)
 
 
 def json_pieces(arguments: str) -> list[str]:

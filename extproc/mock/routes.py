@@ -79,6 +79,7 @@ _ROUTES: list[tuple[str, re.Pattern[str], str, str]] = [
     ("POST", re.compile(r"^(?:/.*)?/v1/messages/count_tokens$"), "anthropic", "count_tokens"),
     ("POST", re.compile(r"^(?:/.*)?/v1/messages$"), "anthropic", "messages"),
     ("POST", re.compile(r"^(?:/.*)?/chat/completions$"), "openai", "chat"),
+    ("POST", re.compile(r"^(?:/.*)?/moderations$"), "openai", "moderations"),
     ("POST", re.compile(r"^(?:/.*)?/embeddings$"), "openai", "embeddings"),
     ("GET", re.compile(r"^(?:/.*)?/models$"), "openai", "models"),
 ]

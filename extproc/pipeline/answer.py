@@ -48,6 +48,9 @@ class ResponseReader:
         self.translating = attempt.answer is not None
         self._reading: Any = None  # the stream translator or observer, once a chunk came
         self.streaming = False
+        # A stage may rewrite the answer (guardrails): it must see decoded bytes, and the
+        # provider's content-length and content-encoding cannot stay.
+        self.rewrites = False
 
     # --- headers ---------------------------------------------------------
 
@@ -84,6 +87,18 @@ class ResponseReader:
             return "NONE", {}, []
         if not self._open_decoder(headers):
             return "NONE", {}, []  # cannot be read; passes untouched, without usage
+        if self.rewrites:
+            # Decoded bytes go out (the stages read them), of a length only known at the end.
+            remove = ["content-length", "content-encoding"] if self.gunzip is not None else ["content-length"]
+            if not self.attempt.stream:
+                return "BUFFERED", {}, remove
+            self.streaming = True
+            self.stream = (
+                openai.ChatStream(self.attempt.model, self.client_wants_usage)
+                if self.api == "completions"
+                else anthropic.AnthropicStreamObserver()
+            )
+            return "STREAMED", {}, remove
         if not self.attempt.stream:
             return "BUFFERED", {}, []
         self.streaming = True
@@ -122,7 +137,11 @@ class ResponseReader:
         if stream is None:  # already ended with an error event
             return b""
         self._reading = stream  # usage is read from it when the answer settles
-        passthrough = not self.translating and (self.api != "completions" or self.client_wants_usage)
+        passthrough = (
+            not self.translating
+            and not self.rewrites
+            and (self.api != "completions" or self.client_wants_usage)
+        )
         try:
             data = self._decoded(chunk, end)
         except GatewayError:
@@ -160,6 +179,8 @@ class ResponseReader:
             if parsed is not None:
                 self._take_usage(parsed)
             if not self.translating:
+                if self.rewrites and self.gunzip is not None:
+                    return decoded, {"content-length": str(len(decoded))}  # the stages read it decoded
                 return None, {}
             assert attempt.answer is not None and parsed is not None
             out = orjson.dumps(attempt.answer.response(parsed, egress.now()))

@@ -61,7 +61,9 @@ class Exchange:
     completed: bool = False
     # Headers stages add to the answer the client gets (the x-ratelimit headers of a passing request).
     response_headers: dict[str, str] = field(default_factory=dict)
-    # Per-request state a stage keeps between on_request and on_complete, by stage name.
+    # Guardrail decisions, in order: {phase, guard, action, matched?, reason?} (extproc/guardrails).
+    guardrails: list[dict[str, Any]] = field(default_factory=list)
+    # A stage's per-request state, by stage name (stages themselves are shared by a route's requests).
     stage_state: dict[str, Any] = field(default_factory=dict)
     _estimate: int | None = None
 

@@ -8,7 +8,10 @@ then serializes it once, after every stage has run.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Any
+
+from extproc.pipeline import llm_text
 
 Json = dict[str, Any]
 
@@ -62,6 +65,19 @@ class LLMRequest:
         """An OpenAI streaming client that asked for the final usage chunk itself."""
         options = self.body.get("stream_options")
         return isinstance(options, dict) and bool(options.get("include_usage"))
+
+    def visit_text(self, scopes: Iterable[str], fn: Callable[[str, str, str], str | None]) -> bool:
+        """Each text of these scopes (systemPrompt, messages, toolInput, toolOutput) in request order:
+        ``fn(role, scope, text)`` returns its replacement or None (extproc/pipeline/llm_text.py)."""
+        changed = llm_text.visit(self.api, self.body, frozenset(scopes), fn)
+        self.changed = self.changed or changed
+        return changed
+
+    def texts(self, scopes: Iterable[str]) -> list[tuple[str, str, str]]:
+        """(role, scope, text) of each text ``visit_text`` would visit."""
+        out: list[tuple[str, str, str]] = []
+        self.visit_text(scopes, lambda role, scope, text: out.append((role, scope, text)))
+        return out
 
     def add_messages(self, where: str, messages: list[Json]) -> None:
         """Add messages before (``prepend``) or after (``append``) the client's.

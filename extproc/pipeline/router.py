@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import re
 import time
@@ -206,7 +207,9 @@ class RouterProcessor:
 
     def _reader(self, ex: Exchange, up: Upstream, attempt: object) -> ResponseReader:
         wants = ex.llm.wants_usage_chunk if ex.llm is not None else False
-        return ResponseReader(up, ex.api, attempt, wants)  # type: ignore[arg-type]
+        reader = ResponseReader(up, ex.api, attempt, wants)  # type: ignore[arg-type]
+        reader.rewrites = bool(self.pipeline.chunk_stages)  # stages may change the answer's bytes
+        return reader
 
     # 3 -------------------------------------------------------------------
 
@@ -272,12 +275,16 @@ class RouterProcessor:
         reply = Reply()
         if reader.streaming:
             out = reader.on_chunk(body, end_of_stream)
-            out = self._chunk_stages(ex, body if out is None else out, out)
+            out = await self._chunk_stages(ex, body if out is None else out, out)
             reply.body = out
         else:
             out, set_headers = reader.on_body(body)
-            out = self._chunk_stages(ex, body if out is None else out, out)
-            reply.body = out
+            # Usage first: a stage that refuses the answer (a guardrail) still leaves it counted.
+            ex.usage, ex.response_model = reader.usage, reader.response_model
+            staged = await self._chunk_stages(ex, body if out is None else out, out)
+            if staged is not out and staged is not None:
+                set_headers = {**set_headers, "content-length": str(len(staged))}
+            reply.body = staged
             reply.set_headers.update(set_headers)
         if end_of_stream or not reader.streaming:
             reader.settle()
@@ -286,9 +293,11 @@ class RouterProcessor:
             await self._finish(ex, ex.status, outcome)
         return reply
 
-    def _chunk_stages(self, ex: Exchange, data: bytes, out: bytes | None) -> bytes | None:
+    async def _chunk_stages(self, ex: Exchange, data: bytes, out: bytes | None) -> bytes | None:
         for stage in self.pipeline.chunk_stages:
             changed = stage.on_response_chunk(ex, data)
+            if inspect.isawaitable(changed):  # a stage that calls out (a guardrail webhook)
+                changed = await changed
             if changed is not data:
                 data = out = changed
         return out

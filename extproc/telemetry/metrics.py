@@ -11,7 +11,9 @@ queries keep working with ``config.metrics.prefix: agentgateway``, the default):
 - ``gen_ai_client_cost_usd_total``; ``cost_catalog_lookups_total`` by ``status`` (found, missing);
 - ``requests_total`` by ``api``, ``status``, ``outcome`` (every request, rejected ones included);
 - ``retries_total`` (failed attempts, by the provider that failed), ``failovers_total`` (answers
-  that came after a failed attempt, by the provider that answered).
+  that came after a failed attempt, by the provider that answered);
+- ``guardrail_checks_total`` by ``route``, ``phase`` (request, response), ``guard`` (regex, webhook,
+  openAIModeration, ...) and ``action`` (allow, mask, reject, fail_open, fail_closed).
 
 Common labels: ``route``, ``provider`` (the config's name), ``gen_ai_operation_name``,
 ``gen_ai_provider_name``, ``gen_ai_request_model`` (the model asked of the provider),
@@ -118,6 +120,11 @@ class GatewayMetrics:
             "retries", "Failed provider attempts that were retried.", ("route", "provider", *extra)
         )
         self.failovers = counter("failovers", "Answers after at least one failed attempt.", common)
+        self.guardrails = counter(
+            "guardrail_checks",
+            "Guardrail decisions by phase, guard and action.",
+            ("route", "phase", "guard", "action"),
+        )
 
     def _child(self, metric: Counter | Histogram, values: tuple[str, ...]) -> Any:
         """``metric.labels(*values)``, remembered: labels() validates and locks on every call,
@@ -166,6 +173,9 @@ class GatewayMetrics:
                 child(self.retries, (ex.route.name, attempt.provider, *extras)).inc()
         if len(ex.attempts) > 1 and ex.attempts[-1].outcome == "answered":
             child(self.failovers, common).inc()
+        for decision in ex.guardrails:
+            labels = (ex.route.name, decision["phase"], decision["guard"], decision["action"])
+            child(self.guardrails, labels).inc()
         if ex.api == "models" or up is None:
             return
         if ex.ended is not None:

@@ -104,6 +104,7 @@ def record_of_entry(gw: Gateway, entry: accesslog_pb2.HTTPAccessLogEntry) -> tup
         "user_id": identity.get("user_id"),
         "api_key_id": identity.get("api_key_id"),
         "group_id": identity.get("group_id"),
+        "guardrails": [],  # refused before any guardrail ran
     }
     headers = {k.lower(): v for k, v in req.request_headers.items()}
     variables = {

@@ -47,7 +47,7 @@ _PING = anthropic_event("ping", {"type": "ping"})
 MESSAGE_STOP = anthropic_event("message_stop", {"type": "message_stop"})
 
 
-def _anthropic_block_events(index: int, block: JSON) -> list[bytes]:
+def _anthropic_block_events(index: int, block: JSON, pieces: list[str] | None = None) -> list[bytes]:
     if block["type"] == "tool_use":
         start = {"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}
         deltas = [
@@ -56,7 +56,7 @@ def _anthropic_block_events(index: int, block: JSON) -> list[bytes]:
         ]
     else:
         start = {"type": "text", "text": ""}
-        deltas = [{"type": "text_delta", "text": piece} for piece in text_pieces(block["text"])]
+        deltas = [{"type": "text_delta", "text": piece} for piece in pieces or text_pieces(block["text"])]
     events = [
         anthropic_event(
             "content_block_start", {"type": "content_block_start", "index": index, "content_block": start}
@@ -85,7 +85,9 @@ def anthropic_stream(reply: Reply, model: str) -> list[bytes]:
     }
     events = [anthropic_event("message_start", {"type": "message_start", "message": message})]
     for index, block in enumerate(anthropic_content(reply)):
-        events.extend(_anthropic_block_events(index, block))
+        events.extend(
+            _anthropic_block_events(index, block, reply.pieces if block["type"] == "text" else None)
+        )
     delta = {
         "type": "message_delta",
         "delta": {"stop_reason": _ANTHROPIC_STOP[reply.stop], "stop_sequence": None},

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 
 from extproc.mock import eventstream
-from extproc.mock.conversation import JSON, Reply, json_pieces, text_pieces, word_count
+from extproc.mock.conversation import JSON, Reply, json_pieces, pieces_of, word_count
 
 _BEDROCK_STOP = {"stop": "end_turn", "length": "max_tokens", "tool": "tool_use"}
 _BEDROCK_PAD = "abcdefghijklmnopqrstuvwxyz"
@@ -66,7 +66,7 @@ def bedrock_stream(reply: Reply) -> list[bytes]:
     if not reply.tool_calls:
         events.extend(
             _bedrock_event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": piece}})
-            for piece in text_pieces(reply.text)
+            for piece in pieces_of(reply)
         )
         events.append(_bedrock_event("contentBlockStop", {"contentBlockIndex": 0}))
     events.append(_bedrock_event("messageStop", {"stopReason": _BEDROCK_STOP[reply.stop]}))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from extproc.mock.conversation import JSON, Reply, text_pieces, word_count
+from extproc.mock.conversation import JSON, Reply, pieces_of, word_count
 
 _GEMINI_FINISH = {"stop": "STOP", "length": "MAX_TOKENS", "tool": "STOP"}
 
@@ -45,7 +45,7 @@ def gemini_stream_payloads(reply: Reply, model: str) -> list[bytes]:
     finish = _GEMINI_FINISH[reply.stop]
     if reply.tool_calls:
         return [orjson.dumps(_gemini_chunk(reply, model, _gemini_parts(reply), finish, reply.output_tokens))]
-    pieces = text_pieces(reply.text)
+    pieces = pieces_of(reply)
     payloads: list[bytes] = []
     seen = 0
     for i, piece in enumerate(pieces):

@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from extproc.mock.conversation import JSON, Reply, json_pieces, text_pieces
+from extproc.mock.conversation import JSON, Reply, json_pieces, pieces_of
 from extproc.mock.formats.common import CREATED, DEFAULT_EMBEDDING_DIMS, embedding_tokens, embedding_vector
 
 OPENAI_DONE = b"data: [DONE]\n\n"
@@ -87,7 +87,7 @@ def openai_stream(reply: Reply, model: str, include_usage: bool) -> list[bytes]:
             for frag in json_pieces(call.arguments)
         )
     if not reply.tool_calls:
-        events.extend(chunk({"content": piece}) for piece in text_pieces(reply.text))
+        events.extend(chunk({"content": piece}) for piece in pieces_of(reply))
     events.append(chunk({}, _OPENAI_FINISH[reply.stop]))
     if include_usage:
         events.append(_sse_data({**base, "choices": [], "usage": openai_usage(reply)}))

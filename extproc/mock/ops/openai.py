@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import orjson
 from aiohttp import web
 
 from extproc.mock import formats
 from extproc.mock.context import CT_SSE, BadRequest, Ctx
+from extproc.mock.moderation import moderation
 from extproc.mock.ops.common import reply_for, require_list
 from extproc.mock.parsing import parse_openai
 from extproc.mock.send import send_body, send_stream
@@ -36,3 +38,7 @@ async def op_embeddings(ctx: Ctx) -> web.StreamResponse:
 
 async def op_models(ctx: Ctx) -> web.StreamResponse:
     return await send_body(ctx, formats.OPENAI_MODELS)
+
+
+async def op_moderations(ctx: Ctx) -> web.StreamResponse:
+    return await send_body(ctx, orjson.dumps(moderation(ctx.json(), ctx.state.next_id())))

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from extproc.gateway import ResolvedRoute
 from extproc.pipeline.stage import Needs, Stage
+from extproc.pipeline.stages.guardrails import guardrail_stages
 from extproc.pipeline.stages.shaping import RequestShaping
 from extproc.pipeline.stages.usage_record import UsageRecord
 
@@ -19,6 +20,9 @@ def for_route(route: ResolvedRoute, limits: LimitsContext | None = None) -> list
     ai = route.policies.ai
     if ai is not None:
         stages.append(RequestShaping(ai))
+        # Request guards, then response guards (before the record). A refused prompt costs
+        # no quota: guards run before the limits reserve.
+        stages += guardrail_stages(ai)
     # After shaping: limits key on the model the request will use.
     limit = limits.stage_for(route) if limits is not None else None
     if limit is not None:

@@ -59,6 +59,8 @@ def record_of(ex: Exchange, cost: Cost | None = None) -> dict[str, Any]:
         "user_id": ex.identity.get("user_id"),
         "api_key_id": ex.identity.get("api_key_id"),
         "group_id": ex.identity.get("group_id"),
+        # Each guardrail decision: {phase, guard, action, matched?, reason?}; never the text itself.
+        "guardrails": ex.guardrails,
     }
 
 
