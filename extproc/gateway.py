@@ -167,6 +167,21 @@ class ResolvedRoute:
             return parse_duration(t.request_timeout)
         return default
 
+    def stream_limits(self, gw: Gateway) -> tuple[float, float]:
+        """(idle, maximum) seconds for this route's streams: its timeout policy, else config.limits."""
+        t = self.policies.timeout
+        idle = (
+            t.stream_idle_timeout
+            if t and t.stream_idle_timeout is not None
+            else gw.limits.stream_idle_timeout
+        )
+        most = (
+            t.stream_max_duration
+            if t and t.stream_max_duration is not None
+            else gw.limits.stream_max_duration
+        )
+        return parse_duration(idle), parse_duration(most)
+
     def per_try_timeout_seconds(self) -> float | None:
         t = self.policies.timeout
         if t and t.backend_request_timeout is not None:

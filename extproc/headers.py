@@ -51,3 +51,7 @@ CREDENTIAL_HEADERS: tuple[str, ...] = (
 # The client's own x-request-id, copied by Envoy before it replaces x-request-id with its own
 # (render/filters.py): kept for the usage record and the access log, never trusted as an id.
 CLIENT_REQUEST_ID = "x-gw-client-request-id"
+
+# A stream's route timeout, set by the router phase (Envoy's router reads and removes it): streams
+# are bounded by streamMaxDuration, whole answers by the route's requestTimeout.
+UPSTREAM_TIMEOUT = "x-envoy-upstream-rq-timeout-ms"

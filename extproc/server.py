@@ -9,7 +9,9 @@ processes can serve any Envoy.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -39,7 +41,10 @@ log = logging.getLogger("gateway.extproc")
 _ATTRS = "envoy.filters.http.ext_proc"
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 _MODE = processing_mode_pb2.ProcessingMode
-_BODY_MODE = {"NONE": _MODE.NONE, "STREAMED": _MODE.STREAMED, "BUFFERED": _MODE.BUFFERED}
+# A streamed answer goes FULL_DUPLEX_STREAMED: Envoy sends the client only what the sidecar sends
+# back, when it sends it, so the sidecar can end the client's stream on its own (a stalled provider,
+# the stream's maximum) with an error event. Envoy requires trailers to be sent in that mode.
+_BODY_MODE = {"NONE": _MODE.NONE, "STREAMED": _MODE.FULL_DUPLEX_STREAMED, "BUFFERED": _MODE.BUFFERED}
 # A full processing mode, for ``mode_override`` at request headers (Envoy replaces the whole mode).
 _WITH_RESPONSE = _MODE(
     request_header_mode=_MODE.SEND,
@@ -110,7 +115,11 @@ def to_proto(kind: str, reply: Reply) -> pb.ProcessingResponse:
         )
     if reply.remove_headers:
         common.header_mutation.remove_headers.extend(reply.remove_headers)
-    if reply.body is not None:
+    if reply.streamed:
+        streamed = common.body_mutation.streamed_response
+        streamed.body = reply.body or b""
+        streamed.end_of_stream = reply.end_of_stream
+    elif reply.body is not None:
         common.body_mutation.body = reply.body
     if reply.metadata:
         resp.dynamic_metadata.update({METADATA_NAMESPACE: reply.metadata})
@@ -118,7 +127,41 @@ def to_proto(kind: str, reply: Reply) -> pb.ProcessingResponse:
         resp.mode_override.CopyFrom(_WITH_RESPONSE)
     if reply.response_body_mode is not None:
         resp.mode_override.response_body_mode = _BODY_MODE[reply.response_body_mode]
+        if reply.response_body_mode == "STREAMED":
+            resp.mode_override.response_trailer_mode = _MODE.SEND
     return resp
+
+
+_TIMED_OUT = object()
+
+
+class _Inbox:
+    """Envoy's messages on one stream, or ``_TIMED_OUT`` when the processor's deadline passes first.
+
+    Without a deadline it is a plain read. With one the read runs as a task that a timeout leaves
+    pending (never cancelled mid-read), and the next call goes on waiting for the same message."""
+
+    def __init__(self, messages: AsyncIterator[pb.ProcessingRequest]) -> None:
+        self._messages = messages.__aiter__()
+        self._pending: asyncio.Future[pb.ProcessingRequest | None] | None = None
+
+    async def next(self, deadline: float | None) -> pb.ProcessingRequest | object | None:
+        if deadline is None and self._pending is None:
+            return await anext(self._messages, None)
+        if deadline is not None and time.monotonic() >= deadline:
+            return _TIMED_OUT  # passed while a message was being handled: it must not wait for one more
+        if self._pending is None:
+            self._pending = asyncio.ensure_future(anext(self._messages, None))
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        done, _ = await asyncio.wait((self._pending,), timeout=timeout)
+        if not done:
+            return _TIMED_OUT
+        pending, self._pending = self._pending, None
+        return pending.result()
+
+    def close(self) -> None:
+        if self._pending is not None and not self._pending.done():
+            self._pending.cancel()
 
 
 class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
@@ -149,8 +192,15 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
         self, messages: AsyncIterator[pb.ProcessingRequest]
     ) -> AsyncIterator[pb.ProcessingResponse]:
         proc = RouterProcessor(self.gateway, self.pipelines)
+        inbox = _Inbox(messages)
         try:
-            async for msg in messages:
+            while (msg := await inbox.next(proc.deadline())) is not None:
+                if msg is _TIMED_OUT:
+                    # Sent unasked: Envoy takes an immediate response, or a streamed body chunk,
+                    # at any time (ext_proc's full-duplex mode).
+                    yield to_proto("response_body", await self._timed_out(proc))
+                    continue
+                assert isinstance(msg, pb.ProcessingRequest)
                 kind = msg.WhichOneof("request")
                 try:
                     if kind == "request_headers":
@@ -168,6 +218,8 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
                     elif kind == "response_body":
                         body = msg.response_body
                         reply = await proc.response_body(body.body, body.end_of_stream)
+                    elif kind == "response_trailers":
+                        reply = await proc.response_trailers()
                     else:
                         reply = Reply()
                 except GatewayError as err:
@@ -177,7 +229,16 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
                     reply = await proc.fail(_INTERNAL)
                 yield to_proto(kind or "", reply)
         finally:
+            inbox.close()
             await proc.close()
+
+    @staticmethod
+    async def _timed_out(proc: RouterProcessor) -> Reply:
+        try:
+            return await proc.timed_out()
+        except Exception:
+            log.exception("router phase failed at a stream deadline")
+            return await proc.fail(_INTERNAL)
 
     async def _upstream(
         self, messages: AsyncIterator[pb.ProcessingRequest]

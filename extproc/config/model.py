@@ -121,6 +121,10 @@ class Limits(Strict):
     # closed. Each backend and sidecar cluster allows as many requests at once.
     max_connections: int = Field(10000, alias="maxConnections", ge=16)
     idle_connection_timeout: Duration = Field("60s", alias="idleConnectionTimeout")
+    # Streamed answers (README, "Stream timeouts"): once the provider's headers are in, a stream is
+    # bounded by silence between chunks and by its whole length, not by ``requestTimeout``.
+    stream_idle_timeout: Duration = Field("300s", alias="streamIdleTimeout")
+    stream_max_duration: Duration = Field("1h", alias="streamMaxDuration")
 
 
 # Limits that are durations: each must parse (semantic_problems).
@@ -130,6 +134,8 @@ DURATION_LIMITS = (
     "request_headers_timeout",
     "upload_timeout",
     "idle_connection_timeout",
+    "stream_idle_timeout",
+    "stream_max_duration",
 )
 
 
@@ -253,7 +259,12 @@ def _route_problems(route: Route, rloc: Loc) -> list[tuple[Loc, str]]:
             )
         )
     if pol and pol.timeout:
-        for name in ("request_timeout", "backend_request_timeout"):
+        for name in (
+            "request_timeout",
+            "backend_request_timeout",
+            "stream_idle_timeout",
+            "stream_max_duration",
+        ):
             value = getattr(pol.timeout, name)
             if value is not None:
                 try:

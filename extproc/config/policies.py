@@ -87,6 +87,10 @@ class Cors(Strict):
 class Timeout(Strict):
     request_timeout: Duration | None = Field(None, alias="requestTimeout")
     backend_request_timeout: Duration | None = Field(None, alias="backendRequestTimeout")
+    # The gateway's own (agentgateway's timeout policy has no stream limits): this route's
+    # config.limits.streamIdleTimeout and streamMaxDuration.
+    stream_idle_timeout: Duration | None = Field(None, alias="streamIdleTimeout")
+    stream_max_duration: Duration | None = Field(None, alias="streamMaxDuration")
 
 
 class BackendTLS(Strict):

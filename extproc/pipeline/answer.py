@@ -6,6 +6,10 @@ Three ways an answer comes back, decided at the response headers:
   stream whose usage chunk the gateway asked for and the client did not is re-framed
   without that chunk, so the client's stream is what it would have been;
 - untouched (errors on native paths, passthrough APIs): Envoy is told not to send it.
+
+Every stream the client gets, translated or observed, is plain SSE in whole events (a
+gzip-encoded one is decoded), so the gateway can end it at any point with a well-formed error
+event of its own (``end_with_error``; stream_errors.py).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import orjson
 from extproc import egress
 from extproc.errors import GatewayError
 from extproc.gateway import Upstream
+from extproc.pipeline import stream_errors
 from extproc.translate import anthropic, openai
 from extproc.translate import usage as usage_mod
 
@@ -51,6 +56,7 @@ class ResponseReader:
         # A stage may rewrite the answer (guardrails): it must see decoded bytes, and the
         # provider's content-length and content-encoding cannot stay.
         self.rewrites = False
+        self.ended = False  # the client's stream has had its last event
 
     # --- headers ---------------------------------------------------------
 
@@ -103,12 +109,11 @@ class ResponseReader:
             return "BUFFERED", {}, []
         self.streaming = True
         if self.api == "completions":
-            # Re-frames only when it must drop the usage chunk the gateway asked for.
             self.stream = openai.ChatStream(self.attempt.model, self.client_wants_usage)
-            if not self.client_wants_usage and self.gunzip is not None:
-                return "STREAMED", {}, ["content-length", "content-encoding"]  # re-framed goes out plain
         else:
             self.stream = anthropic.AnthropicStreamObserver()
+        if self.gunzip is not None:
+            return "STREAMED", {}, ["content-length", "content-encoding"]  # decoded, it goes out plain
         return "STREAMED", {}, []
 
     def _open_decoder(self, headers: dict[str, str]) -> bool:
@@ -131,33 +136,37 @@ class ResponseReader:
                 502, "the provider's gzip-encoded answer is corrupt", code="bad_upstream_response"
             ) from None
 
-    def on_chunk(self, chunk: bytes, end: bool) -> bytes | None:
-        """A streamed chunk: the bytes for the client, or None to let the provider's bytes pass."""
+    def on_chunk(self, chunk: bytes, end: bool) -> bytes:
+        """A streamed chunk: the bytes for the client (whole events; b"" while one is incomplete)."""
         stream = self.stream
-        if stream is None:  # already ended with an error event
+        if stream is None:  # already ended (an error event, or the gateway ended it)
             return b""
         self._reading = stream  # usage is read from it when the answer settles
-        passthrough = (
-            not self.translating
-            and not self.rewrites
-            and (self.api != "completions" or self.client_wants_usage)
-        )
         try:
             data = self._decoded(chunk, end)
         except GatewayError:
-            if passthrough:
-                self.stream = None
-                return None
-            # Mid-stream the status line is gone: the translator ends the stream with an error event.
+            # Mid-stream the status line is gone: the stream ends with an error event.
             self.stream = None
-            return stream.finish()  # type: ignore[no-any-return]
+            return self._sent(stream.finish())
         out = stream.feed(data) if data else b""
         if end:
             out += stream.finish()
             self.settle()
-        if passthrough:
-            return None  # the provider's own bytes (still gzip-encoded, if they were)
-        return out  # type: ignore[no-any-return]
+        return self._sent(out)
+
+    def _sent(self, out: bytes) -> bytes:
+        if out and not self.ended and stream_errors.has_ending(self.api, out):
+            self.ended = True
+        return out
+
+    def end_with_error(self, message: str, code: str, anthropic_type: str) -> bytes:
+        """The bytes that end the client's stream now (b"" if its last event already went out)."""
+        self.settle()
+        self.stream = None
+        if self.ended:
+            return b""
+        self.ended = True
+        return stream_errors.stream_error(self.api, message, code, anthropic_type)
 
     def settle(self) -> None:
         """Take usage and model from the stream read so far (its end, or where it was cut)."""

@@ -26,6 +26,11 @@ class Reply:
     response_header_mode: str | None = None  # SEND: have Envoy show us the response (request headers only)
     response_body_mode: str | None = None  # NONE, STREAMED, BUFFERED (response headers only)
     immediate: Immediate | None = None
+    # A streamed response body (Envoy's FULL_DUPLEX_STREAMED mode: ``body`` is what the client
+    # gets for this chunk, b"" for nothing), and whether the client's stream ends with it: the
+    # gateway may end a stream before the provider does (stream_errors.py).
+    streamed: bool = False
+    end_of_stream: bool = False
 
 
 def error_reply(api: str, err: GatewayError) -> Reply:

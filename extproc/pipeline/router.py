@@ -12,6 +12,12 @@
    is read on the way.
 5. complete: every stage's ``on_complete`` runs once, whatever happened (``close``
    covers a stream that ends early).
+
+Streams have deadlines of their own (``deadline``, ``timed_out``; README "Stream timeouts"):
+until the provider's headers, the route's request timeout; then silence between chunks
+(``streamIdleTimeout``) and the whole stream (``streamMaxDuration``), each ending the client's
+stream with an error event in its format. Envoy's own timers for streams are set later, as a
+backstop for a sidecar that cannot act.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from extproc.pipeline.llm_request import LLMRequest
 from extproc.pipeline.reply import Immediate, Reply, error_reply
 from extproc.pipeline.stage import Needs, Stage
 from extproc.pipeline.stages import EMPTY, RoutePipeline
+from extproc.pipeline.stream_errors import ANTHROPIC_TIMEOUT
 
 log = logging.getLogger("gateway.router")
 
@@ -74,6 +81,11 @@ class RouterProcessor:
         self.api = "completions"  # the error shape until the route is known
         self.reader: ResponseReader | None = None
         self.codings: list[str] = []  # the client body's content-encoding, to undo
+        # A stream's clock (monotonic seconds): when the request went to the provider, when the
+        # provider last sent something, and the route's limits (request, idle, maximum).
+        self.sent_at: float | None = None
+        self.last_chunk = 0.0
+        self.limits = (0.0, 0.0, 0.0)
 
     # 1 -------------------------------------------------------------------
 
@@ -165,7 +177,19 @@ class RouterProcessor:
             reply.set_headers["content-length"] = str(len(sent))
             if decoded:  # (the egress allowlist drops it on single-provider routes)
                 reply.remove_headers.append("content-encoding")
+        if ex.stream:
+            self._start_stream_clock(ex, reply)
         return reply
+
+    def _start_stream_clock(self, ex: Exchange, reply: Reply) -> None:
+        """A stream's route timeout is its maximum (the route's own is for whole answers); Envoy's
+        router reads it from this header and removes it. It is a backstop, a sidecar timeout past
+        the maximum: the gateway ends the stream itself, with an error event (``timed_out``)."""
+        idle, most = ex.route.stream_limits(self.gw)
+        self.limits = (ex.route.timeout_seconds(self.gw.request_timeout), idle, most)
+        backstop = most + self.gw.sidecar_timeout
+        reply.set_headers[h.UPSTREAM_TIMEOUT] = str(int(backstop * 1000))
+        self.sent_at = time.monotonic()
 
     def _route_decision(self, ex: Exchange) -> Reply:
         """What the upstream phase needs (typed), and the plain keys Envoy's access log and error
@@ -239,6 +263,7 @@ class RouterProcessor:
             path = client_request.rewritten_path(ex.route, ex.path)
             self.reader = self._reader(ex, up, outbound.plan(up, ex.api, parsed, path))
         mode, set_headers, remove = self.reader.on_headers(headers)
+        self.last_chunk = ex.first_byte
         set_headers = {**set_headers, **ex.response_headers, h.RESPONSE_REQUEST_ID: ex.request_id}
         if mode == "NONE":
             await self._finish(ex, ex.status, "ok" if ex.status < 400 else "provider_error")
@@ -274,9 +299,11 @@ class RouterProcessor:
             ex.first_token = time.monotonic()
         reply = Reply()
         if reader.streaming:
+            self.last_chunk = time.monotonic()
             out = reader.on_chunk(body, end_of_stream)
-            out = await self._chunk_stages(ex, body if out is None else out, out)
-            reply.body = out
+            # Envoy sends on only what this reply carries (full-duplex streaming): always bytes.
+            reply.body = await self._chunk_stages(ex, out, out)
+            reply.streamed, reply.end_of_stream = True, end_of_stream
         else:
             out, set_headers = reader.on_body(body)
             # Usage first: a stage that refuses the answer (a guardrail) still leaves it counted.
@@ -293,6 +320,17 @@ class RouterProcessor:
             await self._finish(ex, ex.status, outcome)
         return reply
 
+    async def response_trailers(self) -> Reply:
+        """The provider's trailers end its body (Envoy sends no end_of_stream chunk then). Nothing
+        more may be sent for the body after them, so a translator's closing events are lost: no
+        provider sends trailers on these APIs today."""
+        ex = self._exchange()
+        if self.reader is not None and not ex.completed:
+            self.reader.settle()
+            ex.usage, ex.response_model = self.reader.usage, self.reader.response_model
+            await self._finish(ex, ex.status, "ok" if ex.status < 400 else "provider_error")
+        return Reply()
+
     async def _chunk_stages(self, ex: Exchange, data: bytes, out: bytes | None) -> bytes | None:
         for stage in self.pipeline.chunk_stages:
             changed = stage.on_response_chunk(ex, data)
@@ -302,14 +340,48 @@ class RouterProcessor:
                 data = out = changed
         return out
 
+    # deadlines -----------------------------------------------------------
+
+    def deadline(self) -> float | None:
+        """When this stream must have moved on (monotonic seconds), or None: no deadline of ours."""
+        ex, reader = self.ex, self.reader
+        if ex is None or ex.completed or self.sent_at is None:
+            return None
+        request, idle, most = self.limits
+        if ex.first_byte is None or reader is None or not reader.streaming:
+            return self.sent_at + request  # no answer yet, or one that is not a stream: a whole answer's
+        return min(self.last_chunk + idle, ex.started + most)
+
+    async def timed_out(self) -> Reply:
+        """The deadline passed: a 504 before the stream has begun, else its end with an error event."""
+        ex = self._exchange()
+        reader = self.reader
+        if ex.first_byte is None or reader is None or not reader.streaming:
+            err = GatewayError(504, "the provider did not answer in time", code="provider_timeout")
+            return await self.fail(err, "provider_error")
+        _, idle, most = self.limits
+        if time.monotonic() >= ex.started + most:
+            code = "stream_max_duration"
+            message = f"the stream reached the gateway's maximum stream duration ({most:g}s) and was ended"
+        else:
+            code = "stream_idle_timeout"
+            message = f"the provider sent nothing for {idle:g}s, so the gateway ended the stream"
+        ended = reader.ended  # the client already had the last event: nothing was cut
+        body = reader.end_with_error(message, code, ANTHROPIC_TIMEOUT)
+        ex.usage, ex.response_model = reader.usage, reader.response_model
+        if not ended:
+            ex.error = message
+        await self._finish(ex, ex.status, "ok" if ended else "stream_cut")
+        return Reply(body=body, streamed=True, end_of_stream=True)
+
     # 5 -------------------------------------------------------------------
 
-    async def fail(self, err: GatewayError) -> Reply:
+    async def fail(self, err: GatewayError, outcome: str = "gateway_error") -> Reply:
         """A gateway error at any step: the client's error shape, and the exchange completes."""
         reply = error_reply(self.api, err)
         if self.ex is not None:
             self.ex.error = err.message
-            await self._finish(self.ex, err.status, "gateway_error")
+            await self._finish(self.ex, err.status, outcome)
             assert reply.immediate is not None
             reply.immediate.headers[h.RESPONSE_REQUEST_ID] = self.ex.request_id
             reply.metadata = _envoy_keys(self.ex, self.ex.path)
@@ -323,7 +395,14 @@ class RouterProcessor:
                 self.reader.settle()
                 if self.reader.usage is not None:
                     ex.usage, ex.response_model = self.reader.usage, self.reader.response_model
-            ex.error = ex.error or "the exchange ended before the answer was complete"
+            # Envoy resets the client's stream when the provider's connection is cut after the
+            # headers (FIN, RST) and when the client goes away: this phase is not told which.
+            ex.error = ex.error or (
+                "the stream ended before the answer was complete: the provider's or the client's "
+                "connection was cut"
+                if ex.first_byte is not None
+                else "the exchange ended before the answer was complete"
+            )
             outcome = "stream_cut" if ex.first_byte is not None else "client_disconnected"
             await self._finish(ex, ex.status or 499, outcome)
 

@@ -77,8 +77,10 @@ def router_ext_proc(gw: Gateway) -> Json:
             "receiving_namespaces": {"untyped": [METADATA_NAMESPACE]},
             "forwarding_namespaces": {"untyped": [AUTHZ_NAMESPACE]},
         },
-        # On single-provider routes this phase also sets :path and credentials.
-        mutation_rules={"disallow_is_error": False, "allow_all_routing": True},
+        # On single-provider routes this phase also sets :path and credentials, and on streams
+        # x-envoy-upstream-rq-timeout-ms (their route timeout: streamMaxDuration). Clients cannot
+        # send x-envoy- headers (early header mutation), so only the sidecar sets it.
+        mutation_rules={"disallow_is_error": False, "allow_all_routing": True, "allow_envoy": True},
     )
 
 

@@ -100,7 +100,15 @@ def _retry_policy(route: ResolvedRoute) -> Json | None:
 
 
 def _route_action(route: ResolvedRoute, gw: Gateway) -> Json:
-    action: Json = {"timeout": seconds(route.timeout_seconds(gw.request_timeout))}
+    request = route.timeout_seconds(gw.request_timeout)
+    action: Json = {"timeout": seconds(request)}
+    # Backstop for the stream limits (README, "Stream timeouts"): the router phase ends a stalled
+    # stream with an error event at streamIdleTimeout, and gives each stream its own route timeout
+    # (streamMaxDuration, by x-envoy-upstream-rq-timeout-ms); Envoy's idle timer fires only when
+    # the sidecar could not, a sidecar timeout later, and never before a non-streamed answer's
+    # requestTimeout.
+    idle, _ = route.stream_limits(gw)
+    action["idle_timeout"] = seconds(max(request, idle) + gw.sidecar_timeout)
     # The provider's own host unless urlRewrite.authority names another.
     if route.host_rewrite is not None:
         action["host_rewrite_literal"] = route.host_rewrite

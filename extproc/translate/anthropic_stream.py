@@ -7,9 +7,10 @@ from typing import Any
 import orjson
 
 from . import common as c
+from . import messages_common as m
 from .anthropic_response import ERROR_STATUS, FINISH_REASONS, _usage
 from .base import Json, openai_error_type
-from .sse import DONE, JSONEventTranslator, SSEDecoder, SSEEvent, error_frame, truncated_frames
+from .sse import DONE, JSONEventTranslator, RawEvents, SSEDecoder, SSEEvent, error_frame, truncated_frames
 from .usage import Usage, from_anthropic, set_counters
 
 # ---------------------------------------------------------------- stream
@@ -136,30 +137,45 @@ class ChatStream(JSONEventTranslator):
 class AnthropicStreamObserver:
     """Reads usage and the model from an Anthropic SSE stream passed on untouched.
 
-    ``feed`` returns its input unchanged, so the client gets the provider's bytes;
-    only ``message_start`` (model, input counts) and ``message_delta`` (running
-    totals: set, never added) are parsed.
+    The client gets the provider's bytes, whole event by whole event (a partial event waits
+    for its end, so the gateway can always end the stream with a well-formed event of its own);
+    only ``message_start`` (model, input counts) and ``message_delta`` (running totals: set,
+    never added) are parsed. A stream that ends without ``message_stop`` or ``error`` gets a
+    truncation error event, as the translated streams do.
     """
 
     def __init__(self, model: str | None = None) -> None:
         self.response_model: str | None = None
         self._usage: Json = {}
         self._sse = SSEDecoder()
+        self._raw = RawEvents()
+        self.done = False  # message_stop or error went by
 
     @property
     def usage(self) -> Usage | None:
         return from_anthropic(self._usage) if self._usage else None
 
     def feed(self, chunk: bytes) -> bytes:
-        self._read(self._sse.feed(chunk))
-        return chunk
+        raws = self._raw.feed(chunk)
+        for raw in raws:
+            self._read(self._sse.feed(raw))
+        return b"".join(raws)
 
     def finish(self) -> bytes:
-        self._read(self._sse.flush())
-        return b""
+        raw = self._raw.flush()
+        if raw and not raw.endswith((b"\n", b"\r")):
+            raw += b"\n\n"  # the provider stopped mid-line: end that event before ours
+        self._read(self._sse.feed(raw) + self._sse.flush())
+        if self.done:
+            return raw
+        self.done = True
+        return raw + m.error_event("api_error", m.TRUNCATED)
 
     def _read(self, events: list[SSEEvent]) -> None:
         for event in events:
+            if event.event in ("message_stop", "error"):
+                self.done = True
+                continue
             if event.event not in (None, "message_start", "message_delta"):
                 continue  # deltas and pings: most of the stream, never parsed
             if b"message_start" not in event.data and b"message_delta" not in event.data:

@@ -8,7 +8,7 @@ import orjson
 
 from . import common as c
 from .base import Json, openai_error, openai_error_type
-from .sse import RawEvents, SSEDecoder, SSEEvent
+from .sse import DONE, RawEvents, SSEDecoder, SSEEvent, truncated_frames
 from .usage import Usage, from_openai
 
 
@@ -64,17 +64,23 @@ def _usage_only(chunk: Json) -> bool:
 # ``"usage": null`` with the comma that joins it to its neighbour, as OpenAI writes it on
 # every chunk once ``include_usage`` is on (and never without it).
 _USAGE_KEY = re.compile(rb'"usage"\s*:')
+_FINISHED = re.compile(rb'"finish_reason"\s*:\s*"')
 _NULL_USAGE = re.compile(rb',\s*"usage"\s*:\s*null(?=\s*[,}])|"usage"\s*:\s*null\s*,\s*')
 
 
 class ChatStream:
     """Forwards an OpenAI SSE stream, reading ``usage`` and the model on the way.
 
-    With ``include_usage`` the bytes go out exactly as received. Without it the
-    gateway asked for usage on the client's behalf, so what the client gets is the
-    stream it would have had: the usage-only chunk is left out and the
-    ``"usage": null`` member OpenAI adds to every other chunk is removed; all other
-    bytes (line endings, comments, spacing) pass unchanged, whole event by whole event.
+    Bytes go out whole event by whole event (a partial event waits for its end), so the
+    gateway can always end the client's stream with a well-formed event of its own. With
+    ``include_usage`` the events go out exactly as received. Without it the gateway asked
+    for usage on the client's behalf, so what the client gets is the stream it would have
+    had: the usage-only chunk is left out and the ``"usage": null`` member OpenAI adds to
+    every other chunk is removed; all other bytes (line endings, comments, spacing) pass
+    unchanged.
+
+    A stream that ends without ``[DONE]`` gets one, after a truncation error unless the
+    provider's last event was an error (stream_errors.py: endings agree with the translators').
 
     ``usage`` is the provider's last reported total; ``response_model`` the model
     the first chunk names (None until one does).
@@ -87,24 +93,30 @@ class ChatStream:
         self._sse = SSEDecoder()
         self._raw = RawEvents()
         self._model_seen = False
+        self.done = False  # [DONE] went by
+        self._errored = False  # the last event was an error
+        self._finished = False  # a choice had its finish reason
 
     def feed(self, chunk: bytes) -> bytes:
-        if self._include_usage:
-            for event in self._sse.feed(chunk):
-                self._inspect(event.data)
-            return chunk
         return b"".join(self._filtered(raw, self._sse.feed(raw)) for raw in self._raw.feed(chunk))
 
     def finish(self) -> bytes:
-        if self._include_usage:
-            for event in self._sse.flush():
-                self._inspect(event.data)
-            return b""
         raw = self._raw.flush()
-        return self._filtered(raw, self._sse.feed(raw) + self._sse.flush())
+        if raw and not raw.endswith((b"\n", b"\r")):
+            raw += b"\n\n"  # the provider stopped mid-line: end that event before ours
+        out = self._filtered(raw, self._sse.feed(raw) + self._sse.flush()) if raw else b""
+        if self.done:
+            return out
+        self.done = True
+        # An error, or a finish reason without [DONE] (some compatible servers): complete enough.
+        return out + (DONE if self._errored or self._finished else truncated_frames())
 
     def _filtered(self, raw: bytes, events: list[SSEEvent]) -> bytes:
         """One whole event's bytes, as the client would have had them without forced usage."""
+        if self._include_usage:
+            for event in events:
+                self._inspect(event.data)
+            return raw
         for event in events:
             chunk = self._inspect(event.data)
             if chunk is not None and _usage_only(chunk):
@@ -117,6 +129,12 @@ class ChatStream:
 
     def _inspect(self, data: bytes) -> Json | None:
         """Parse only the events that matter: the first one (model) and usage carriers."""
+        head = data.lstrip()[:1]
+        if head != b"{":
+            self.done = self.done or data.strip() == b"[DONE]"
+            return None
+        self._errored = data[:24].replace(b" ", b"").startswith(b'{"error"')
+        self._finished = self._finished or _FINISHED.search(data) is not None
         if self._model_seen and not _may_carry_usage(data):
             return None
         try:

@@ -318,3 +318,21 @@ def test_client_limits_are_checked_and_a_misspelt_one_is_an_error() -> None:
     text = "config:\n  limits:\n    requestHeadersTimeout: 5s\n    uploadTimeout: later\n" + _ONE_ROUTE
     (err,) = errors_of(text)
     assert err.startswith("gw.yaml:4: config.limits.uploadTimeout: invalid duration"), err
+
+
+def test_stream_limits_default_to_generous_bounds_and_a_route_may_set_its_own() -> None:
+    gw = gateway.build(parse_text(_ONE_ROUTE, "gw.yaml").config)
+    assert gw.routes[0].stream_limits(gw) == (300.0, 3600.0)  # streamIdleTimeout, streamMaxDuration
+    text = _ONE_ROUTE + "      policies: {timeout: {streamIdleTimeout: 20s, streamMaxDuration: 10m}}\n"
+    gw = gateway.build(parse_text(text, "gw.yaml").config)
+    assert gw.routes[0].stream_limits(gw) == (20.0, 600.0)
+    text = "config:\n  limits:\n    streamIdleTimeout: 30s\n    streamMaxDuration: 2h\n" + _ONE_ROUTE
+    gw = gateway.build(parse_text(text, "gw.yaml").config)
+    assert gw.routes[0].stream_limits(gw) == (30.0, 7200.0)
+
+
+def test_a_bad_stream_limit_is_a_load_error() -> None:
+    (err,) = errors_of("config:\n  limits:\n    streamIdleTimeout: soon\n" + _ONE_ROUTE)
+    assert err.startswith("gw.yaml:3: config.limits.streamIdleTimeout: invalid duration"), err
+    (err,) = errors_of(_ONE_ROUTE + "      policies: {timeout: {streamMaxDuration: forever}}\n")
+    assert "policies.timeout" in err and "invalid duration" in err, err

@@ -238,7 +238,9 @@ def test_translated_stream_switches_to_streamed_and_translates_chunks(gw: gatewa
         assert sent[":path"] == "/v1/messages" and sent["x-api-key"] == ANTHROPIC_KEY
         assert json.loads(r.request_body.response.body_mutation.body)["stream"] is True
         r = await conv.send(provider_headers({":status": "200", "content-type": "text/event-stream"}))
-        assert r.mode_override.response_body_mode == MODE.STREAMED
+        # Full duplex: the client gets only what the sidecar sends back, so it can end the stream.
+        assert r.mode_override.response_body_mode == MODE.FULL_DUPLEX_STREAMED
+        assert r.mode_override.response_trailer_mode == MODE.SEND  # Envoy requires it in that mode
         assert set_headers(r.response_headers.response)["content-type"] == "text/event-stream"
         events = (
             b'event: message_start\ndata: {"type":"message_start","message":{"id":"m","model":"claude-x","usage":{"input_tokens":5,"output_tokens":0}}}\n\n'
@@ -246,13 +248,15 @@ def test_translated_stream_switches_to_streamed_and_translates_chunks(gw: gatewa
             b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi"}}\n\n'
         )
         r = await conv.send(body_msg(events[:50], end=False, kind="response_body"))
-        first = r.response_body.response.body_mutation.body
+        first = r.response_body.response.body_mutation.streamed_response
+        assert not first.end_of_stream
         r = await conv.send(body_msg(events[50:], end=False, kind="response_body"))
-        out = first + r.response_body.response.body_mutation.body
+        out = first.body + r.response_body.response.body_mutation.streamed_response.body
         assert b'"content":"Hi"' in out and b"chat.completion.chunk" in out
         end = b'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":2}}\n\nevent: message_stop\ndata: {"type":"message_stop"}\n\n'
         r = await conv.send(body_msg(end, end=True, kind="response_body"))
-        assert r.response_body.response.body_mutation.body.endswith(b"data: [DONE]\n\n")
+        last = r.response_body.response.body_mutation.streamed_response
+        assert last.body.endswith(b"data: [DONE]\n\n") and last.end_of_stream
         await conv.end()
 
     run(go())
@@ -533,7 +537,7 @@ def test_corrupt_gzip_mid_stream_ends_the_stream_with_an_error_event(gw: gateway
         await conv.send(provider_headers({":status": "200", "content-encoding": "gzip"}))
         r = await conv.send(body_msg(b"definitely not gzip", end=False, kind="response_body"))
         await conv.end()
-        return r.response_body.response.body_mutation.body
+        return r.response_body.response.body_mutation.streamed_response.body
 
     out = run(go())
     assert b'"error"' in out and out.endswith(b"data: [DONE]\n\n")

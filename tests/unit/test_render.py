@@ -382,3 +382,16 @@ def test_every_reply_envoy_makes_is_fixed_words_in_both_client_shapes() -> None:
     assert shapes == [True, False] * (len(mappers) // 2)  # Anthropic's first (it is the narrower match)
     codes = [m["body_format_override"]["json_format"]["error"].get("code") for m in mappers[1::2]]
     assert all(code and code.islower() for code in codes), codes
+
+
+def test_stream_limits_have_envoy_backstops_and_the_router_phase_may_set_a_streams_timeout() -> None:
+    """The route timeout is a whole answer's (requestTimeout); a stream's comes from the router phase
+    (x-envoy-upstream-rq-timeout-ms, so its ext_proc may set x-envoy- headers). Envoy's idle timer
+    fires only after both the request timeout and the stream idle timeout, a sidecar timeout later."""
+    gw, rendered = _default()
+    route = _envoy_routes(rendered)[0]["route"]
+    assert route["timeout"] == "120.000s"
+    idle = max(120.0, gw.limit_seconds("stream_idle_timeout")) + gw.sidecar_timeout
+    assert route["idle_timeout"] == f"{idle:.3f}s"
+    ext_proc = next(f for f in _hcm(rendered)["http_filters"] if f["name"] == "envoy.filters.http.ext_proc")
+    assert ext_proc["typed_config"]["mutation_rules"]["allow_envoy"] is True

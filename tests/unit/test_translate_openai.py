@@ -105,10 +105,16 @@ EXPECTED_USAGE = Usage(input_tokens=3, output_tokens=2, cache_read_tokens=1, rea
 STREAM = _stream(with_usage=True, compact=False)
 
 
-def test_stream_passes_bytes_through_and_reads_usage() -> None:
+def test_stream_passes_bytes_through_whole_events_and_reads_usage() -> None:
+    """The provider's bytes, unchanged, but only ever whole events: the gateway may end the
+    client's stream with an event of its own at any point (pipeline/stream_errors.py)."""
     stream = openai.ChatStream("alias", include_usage=True)
+    out = b""
     for i in range(len(STREAM)):
-        assert stream.feed(STREAM[i : i + 1]) == STREAM[i : i + 1]
+        piece = stream.feed(STREAM[i : i + 1])
+        assert not piece or piece.endswith((b"\n\n", b"\r\n\r\n")), piece
+        out += piece
+    assert out == STREAM
     assert stream.finish() == b""
     assert stream.usage == EXPECTED_USAGE
     assert stream.response_model == "gpt-x"
@@ -126,10 +132,41 @@ def test_stream_without_include_usage_is_the_stream_the_client_would_have_had(co
         assert stream.response_model == "gpt-x"
 
 
-def test_stream_without_include_usage_keeps_an_unfinished_last_event() -> None:
-    stream = openai.ChatStream("alias", include_usage=False)
+@pytest.mark.parametrize("include_usage", [True, False])
+def test_stream_keeps_an_unfinished_last_event_and_ends_it(include_usage: bool) -> None:
+    stream = openai.ChatStream("alias", include_usage=include_usage)
     tail = b'data: {"choices":[{"index":0,"delta":{"content":"x"}}]}'
-    assert feed(stream, _stream(False) + tail) == _stream(False) + tail
+    assert feed(stream, _stream(include_usage) + tail) == _stream(include_usage) + tail + b"\n\n"
+
+
+@pytest.mark.parametrize("include_usage", [True, False])
+def test_a_stream_cut_short_ends_with_a_truncation_error_and_done(include_usage: bool) -> None:
+    """As the translators end a provider stream that stops early (sse.truncated_frames)."""
+    cut = _stream(include_usage).split(b"data: [DONE]")[0]
+    cut = cut[: cut.index(b'"finish_reason":"stop"')]  # before the finish reason, mid-event
+    cut = cut[: cut.rindex(b"\n\n") + 2]  # the whole events before it
+    out = feed(openai.ChatStream("alias", include_usage=include_usage), cut)
+    assert out.startswith(cut)
+    tail = out[len(cut) :].split(b"\n\n")
+    assert json.loads(tail[0].removeprefix(b"data: "))["error"]["code"] == "stream_truncated"
+    assert tail[1:] == [b"data: [DONE]", b""]
+
+
+def test_a_provider_error_event_is_followed_by_done() -> None:
+    """Passthrough streams end like translated ones: ``[DONE]`` after an in-band error."""
+    error = b'data: {"error":{"message":"overloaded","type":"server_error","code":null}}\n\n'
+    for include_usage in (True, False):
+        got = feed(
+            openai.ChatStream("alias", include_usage=include_usage),
+            _stream(False).split(b"\n\n")[0] + b"\n\n" + error,
+        )
+        assert got.endswith(error + b"data: [DONE]\n\n") and got.count(b"[DONE]") == 1
+
+
+def test_a_finish_reason_without_done_is_complete_enough() -> None:
+    """Some compatible servers never send [DONE]: the stream had its finish reason, so no error."""
+    body = _stream(False).removesuffix(b"data: [DONE]\n\n")
+    assert feed(openai.ChatStream("alias", include_usage=False), body) == body + b"data: [DONE]\n\n"
 
 
 def test_usage_is_the_latest_total_never_a_sum() -> None:

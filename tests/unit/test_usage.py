@@ -254,11 +254,26 @@ def test_stream_usage_split_anywhere(
         assert outputs == {data}, "an observer passes the provider's bytes unchanged"
 
 
-def test_observer_passes_bytes_unchanged() -> None:
+def test_observer_passes_bytes_unchanged_in_whole_events() -> None:
     data = _native("anthropic", TOOL_REPLY) + b": a comment\r\n\r\n"
     observer = anthropic.AnthropicStreamObserver()
+    out = b""
     for i in range(len(data)):
-        assert observer.feed(data[i : i + 1]) == data[i : i + 1]
+        piece = observer.feed(data[i : i + 1])
+        assert not piece or piece.endswith((b"\n\n", b"\r\n\r\n")), piece
+        out += piece
+    assert out == data
+    assert observer.finish() == b""
+
+
+def test_observer_ends_a_stream_cut_short_with_an_error_event() -> None:
+    """As the translated Messages streams do (messages_common.TRUNCATED)."""
+    data = _native("anthropic", TOOL_REPLY)
+    cut = data[: data.index(b"event: message_delta")]
+    observer = anthropic.AnthropicStreamObserver()
+    out = observer.feed(cut) + observer.finish()
+    assert out.startswith(cut) and out[len(cut) :].startswith(b"event: error\n")
+    assert json.loads(out[len(cut) :].split(b"data: ", 1)[1])["error"]["type"] == "api_error"
     assert observer.finish() == b""
 
 
