@@ -64,6 +64,7 @@ async def next_reply(conv: Conversation, within: float) -> Any:
 
 
 def records(out: io.BytesIO) -> list[dict]:
+    usage_log.stop()  # the writer thread writes what is queued first
     return [json.loads(line) for line in out.getvalue().splitlines() if line.startswith(b"{")]
 
 
