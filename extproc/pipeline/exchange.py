@@ -12,6 +12,7 @@ from extproc import tokens
 if TYPE_CHECKING:
     from extproc.gateway import ResolvedRoute, Upstream
     from extproc.pipeline.llm_request import LLMRequest
+    from extproc.telemetry.tracing import Trace
     from extproc.translate.usage import Usage
 
 
@@ -59,6 +60,7 @@ class Exchange:
     first_token: float | None = None  # the first response body bytes reached the client
     ended: float | None = None
     completed: bool = False
+    trace: Trace | None = None  # its place in a trace, when tracing is on (pipeline/trace_context.py)
     _estimate: int | None = None
 
     @property

@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 from extproc.gateway import ResolvedRoute
 from extproc.pipeline.stage import Needs, Stage
 from extproc.pipeline.stages.shaping import RequestShaping
+from extproc.pipeline.stages.span_notes import SpanNotes
 from extproc.pipeline.stages.usage_record import UsageRecord
+from extproc.telemetry import runtime
 
 
 def for_route(route: ResolvedRoute) -> list[Stage]:
@@ -15,6 +17,8 @@ def for_route(route: ResolvedRoute) -> list[Stage]:
     ai = route.policies.ai
     if ai is not None:
         stages.append(RequestShaping(ai))
+    if runtime.current().tracer is not None:  # finish reasons for the chat span
+        stages.append(SpanNotes())
     stages.append(UsageRecord())
     return stages
 

@@ -1,7 +1,7 @@
 """The usage record: one structured JSON line per request, written when it completes,
 and the request's metrics, from the same fields.
 
-Cost, metrics, and (later) traces and the ledger read the same exchange, so each number has one
+Cost, metrics, traces (and later the ledger) read the same exchange, so each number has one
 source: the translators' usage and the exchange's timings (extproc/telemetry/).
 """
 
@@ -72,3 +72,4 @@ class UsageRecord(Stage):
         ctx = t.context_of(ex, cost)
         usage_log.write(t.log_line(record_of(ex, cost), ctx))
         t.metrics.observe(ex, cost, t.label_values(ctx))
+        t.trace(ex, cost, ctx)
