@@ -71,36 +71,42 @@ def _params(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def chat_attributes(ex: Exchange, cost: Cost | None) -> dict[str, Any]:
+    """Every span is encoded and sent per request: what is zero, default or repeated is left out
+    (cache and reasoning tokens when 0, the client's model when it is the one asked)."""
     up = ex.upstream
     trace = ex.trace
+    asked = request_model(ex)
     attrs: dict[str, Any] = {
         "gen_ai.operation.name": OPERATION.get(ex.api),
         "gen_ai.provider.name": GENAI_PROVIDER_NAME.get(up.kind) if up is not None else None,
-        "gen_ai.request.model": request_model(ex),
+        "gen_ai.request.model": asked,
         "gen_ai.response.model": ex.response_model,
         "http.request.method": ex.method,
         "url.path": redact.mask(ex.path),
         "http.response.status_code": ex.status or None,
         "gateway.request_id": ex.request_id,
         "gateway.route": ex.route.name,
-        "gateway.api": ex.api,
-        "gateway.outcome": ex.outcome,
         "gateway.provider": up.name if up is not None else None,
-        "gateway.client_request_model": ex.request_model,
-        "gateway.attempt.count": len(ex.attempts) or None,
     }
+    if ex.request_model and ex.request_model != asked:
+        attrs["gateway.client_request_model"] = ex.request_model
+    if len(ex.attempts) > 1:
+        attrs["gateway.attempt.count"] = len(ex.attempts)
     if ex.llm is not None:
-        attrs["gen_ai.request.stream"] = ex.stream
+        if ex.stream:
+            attrs["gen_ai.request.stream"] = True
         attrs |= _params(ex.llm.body)
     usage = ex.usage
     if usage is not None:
-        attrs |= {
-            "gen_ai.usage.input_tokens": usage.input_tokens,
-            "gen_ai.usage.output_tokens": usage.output_tokens,
-            "gen_ai.usage.cache_read.input_tokens": usage.cache_read_tokens,
-            "gen_ai.usage.cache_creation.input_tokens": usage.cache_write_tokens,
-            "gen_ai.usage.reasoning.output_tokens": usage.reasoning_tokens,
-        }
+        attrs["gen_ai.usage.input_tokens"] = usage.input_tokens
+        attrs["gen_ai.usage.output_tokens"] = usage.output_tokens
+        for name, n in (
+            ("gen_ai.usage.cache_read.input_tokens", usage.cache_read_tokens),
+            ("gen_ai.usage.cache_creation.input_tokens", usage.cache_write_tokens),
+            ("gen_ai.usage.reasoning.output_tokens", usage.reasoning_tokens),
+        ):
+            if n:
+                attrs[name] = n
     if trace is not None and trace.finish_reasons:
         attrs["gen_ai.response.finish_reasons"] = list(trace.finish_reasons)
     if trace is not None and trace.response_id:
@@ -108,9 +114,12 @@ def chat_attributes(ex: Exchange, cost: Cost | None) -> dict[str, Any]:
     if ex.stream and ex.first_token is not None:
         attrs["gen_ai.response.time_to_first_chunk"] = round(ex.first_token - ex.started, 6)
     if cost is not None:
-        attrs["gateway.cost.usd"] = cost.usd
-        attrs["gateway.cost.status"] = cost.status
+        if cost.usd is not None:
+            attrs["gateway.cost.usd"] = cost.usd
+        if cost.status != "priced":
+            attrs["gateway.cost.status"] = cost.status
     if ex.outcome != "ok":
+        attrs["gateway.outcome"] = ex.outcome
         attrs["error.type"] = ex.outcome if ex.status < 400 else str(ex.status)
     return attrs
 

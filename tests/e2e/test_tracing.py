@@ -174,12 +174,12 @@ def test_one_trace_envoy_chat_and_attempt_spans(traced: tuple[Gateway, Mock, Moc
     assert a["gen_ai.operation.name"] == "chat" and a["gen_ai.provider.name"] == "openai"
     assert a["gen_ai.request.model"] == "gpt-4o" and a["gen_ai.response.model"] == resp.json()["model"]
     assert a["gen_ai.request.max_tokens"] == 50 and a["gen_ai.request.temperature"] == 0.2
-    assert a["gen_ai.request.top_p"] == 0.9 and a["gen_ai.request.stream"] is False
+    assert a["gen_ai.request.top_p"] == 0.9 and "gen_ai.request.stream" not in a  # only when true
     assert a["gen_ai.usage.input_tokens"] == usage["prompt_tokens"]
     assert a["gen_ai.usage.output_tokens"] == usage["completion_tokens"]
     assert a["gen_ai.response.finish_reasons"] == [resp.json()["choices"][0]["finish_reason"]]
     assert a["gen_ai.response.id"] == resp.json()["id"]
-    assert a["gateway.cost.usd"] > 0 and a["gateway.cost.status"] == "priced"
+    assert a["gateway.cost.usd"] > 0 and "gateway.cost.status" not in a  # said only when not priced
     assert a["gateway.request_id"] == resp.headers["x-gateway-request-id"]
     assert a["http.response.status_code"] == 200 and a["team"] == "red"
     assert chat.kind == 3 and chat.status_code == 0  # CLIENT, no error

@@ -142,11 +142,11 @@ def test_chat_span_attributes_follow_genai_conventions() -> None:
         "gen_ai.request.max_tokens": 77, "gen_ai.request.top_p": 0.5, "gen_ai.request.seed": 3,
         "gen_ai.request.choice.count": 2, "gen_ai.request.stop_sequences": ["END"],
         "gen_ai.usage.input_tokens": 100, "gen_ai.usage.output_tokens": 20,
-        "gen_ai.usage.cache_read.input_tokens": 40, "gen_ai.usage.cache_creation.input_tokens": 0,
-        "gen_ai.usage.reasoning.output_tokens": 0, "gen_ai.response.finish_reasons": ["stop"],
+        "gen_ai.usage.cache_read.input_tokens": 40, "gen_ai.response.finish_reasons": ["stop"],
         "gen_ai.response.id": "chatcmpl-1", "gen_ai.response.time_to_first_chunk": 0.5,
     }  # fmt: skip
     assert a["gateway.cost.usd"] == 0.00042 and "error.type" not in a
+    assert "gen_ai.usage.reasoning.output_tokens" not in a  # zero: left out (every span is sent)
     ex.status, ex.outcome, ex.error = 429, "provider_error", "rate limited, key sk-abcdefghijklmnop"
     assert spans.chat_attributes(ex, None)["error.type"] == "429"
     assert "sk-abcdefghijklmnop" not in (spans.chat_error(ex) or "")
@@ -298,3 +298,19 @@ def test_compose_wires_jaeger_to_envoy_and_extproc_alike(monkeypatch: pytest.Mon
     bootstrap = render(gateway.build(load(root / "policies" / "gateway.yaml").config))
     address = _clusters(bootstrap)["gw_otlp"]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
     assert address["address"]["socket_address"] == {"address": "jaeger", "port_value": 4317}
+
+
+def test_the_wire_encoder_writes_what_the_sdks_encoder_writes() -> None:
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+    from extproc.telemetry import otlp_wire
+
+    t, sink = tracer()
+    attrs = {"s": "x", "b": True, "one": 1, "neg": -5, "f": 0.25, "list": ["a", "b"], "big": 2**40}
+    t.emit("chat gpt-4o", TRACE_ID, 5, 7, attrs, 1, 2, tracestate="vendor=1")
+    t.emit("attempt 1 openai", TRACE_ID, 8, 5, {"s": "x", "one": True}, 3, 4, error="the provider answered 503")
+    t.emit("root", TRACE_ID, 9, 0, {}, 5, 6)
+    t.processor.force_flush()
+    encoder = otlp_wire.Encoder(t.resource, tracing.SCOPE)
+    for _ in range(2):  # the second time from the cache
+        assert encoder.request(sink.spans) == encode_spans(sink.spans)
