@@ -7,8 +7,9 @@ C ...) so a change in the machine's load falls on all of them alike:
 - ``off``:     no usage record (no metrics, no log line), no tracing: the extproc sidecar runs
   with the usage-record stage taken out (a benchmark-only wrapper, ``_WITHOUT_USAGE``);
 - ``default``: what every gateway does: metrics and a JSON log line per request, no fields;
-- ``full``:    metrics and log lines with CEL fields (the seed's kind), and tracing with
-  ``randomSampling: true`` to a local OTLP sink (Envoy's spans and the gateway's), span fields too.
+- ``traced``:  ``default`` and tracing with ``randomSampling: true`` to a local OTLP sink
+  (Envoy's spans and the gateway's);
+- ``full``:    ``traced`` with CEL fields on metrics, log lines and spans (the seed's kind).
 
 The OTLP sink (a grpcio TraceService that counts bytes and never decodes) and the upstream are
 not counted in CPU; wrk runs at the throughput concurrency.
@@ -38,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 from bench import envoys, measure  # noqa: E402
 from extproc.supervisor import Stack  # noqa: E402
 
-PATHS = ("off", "default", "full")
+PATHS = ("off", "default", "traced", "full")
 # The usage-record stage out of every route: no metrics, no log line (and so no spans either).
 _WITHOUT_USAGE = """
 import sys
@@ -89,14 +90,12 @@ def gateway(name: str, up: str, sink: Sink, work: Path) -> tuple[Stack, str]:
     route = envoys.provider_route("openai", {"openAI": {}}, up)
     port = envoys.free_port()
     config = envoys.gateway_config(port, [route])
+    if name in ("traced", "full"):
+        config["config"]["tracing"] = {"otlpEndpoint": f"http://127.0.0.1:{sink.port}", "randomSampling": True}
     if name == "full":
         config["config"]["metrics"] = {"fields": {"add": {"user_id": "identity.user_id"}}}
         config["config"]["logging"] = {"fields": {"add": FIELDS}}
-        config["config"]["tracing"] = {
-            "otlpEndpoint": f"http://127.0.0.1:{sink.port}",
-            "randomSampling": True,
-            "fields": {"add": FIELDS},
-        }
+        config["config"]["tracing"]["fields"] = {"add": FIELDS}
     (work / name).mkdir(parents=True)
     path = work / name / "gateway.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -123,11 +122,13 @@ def measure_all(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             measure.wrk(url, 4, 1, script)  # warm connections and caches
         for _ in range(args.rounds):
             for name, (stack, url) in stacks.items():
-                pids = [p.pid for p in stack.procs.values()]
-                ticks0 = measure.cpu_ticks(pids)
+                procs = {n: [p.pid] for n, p in stack.procs.items()}
+                ticks0 = {n: measure.cpu_ticks(pids) for n, pids in procs.items()}
                 figures = measure.wrk(url, args.connections, args.duration, script)
-                cpu_ms = measure.ticks_to_ms(measure.cpu_ticks(pids) - ticks0)
-                figures["cpu_ms_per_req"] = cpu_ms / max(figures["requests"], 1)
+                done = max(figures["requests"], 1)
+                per = {n: measure.ticks_to_ms(measure.cpu_ticks(p) - ticks0[n]) / done for n, p in procs.items()}
+                figures["cpu_ms_per_req"] = sum(per.values())
+                figures.update({f"cpu_ms_per_req_{n}": v for n, v in per.items()})
                 windows[name].append(figures)
         time.sleep(6)  # the last spans reach the sink (Envoy flushes every 5 s, extproc every 1 s)
     finally:
@@ -148,7 +149,11 @@ def _summary(windows: list[dict[str, float]]) -> dict[str, float]:
         "rps": round(statistics.median(w["rps"] for w in windows), 1),
         "p50_ms": round(statistics.median(w["p50_ms"] for w in windows), 2),
         "p99_ms": round(statistics.median(w["p99_ms"] for w in windows), 2),
-        "cpu_ms_per_req": round(statistics.median(w["cpu_ms_per_req"] for w in windows), 3),
+        **{
+            k: round(statistics.median(w[k] for w in windows), 3)
+            for k in windows[0]
+            if k.startswith("cpu_ms_per_req")
+        },
     }
 
 
@@ -163,11 +168,12 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-obs-") as tmp:
         results = measure_all(args, Path(tmp))
     results["meta"] = {"args": {k: str(v) for k, v in vars(args).items()}, "cpus": os.cpu_count()}
-    print("| gateway | requests/s | vs off | p50 ms | p99 ms | CPU ms/request |")
-    print("|---|---|---|---|---|---|")
+    print("| gateway | requests/s | vs off | p50 ms | p99 ms | CPU ms/request | of which extproc | envoy |")
+    print("|---|---|---|---|---|---|---|---|")
     for name, s in results["summary"].items():
         print(
-            f"| {name} | {s['rps']} | {s['rps_vs_off_pct']:+}% | {s['p50_ms']} | {s['p99_ms']} | {s['cpu_ms_per_req']} |"
+            f"| {name} | {s['rps']} | {s['rps_vs_off_pct']:+}% | {s['p50_ms']} | {s['p99_ms']} "
+            f"| {s['cpu_ms_per_req']} | {s['cpu_ms_per_req_extproc']} | {s['cpu_ms_per_req_envoy']} |"
         )
     print(f"\nOTLP sink: {results['sink']['exports']} exports, {results['sink']['bytes']} bytes")
     path = args.json or ROOT / "bench" / "results" / f"observability-{time.strftime('%Y%m%dT%H%M%S')}.json"
