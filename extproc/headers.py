@@ -48,6 +48,13 @@ CREDENTIAL_HEADERS: tuple[str, ...] = (
     "cookie",
 )
 
+# Traces (extproc/telemetry/tracing.py): the attempt's trace context on single-provider routes,
+# for the upstream header mutation that puts it in traceparent after Envoy's router wrote its own;
+# and the answering attempt's span (id, start, number), from the upstream phase to the router
+# phase on the answer's headers (taken off before the client sees them).
+TRACE_DIRECT_HEADER = "x-gw-traceparent"
+TRACE_ATTEMPT_HEADER = "x-gw-attempt"
+
 # The client's own x-request-id, copied by Envoy before it replaces x-request-id with its own
 # (render/filters.py): kept for the usage record and the access log, never trusted as an id.
 CLIENT_REQUEST_ID = "x-gw-client-request-id"

@@ -183,13 +183,18 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
     async def Process(
         self, request_iterator: AsyncIterator[pb.ProcessingRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ProcessingResponse]:
-        phase = dict(context.invocation_metadata() or ()).get("x-gw-phase", "router")
-        handler = self._upstream if phase == "upstream" else self._router
-        async for resp in handler(request_iterator):
-            yield resp
+        metadata = dict(context.invocation_metadata() or ())
+        phase = metadata.get("x-gw-phase", "router")
+        if phase == "upstream":
+            async for resp in self._upstream(request_iterator, context):
+                yield resp
+        else:
+            # Envoy's gRPC client names its span of this stream here when Envoy traces.
+            async for resp in self._router(request_iterator, metadata.get("traceparent")):
+                yield resp
 
     async def _router(
-        self, messages: AsyncIterator[pb.ProcessingRequest]
+        self, messages: AsyncIterator[pb.ProcessingRequest], trace_parent: str | None = None
     ) -> AsyncIterator[pb.ProcessingResponse]:
         proc = RouterProcessor(self.gateway, self.pipelines)
         inbox = _Inbox(messages)
@@ -210,6 +215,7 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
                             msg.request_headers.end_of_stream,
                             attrs.get("xds.route_name", ""),
                             _identity(msg),
+                            trace_parent,
                         )
                     elif kind == "request_body":
                         reply = await proc.request_body(msg.request_body.body)
@@ -241,29 +247,40 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
             return await proc.fail(_INTERNAL)
 
     async def _upstream(
-        self, messages: AsyncIterator[pb.ProcessingRequest]
+        self, messages: AsyncIterator[pb.ProcessingRequest], context: grpc.aio.ServicerContext | None = None
     ) -> AsyncIterator[pb.ProcessingResponse]:
         proc = UpstreamProcessor(self.gateway)
-        async for msg in messages:
-            kind = msg.WhichOneof("request")
-            try:
-                if kind == "request_headers":
-                    reply = await proc.request_headers(
-                        _headers(msg.request_headers),
-                        msg.request_headers.end_of_stream,
-                        _attributes(msg).get("xds.upstream_host_metadata", ""),
-                        _decision(msg),
-                    )
-                elif kind == "request_body":
-                    reply = await proc.request_body(msg.request_body.body)
-                else:
-                    reply = Reply()
-            except GatewayError as err:
-                reply = error_reply(proc.api, err)
-            except Exception:
-                log.exception("upstream phase failed")
-                reply = error_reply(proc.api, _INTERNAL)
-            yield to_proto(kind or "", reply)
+        if context is not None:
+            # An attempt Envoy resets (connection refused, per-try timeout) may cancel this stream
+            # between messages, where the generator's own ``finally`` would wait for the collector.
+            context.add_done_callback(lambda _: proc.close())
+        try:
+            async for msg in messages:
+                kind = msg.WhichOneof("request")
+                try:
+                    if kind == "request_headers":
+                        attrs = _attributes(msg)
+                        reply = await proc.request_headers(
+                            _headers(msg.request_headers),
+                            msg.request_headers.end_of_stream,
+                            attrs.get("xds.upstream_host_metadata", ""),
+                            _decision(msg),
+                            int(attrs.get("upstream.request_attempt_count") or 1),
+                        )
+                    elif kind == "request_body":
+                        reply = await proc.request_body(msg.request_body.body)
+                    elif kind == "response_headers":  # asked for when the attempt is traced
+                        reply = proc.response_headers(_headers(msg.response_headers))
+                    else:
+                        reply = Reply()
+                except GatewayError as err:
+                    reply = error_reply(proc.api, err)
+                except Exception:
+                    log.exception("upstream phase failed")
+                    reply = error_reply(proc.api, _INTERNAL)
+                yield to_proto(kind or "", reply)
+        finally:
+            proc.close()
 
 
 async def serve(gateway: Gateway, listen: str, config_dir: Path | None = None) -> None:

@@ -6,8 +6,11 @@ Field values are CEL expressions over ``jwt``, ``apiKey``, ``llm``, ``request`` 
 
 from __future__ import annotations
 
+import os
 import re
-from typing import Literal
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
@@ -102,7 +105,8 @@ class LoggingConfig(Strict):
 
 
 class TracingConfig(Strict):
-    """Parsed and validated so configs that carry it load; OTLP export comes with the traces work."""
+    """OTLP export of the gateway's spans, and Envoy's own to the same collector
+    (extproc/telemetry/tracing.py, extproc/render/tracing.py)."""
 
     otlp_endpoint: str = Field(alias="otlpEndpoint")
     otlp_protocol: Literal["grpc", "http"] = Field("grpc", alias="otlpProtocol")
@@ -123,6 +127,67 @@ class TracingConfig(Strict):
         if not 0.0 <= ratio <= 1.0:
             raise ValueError(f"{v!r}: a sampling ratio is between 0 and 1")
         return ratio
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _endpoint(cls, v: str) -> str:
+        otlp_target(v, "grpc")  # raises ValueError naming what is wrong
+        return v
+
+    @property
+    def ratio(self) -> float:
+        """The share of new traces sampled (a client's trace follows Envoy's decision)."""
+        v = self.random_sampling
+        return float(v) if not isinstance(v, str) else float(v == "true")
+
+
+@dataclass(frozen=True)
+class OtlpTarget:
+    secure: bool
+    host: str
+    port: int
+    path: str  # OTLP/HTTP only: where spans are POSTed
+
+
+_DEFAULT_PORT = {"grpc": 4317, "http": 4318}
+
+
+def otlp_target(endpoint: str, protocol: str) -> OtlpTarget:
+    """``http://collector:4317``, ``https://host``, or a bare ``host:port`` (plaintext)."""
+    text = endpoint.strip()
+    if "://" not in text:
+        text = "http://" + text
+    parsed = urlsplit(text)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ValueError(f"{endpoint!r}: use http://host:port or https://host:port")
+    try:
+        port = parsed.port
+    except ValueError:
+        raise ValueError(f"{endpoint!r}: the port is not a number") from None
+    path = parsed.path.rstrip("/")
+    if protocol == "http" and not path.endswith("/v1/traces"):
+        path += "/v1/traces"  # as OTEL_EXPORTER_OTLP_ENDPOINT is read: the signal's path appended
+    secure = parsed.scheme == "https"
+    # No port: OTLP's own (4317 gRPC, 4318 HTTP) in plaintext, HTTPS's behind TLS.
+    return OtlpTarget(secure, parsed.hostname, port or (443 if secure else _DEFAULT_PORT[protocol]), path)
+
+
+def tracing_of(cfg: Any) -> TracingConfig | None:
+    """``config.tracing``, else the standard ``OTEL_EXPORTER_OTLP_ENDPOINT`` (and
+    ``OTEL_EXPORTER_OTLP_PROTOCOL``: ``http/protobuf`` is OTLP/HTTP), else None: no tracing.
+
+    Both Envoy's bootstrap (render) and the extproc sidecar read it, so both export or neither."""
+    if cfg.tracing is not None:
+        return cfg.tracing  # type: ignore[no-any-return]
+    endpoint = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get(
+        "OTEL_EXPORTER_OTLP_ENDPOINT"
+    )
+    if not endpoint:
+        return None
+    protocol = os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+    return TracingConfig.model_validate(
+        {"otlpEndpoint": endpoint, "otlpProtocol": "http" if protocol.startswith("http") else "grpc"}
+    )
 
 
 class CostConfig(Strict):

@@ -12,6 +12,7 @@ from extproc import tokens
 if TYPE_CHECKING:
     from extproc.gateway import ResolvedRoute, Upstream
     from extproc.pipeline.llm_request import LLMRequest
+    from extproc.telemetry.tracing import Trace
     from extproc.translate.usage import Usage
 
 
@@ -65,6 +66,7 @@ class Exchange:
     guardrails: list[dict[str, Any]] = field(default_factory=list)
     # A stage's per-request state, by stage name (stages themselves are shared by a route's requests).
     stage_state: dict[str, Any] = field(default_factory=dict)
+    trace: Trace | None = None  # its place in a trace, when tracing is on (pipeline/trace_context.py)
     _estimate: int | None = None
 
     @property

@@ -33,7 +33,7 @@ from extproc import contracts
 from extproc import headers as h
 from extproc.errors import GatewayError
 from extproc.gateway import Gateway, ResolvedRoute, Upstream
-from extproc.pipeline import client_request, encoding, outbound
+from extproc.pipeline import client_request, encoding, outbound, trace_context
 from extproc.pipeline.answer import ResponseReader
 from extproc.pipeline.exchange import AttemptRecord, Exchange, new_request_id
 from extproc.pipeline.identity import caller_identity
@@ -90,7 +90,12 @@ class RouterProcessor:
     # 1 -------------------------------------------------------------------
 
     async def request_headers(
-        self, headers: dict[str, str], end_of_stream: bool, route_name: str, identity: str | None = None
+        self,
+        headers: dict[str, str],
+        end_of_stream: bool,
+        route_name: str,
+        identity: str | None = None,
+        trace_parent: str | None = None,
     ) -> Reply:
         path = headers.get(":path", "/")
         self.api = client_request.api_of_path(path)
@@ -107,6 +112,7 @@ class RouterProcessor:
             headers=headers,
         )
         self.ex = ex
+        trace_context.begin(ex, trace_parent)
         ex.identity = caller_identity(route, identity)
         self.pipeline = self.pipelines.get(route.id, EMPTY)
         self.stages = self.pipeline.stages
@@ -204,7 +210,11 @@ class RouterProcessor:
             stream=ex.stream,
         )
         return Reply(
-            metadata={**_envoy_keys(ex, path), contracts.DECISION_KEY: contracts.encode_decision(decision)}
+            metadata={
+                **_envoy_keys(ex, path),
+                contracts.DECISION_KEY: contracts.encode_decision(decision),
+                **trace_context.decision_keys(ex),
+            }
         )
 
     async def _egress(
@@ -222,6 +232,7 @@ class RouterProcessor:
             up, ex.api, ex.method, reply.metadata[h.PATH], parsed, body, ex.headers, forward_of(ex.route)
         )
         reply.set_headers.update(out.set_headers)
+        trace_context.direct_egress(ex, reply.set_headers, out.attempt.path)
         reply.remove_headers.extend(out.remove_headers)
         if out.body is not None:
             reply.body = out.body
@@ -265,6 +276,7 @@ class RouterProcessor:
         mode, set_headers, remove = self.reader.on_headers(headers)
         self.last_chunk = ex.first_byte
         set_headers = {**set_headers, **ex.response_headers, h.RESPONSE_REQUEST_ID: ex.request_id}
+        remove = [*remove, *trace_context.answer_headers(ex, headers)]
         if mode == "NONE":
             await self._finish(ex, ex.status, "ok" if ex.status < 400 else "provider_error")
         return Reply(set_headers=set_headers, remove_headers=remove, response_body_mode=mode)

@@ -6,7 +6,8 @@
    every header not on this provider's allowlist. Envoy keeps an attempt's header
    mutations on a retry, so an earlier attempt's headers are removed here too.
 The answer is read by the router phase, which learns from Envoy which provider
-answered: this phase never asks for the response.
+answered. This phase asks for the response headers only when tracing samples the request:
+the attempt's span ends there, or is handed to the router phase (telemetry/attempt_span.py).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from extproc.gateway import Gateway, Upstream
 from extproc.pipeline import outbound
 from extproc.pipeline.reply import Reply
 from extproc.pipeline.router import forward_of, upstream_of_metadata
+from extproc.telemetry import runtime, tracing
+from extproc.telemetry.attempt_span import AttemptSpan
 
 
 class UpstreamProcessor:
@@ -29,9 +32,16 @@ class UpstreamProcessor:
         self.decision = contracts.RouteDecision()
         self.method = "POST"
         self.headers: dict[str, str] = {}
+        self.span: AttemptSpan | None = None
+        self.tracestate = ""
 
     async def request_headers(
-        self, headers: dict[str, str], end_of_stream: bool, host_metadata: str, metadata: dict[str, str]
+        self,
+        headers: dict[str, str],
+        end_of_stream: bool,
+        host_metadata: str,
+        metadata: dict[str, str],
+        attempt: int = 1,
     ) -> Reply:
         up = upstream_of_metadata(self.gw, host_metadata)
         if up is None:
@@ -46,9 +56,12 @@ class UpstreamProcessor:
             ) from None
         self.upstream, self.api = up, contracts.client_api_name(self.decision.client_api)
         self.method, self.headers = headers.get(":method", "POST"), headers
-        if not end_of_stream:
-            return Reply()
-        return await self._reply(None, None)
+        self.span = AttemptSpan.begin(runtime.current().tracer, metadata, attempt, up, self.api)
+        self.tracestate = metadata.get(tracing.TRACESTATE_KEY, "")
+        reply = Reply() if not end_of_stream else await self._reply(None, None)
+        if self.span is not None and self.span.sampled:
+            reply.response_header_mode = "SEND"
+        return reply
 
     async def request_body(self, body: bytes) -> Reply:
         parsed = orjson.loads(body) if self.api in ("completions", "messages", "embeddings") else None
@@ -62,4 +75,19 @@ class UpstreamProcessor:
         out = await outbound.build(
             self.upstream, self.api, self.method, path, parsed, body, self.headers, forward
         )
+        if self.span is not None:
+            out.set_headers.update(self.span.headers(self.tracestate))
+            self.span.method, self.span.path = self.method, out.attempt.path
         return Reply(set_headers=out.set_headers, remove_headers=out.remove_headers, body=out.body)
+
+    def response_headers(self, headers: dict[str, str]) -> Reply:
+        """Only when traced: the attempt's status (a provider's own hand-over header never passes)."""
+        if self.span is None:
+            return Reply()
+        status = int(headers.get(":status", "0") or 0)
+        handoff = self.span.on_response(status)
+        return Reply(set_headers=handoff, remove_headers=[] if handoff else [tracing.ATTEMPT_HEADER])
+
+    def close(self) -> None:
+        if self.span is not None:
+            self.span.close()

@@ -14,6 +14,7 @@ from extproc.render.common import (
 )
 from extproc.render.listeners import gateway_listener, metrics_listener, readiness_listener
 from extproc.render.telemetry import metrics_cluster
+from extproc.render.tracing import otlp_cluster
 
 
 def overload_manager(max_connections: int) -> Json:
@@ -45,6 +46,7 @@ def render(gw: Gateway, addrs: SidecarAddresses | None = None) -> Json:
         sidecar_cluster(AUTHZ_CLUSTER, addrs.authz, gw.sidecar_timeout, limit),
         admin_cluster(addrs.admin_host if addrs.admin_host != "0.0.0.0" else "127.0.0.1", admin_port),
         metrics_cluster(addrs.metrics),
+        *otlp_cluster(gw),
     ]
     clusters += [
         backend_cluster(b, gw, direct=r.direct_upstream is not None) for r in gw.routes for b in r.backends

@@ -20,6 +20,7 @@ from extproc.render.common import (
     typed,
 )
 from extproc.render.filters import upstream_codec, upstream_ext_proc
+from extproc.render.tracing import direct_trace_filters
 
 _HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 _CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
@@ -179,6 +180,8 @@ def _protocol_options(gw: Gateway, direct: bool) -> Json:
     if not direct:
         # Per-attempt translation: a retry may land on another provider (DESIGN.md).
         options["http_filters"] = [upstream_ext_proc(gw), upstream_codec()]
+    elif traced := direct_trace_filters(gw):
+        options["http_filters"] = [*traced, upstream_codec()]  # the gateway's trace context
     return options
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from extproc.gateway import Gateway, ResolvedRoute
 from extproc.headers import AUTHZ_NAMESPACE, AUTHZ_ROUTE_KEY, CLIENT_REQUEST_ID, METADATA_NAMESPACE
+from extproc.render import tracing
 from extproc.render.common import AUTHZ_CLUSTER, EXTPROC_CLUSTER, Json, seconds, typed
 
 EXT_PROC = "envoy.filters.http.ext_proc"
@@ -88,7 +89,7 @@ def upstream_ext_proc(gw: Gateway) -> Json:
     return _ext_proc(
         gw,
         "upstream",
-        request_attributes=list(UPSTREAM_REQUEST_ATTRIBUTES),
+        request_attributes=[*UPSTREAM_REQUEST_ATTRIBUTES, *tracing.upstream_attributes(gw)],
         # What the router phase decided, for every attempt (headers do not survive retries).
         metadata_options={"forwarding_namespaces": {"untyped": [METADATA_NAMESPACE]}},
         # The upstream phase sets :path per attempt; host comes from the route's host rewrite.

@@ -15,6 +15,7 @@ from extproc.render.common import (
 from extproc.render.local_replies import access_log, local_reply_config
 from extproc.render.routes import virtual_hosts
 from extproc.render.telemetry import metrics_routes, rejected_access_log
+from extproc.render.tracing import hcm_tracing
 
 # HTTP/2 requests at once on one client connection (Envoy's default is unbounded).
 MAX_STREAMS_PER_CONNECTION = 100
@@ -61,6 +62,8 @@ def gateway_listener(gw: Gateway, port: int, host: str) -> Json:
         "early_header_mutation_extensions": filters.early_header_mutations(),
         # Envoy's line for every request; the refused ones also go to extproc for their usage record.
         "access_log": [*access_log(), rejected_access_log(gw)],
+        # Envoy's spans, to the collector the extproc sidecar exports to (config.tracing).
+        **hcm_tracing(gw),
     }
     return {
         "name": name,

@@ -85,8 +85,8 @@ def needs_of(exprs: list[str]) -> Needs:
 def merge(a: Needs, b: Needs) -> Needs:
     out: Needs = dict(a)
     for var, members in b.items():
-        if var in out and (out[var] is None or members is None):
-            out[var] = None
+        if members is None or (var in out and out[var] is None):
+            out[var] = None  # all of it
         else:
             out[var] = (out.get(var) or set()) | members  # type: ignore[operator]
     return out

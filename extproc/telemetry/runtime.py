@@ -1,14 +1,14 @@
-"""The extproc process's telemetry: metrics, prices, CEL fields, built once from the config.
+"""The extproc process's telemetry: metrics, prices, CEL fields, spans, built once from the config.
 
-``start`` (the sidecar's startup) builds it, loads and watches the price table and serves
-``/metrics``; ``current`` is what the usage-record stage uses (an empty default when nothing was
-started: unit tests, embedded use).
+``start`` (the sidecar's startup) builds it, loads and watches the price table, serves
+``/metrics`` and starts the span exporter (``config.tracing``); ``current`` is what the
+usage-record stage uses (an empty default when nothing was started: unit tests, embedded use).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +16,10 @@ import cel
 
 from extproc.config.base import parse_duration
 from extproc.config.model import GlobalConfig
+from extproc.config.telemetry import tracing_of
 from extproc.gateway import Gateway, resolve_secret
 from extproc.pipeline.exchange import Exchange
-from extproc.telemetry import redact
+from extproc.telemetry import redact, spans, tracing
 from extproc.telemetry.fields import FieldSet, context, label_value, merge, variables_of
 from extproc.telemetry.metrics import GatewayMetrics
 from extproc.telemetry.prices import Cost, PriceTable, PriceWatcher
@@ -37,13 +38,18 @@ class Telemetry:
     metric_fields: FieldSet
     removed: frozenset[str] = frozenset()
     watcher: PriceWatcher | None = None
+    trace_fields: FieldSet = field(default_factory=FieldSet)
+    tracer: tracing.Tracer | None = None  # None: config.tracing unset, no spans
 
     def __post_init__(self) -> None:
-        self.needs = merge(self.log_fields.needs, self.metric_fields.needs)
+        self.needs = merge(merge(self.log_fields.needs, self.metric_fields.needs), self.trace_fields.needs)
+        self._untraced = [fs for fs in (self.log_fields, self.metric_fields) if fs]
+        self._sets = [*self._untraced, self.trace_fields] if self.trace_fields else self._untraced
 
     @classmethod
     def build(cls, cfg: GlobalConfig) -> Telemetry:
         metric_fields = FieldSet(cfg.metrics.fields.add)
+        traced = tracing_of(cfg)
         return cls(
             metrics=GatewayMetrics(
                 cfg.metrics.prefix, tuple(cfg.metrics.fields.add), cfg.metrics.cardinality_limit
@@ -52,6 +58,7 @@ class Telemetry:
             log_fields=FieldSet(cfg.logging.fields.add),
             metric_fields=metric_fields,
             removed=frozenset(cfg.logging.fields.remove),
+            trace_fields=FieldSet(traced.fields.add if traced is not None else {}),
         )
 
     def cost_of(self, ex: Exchange) -> Cost:
@@ -60,11 +67,13 @@ class Telemetry:
         return self.prices.cost(ex.usage, [ex.response_model, asked], up.kind if up is not None else None)
 
     def context_of(self, ex: Exchange, cost: Cost | None) -> cel.Context | None:
-        """One CEL context for both field sets, with only the variables they name."""
-        if not self.log_fields and not self.metric_fields:
+        """One CEL context for every field set, with only the variables they name."""
+        # The span's fields only for a span that will be recorded (tracing samples).
+        sets = self._sets if ex.trace is not None and ex.trace.sampled else self._untraced
+        if not sets:
             return None
-        names = self.log_fields.variables | self.metric_fields.variables
-        prompt = self.log_fields.wants_prompt or self.metric_fields.wants_prompt
+        names = frozenset().union(*(fs.variables for fs in sets))
+        prompt = any(fs.wants_prompt for fs in sets)
         return context(variables_of(ex, cost, names, prompt), self.needs)
 
     def log_line(self, record: dict[str, Any], ctx: cel.Context | None) -> dict[str, Any]:
@@ -77,6 +86,29 @@ class Telemetry:
         if self.log_fields:
             record.update(self.log_fields.evaluate(ctx))
         return record
+
+    def trace(self, ex: Exchange, cost: Cost | None, ctx: cel.Context | None) -> None:
+        """The exchange's chat span and, when the router phase saw it, its answering attempt's
+        (the upstream phase records the attempts that failed: extproc/telemetry/attempt_span.py)."""
+        tr, tracer = ex.trace, self.tracer
+        if tracer is None or tr is None or not tr.sampled:
+            return
+        values = self.trace_fields.evaluate(ctx) if self.trace_fields else {}
+        extra, name = spans.field_attributes(values)
+        start = int(ex.started_wall * 1e9)
+        end = tracing.wall_ns(ex.started_wall, ex.started, ex.ended)
+        attrs = spans.chat_attributes(ex, cost) | extra
+        error = spans.chat_error(ex)
+        tracer.emit(name or spans.chat_name(ex), tr.trace_id, tr.span_id, tr.parent_id, attrs, start, end,
+                    error, tr.tracestate)
+        answered = tracing.answering_attempt(ex, tr)
+        up = ex.upstream
+        if answered is not None and up is not None:
+            span_id, started_ns, number = answered
+            attempt = spans.attempt_attributes(up, ex.api, number, ex.status, tr.method, tr.path)
+            failed = error if ex.status >= 400 or ex.outcome != "ok" else None
+            tracer.emit(spans.attempt_name(number, up), tr.trace_id, span_id, tr.span_id, attempt,
+                        started_ns, end, failed)
 
     def label_values(self, ctx: cel.Context | None) -> tuple[str, ...]:
         if not self.metric_fields:
@@ -143,9 +175,8 @@ def start(gw: Gateway, config_dir: Path) -> Telemetry:
             log.error("prices: cannot use %s (%s); costs are unpriced until it is fixed", path, exc)
         watcher.start()
         telemetry.watcher = watcher
-    if gw.config.config.tracing is not None:
-        log.warning(
-            "config.tracing is validated but not exported yet: OTLP export comes with the traces work"
-        )
+    traced = tracing_of(gw.config.config)
+    if traced is not None:
+        telemetry.tracer = tracing.start(traced)
     install(telemetry)
     return telemetry

@@ -315,4 +315,4 @@ def test_seed_metrics_testing_config_runs_with_its_fields(tmp_path: Path, monkey
     ]
     assert usage and all({"user_id", "user_name"} <= s.labels.keys() for s in usage)
     assert samples(text, "agentgateway_gen_ai_client_token_usage_sum", gen_ai_token_type="input") == line["input_tokens"]
-    assert "config.tracing is validated but not exported yet" in log_text
+    assert "tracing: OTLP/grpc to http://127.0.0.1:4317" in log_text  # the seed's collector (test_tracing.py)

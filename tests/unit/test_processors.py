@@ -78,6 +78,9 @@ class Context:
     def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
         return (("x-gw-phase", self.phase),)
 
+    def add_done_callback(self, callback: object) -> None:
+        """grpc.aio's: called when the stream ends (the upstream phase closes its attempt span)."""
+
 
 def headers_msg(
     headers: dict[str, str],

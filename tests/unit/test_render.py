@@ -129,7 +129,8 @@ GOLDEN = ROOT / "envoy" / "golden"
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_golden_bootstrap_is_what_render_prints(path: Path) -> None:
     """The documented command (envoy/README.md) regenerates the golden file; review its diff."""
-    env = {k: v for k, v in os.environ.items() if k != "MOCK_HOST"}
+    # OTEL_EXPORTER_OTLP_* would turn tracing on (config/telemetry.py tracing_of): not in goldens.
+    env = {k: v for k, v in os.environ.items() if k != "MOCK_HOST" and not k.startswith("OTEL_EXPORTER_OTLP")}
     rel = path.relative_to(ROOT)
     out = subprocess.run(
         [sys.executable, "-m", "extproc", "render", str(rel)],
@@ -154,6 +155,8 @@ def test_golden_bootstrap_is_what_render_prints(path: Path) -> None:
 
 def test_golden_text_is_the_in_process_render(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MOCK_HOST", raising=False)
+    for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        monkeypatch.delenv(name, raising=False)
     for path in CONFIGS:
         assert dump(render(gateway.build(load(path).config))) == (GOLDEN / path.name).read_text()
 

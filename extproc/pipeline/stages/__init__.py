@@ -9,7 +9,9 @@ from extproc.gateway import ResolvedRoute
 from extproc.pipeline.stage import Needs, Stage
 from extproc.pipeline.stages.guardrails import guardrail_stages
 from extproc.pipeline.stages.shaping import RequestShaping
+from extproc.pipeline.stages.span_notes import SpanNotes
 from extproc.pipeline.stages.usage_record import UsageRecord
+from extproc.telemetry import runtime
 
 if TYPE_CHECKING:
     from extproc.limits.context import LimitsContext
@@ -27,6 +29,8 @@ def for_route(route: ResolvedRoute, limits: LimitsContext | None = None) -> list
     limit = limits.stage_for(route) if limits is not None else None
     if limit is not None:
         stages.append(limit)
+    if runtime.current().tracer is not None:  # finish reasons for the chat span
+        stages.append(SpanNotes())
     stages.append(UsageRecord())
     return stages
 

@@ -1,7 +1,7 @@
 """The usage record: one structured JSON line per request, written when it completes,
 and the request's metrics, from the same fields.
 
-Cost, metrics, the ledger (extproc/ledger/) and (later) traces read the same exchange, so each number has one
+Cost, metrics, traces and the ledger (extproc/ledger/) read the same exchange, so each number has one
 source: the translators' usage and the exchange's timings (extproc/telemetry/).
 """
 
@@ -77,3 +77,4 @@ class UsageRecord(Stage):
         ledger.submit(record)  # its row is taken now: log_line below edits the dict
         usage_log.write(t.log_line(record, ctx))
         t.metrics.observe(ex, cost, t.label_values(ctx))
+        t.trace(ex, cost, ctx)
