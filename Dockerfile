@@ -17,8 +17,11 @@ WORKDIR /src
 COPY pyproject.toml setup.py README.md* ./
 COPY extproc ./extproc
 COPY protos ./protos
+# xds-protos overwrites opentelemetry-proto's modules with an older copy: put the real ones back.
 RUN --mount=type=cache,target=/root/.cache/pip \
-    pip install --upgrade pip && pip install .
+    pip install --upgrade pip && pip install . \
+    && pip install --force-reinstall --no-deps \
+       "opentelemetry-proto==$(python -c 'import importlib.metadata as m; print(m.version("opentelemetry-proto"))')"
 
 # ---- runtime ---------------------------------------------------------------
 FROM ${PYTHON_IMAGE}

@@ -16,6 +16,11 @@ $(STAMP): pyproject.toml setup.py $(wildcard protos/llm_gateway/*/*.proto)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
+	# xds-protos ships an older copy of the opentelemetry/proto modules; installed after
+	# opentelemetry-proto it overwrites them and the OTLP exporters fail to import. The real
+	# package's files go back on top (tests/unit/test_otel_proto.py checks).
+	$(PY) -m pip install -q --force-reinstall --no-deps \
+	  "opentelemetry-proto==$$($(PY) -c 'import importlib.metadata as m; print(m.version("opentelemetry-proto"))')"
 	touch $(STAMP)
 
 run: $(STAMP)
