@@ -38,7 +38,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from extproc.config.base import Loc, Strict
-from extproc.config.loader import ConfigError, ConfigIssue, nearest_line
+from extproc.config.loader import ConfigError, ConfigIssue, field_path, nearest_line, read_yaml
 
 log = logging.getLogger("gateway.authz")
 
@@ -155,40 +155,11 @@ class ApiKey:
 # --- reading and writing ------------------------------------------------------------------------
 
 
-def _dotted(loc: Loc) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def _lines(node: yaml.Node, loc: Loc, out: dict[Loc, int]) -> None:
-    out[loc] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            out[(*loc, key.value)] = key.start_mark.line + 1
-            _lines(value, (*loc, key.value), out)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            _lines(item, (*loc, i), out)
-
-
 def parse_keys(text: str, file: str) -> KeysFile:
     """The keys file's content; ConfigError naming file, line and field for each problem."""
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(
-            [ConfigIssue(file, mark.line + 1 if mark else None, "", f"invalid YAML: {problem}")]
-        ) from None
+    data, lines = read_yaml(text, file)
     if data is None:
         return KeysFile()
-    lines: dict[Loc, int] = {}
-    if node is not None:
-        _lines(node, (), lines)
     if not isinstance(data, dict):
         raise ConfigError([ConfigIssue(file, 1, "", "the keys file must be a mapping (version, keys)")])
     try:
@@ -200,7 +171,7 @@ def parse_keys(text: str, file: str) -> KeysFile:
             msg = {"extra_forbidden": "unknown field", "missing": "required field is missing"}.get(
                 err["type"], err["msg"].removeprefix("Value error, ")
             )
-            issues.append(ConfigIssue(file, nearest_line(lines, loc), _dotted(loc), msg))
+            issues.append(ConfigIssue(file, nearest_line(lines, loc), field_path(loc), msg))
         raise ConfigError(issues) from None
     issues = []
     seen_ids: set[str] = set()
@@ -209,12 +180,12 @@ def parse_keys(text: str, file: str) -> KeysFile:
         if rec.id in seen_ids:
             loc: Loc = ("keys", i, "id")
             issues.append(
-                ConfigIssue(file, nearest_line(lines, loc), _dotted(loc), f"duplicate id {rec.id!r}")
+                ConfigIssue(file, nearest_line(lines, loc), field_path(loc), f"duplicate id {rec.id!r}")
             )
         if rec.hash in seen_hashes:
             loc = ("keys", i, "hash")
             issues.append(
-                ConfigIssue(file, nearest_line(lines, loc), _dotted(loc), "the same hash as another key")
+                ConfigIssue(file, nearest_line(lines, loc), field_path(loc), "the same hash as another key")
             )
         seen_ids.add(rec.id)
         seen_hashes.add(rec.hash)

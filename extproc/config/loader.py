@@ -107,6 +107,40 @@ def _fmt(loc: Loc) -> str:
     return out
 
 
+def field_path(loc: Loc) -> str:
+    """A field's location as the errors print it: ``keys[1].expires``."""
+    return _fmt(loc)
+
+
+def _node_lines(node: yaml.Node, loc: Loc, out: dict[Loc, int]) -> None:
+    out[loc] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            out[(*loc, key.value)] = key.start_mark.line + 1
+            _node_lines(value, (*loc, key.value), out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _node_lines(item, (*loc, i), out)
+
+
+def read_yaml(text: str, file: str) -> tuple[Any, dict[Loc, int]]:
+    """A policy file's YAML (no ``${VAR}`` expansion) and each field's line, for errors that
+    name file, line and field; ConfigError when it is not YAML."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(
+            [ConfigIssue(file, mark.line + 1 if mark else None, "", f"invalid YAML: {problem}")]
+        ) from None
+    lines: dict[Loc, int] = {}
+    if node is not None:
+        _node_lines(node, (), lines)
+    return data, lines
+
+
 def parse_text(text: str, file: str = "<config>") -> LoadedConfig:
     """Parse and validate config text; raise ConfigError naming each bad field."""
     try:

@@ -31,9 +31,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-
-from extproc.config.loader import ConfigError, ConfigIssue, nearest_line
+from extproc.config.loader import ConfigError, ConfigIssue, field_path, nearest_line, read_yaml
 from extproc.limits.values import IDENTITY_KEYS
 
 Loc = tuple[str | int, ...]
@@ -160,41 +158,12 @@ class _Reader:
         self.issues: list[ConfigIssue] = []
 
     def problem(self, loc: Loc, message: str) -> None:
-        self.issues.append(ConfigIssue(self.file, nearest_line(self.lines, loc), _dotted(loc), message))
-
-
-def _dotted(loc: Loc) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def _lines(node: yaml.Node, loc: Loc, out: dict[Loc, int]) -> None:
-    out[loc] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            out[(*loc, key.value)] = key.start_mark.line + 1
-            _lines(value, (*loc, key.value), out)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            _lines(item, (*loc, i), out)
+        self.issues.append(ConfigIssue(self.file, nearest_line(self.lines, loc), field_path(loc), message))
 
 
 def parse_policy(text: str, file: str) -> PolicyFile:
     """The file's descriptors; ConfigError naming file, line and field for every problem."""
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(
-            [ConfigIssue(file, mark.line + 1 if mark else None, "", f"invalid YAML: {problem}")]
-        ) from None
-    lines: dict[Loc, int] = {}
-    if node is not None:
-        _lines(node, (), lines)
+    data, lines = read_yaml(text, file)
     r = _Reader(file, lines)
     if not isinstance(data, dict):
         raise ConfigError([ConfigIssue(file, 1, "", "a rate limit file is a mapping: domain, descriptors")])
