@@ -16,7 +16,7 @@ from extproc.mock.controls import Controls
 from extproc.mock.conversation import JSON
 
 # The peer's fixture corpus sits beside a checkout (../shared), as the conformance tests find it.
-_BESIDE_CHECKOUT = Path(__file__).resolve().parents[3] / "shared" / "conformance" / "agentgateway" / "response"
+_BESIDE_CHECKOUT = Path(__file__).resolve().parents[3] / "shared/conformance/agentgateway/response"
 DEFAULT_FIXTURE_DIR = Path(os.environ.get("MOCK_FIXTURE_DIR", str(_BESIDE_CHECKOUT)))
 RECORD_LIMIT = 200
 
