@@ -35,12 +35,14 @@ from extproc.errors import GatewayError
 from extproc.gateway import Gateway, ResolvedRoute, Upstream
 from extproc.pipeline import client_request, encoding, outbound, trace_context
 from extproc.pipeline.answer import ResponseReader
-from extproc.pipeline.exchange import AttemptRecord, Exchange, new_request_id
+from extproc.pipeline.attempts import attempts_of
+from extproc.pipeline.exchange import Exchange, new_request_id
 from extproc.pipeline.identity import caller_identity
 from extproc.pipeline.llm_request import LLMRequest
 from extproc.pipeline.reply import Immediate, Reply, error_reply
 from extproc.pipeline.stage import Needs, Stage
 from extproc.pipeline.stages import EMPTY, RoutePipeline
+from extproc.pipeline.stream_clock import StreamClock
 from extproc.pipeline.stream_errors import ANTHROPIC_TIMEOUT
 
 log = logging.getLogger("gateway.router")
@@ -83,9 +85,7 @@ class RouterProcessor:
         self.codings: list[str] = []  # the client body's content-encoding, to undo
         # A stream's clock (monotonic seconds): when the request went to the provider, when the
         # provider last sent something, and the route's limits (request, idle, maximum).
-        self.sent_at: float | None = None
-        self.last_chunk = 0.0
-        self.limits = (0.0, 0.0, 0.0)
+        self.clock = StreamClock()
 
     # 1 -------------------------------------------------------------------
 
@@ -189,13 +189,8 @@ class RouterProcessor:
 
     def _start_stream_clock(self, ex: Exchange, reply: Reply) -> None:
         """A stream's route timeout is its maximum (the route's own is for whole answers); Envoy's
-        router reads it from this header and removes it. It is a backstop, a sidecar timeout past
-        the maximum: the gateway ends the stream itself, with an error event (``timed_out``)."""
-        idle, most = ex.route.stream_limits(self.gw)
-        self.limits = (ex.route.timeout_seconds(self.gw.request_timeout), idle, most)
-        backstop = most + self.gw.sidecar_timeout
-        reply.set_headers[h.UPSTREAM_TIMEOUT] = str(int(backstop * 1000))
-        self.sent_at = time.monotonic()
+        router reads it from this header and removes it."""
+        reply.set_headers[h.UPSTREAM_TIMEOUT] = str(self.clock.start(ex.route, self.gw))
 
     def _route_decision(self, ex: Exchange) -> Reply:
         """What the upstream phase needs (typed), and the plain keys Envoy's access log and error
@@ -257,7 +252,8 @@ class RouterProcessor:
             self.gw, attrs.get("xds.upstream_host_metadata", "")
         )
         ex.upstream = up
-        ex.attempts = self._attempts(ex, up, attrs.get("upstream.request_attempt_count", ""), details)
+        count = attrs.get("upstream.request_attempt_count", "")
+        ex.attempts = attempts_of(ex.route, up, count, details, ex.status)
         if details and details != "via_upstream":
             # Envoy's own reply (timeout, no healthy upstream): already in the client's format.
             ex.error = details
@@ -274,32 +270,12 @@ class RouterProcessor:
             path = client_request.rewritten_path(ex.route, ex.path)
             self.reader = self._reader(ex, up, outbound.plan(up, ex.api, parsed, path))
         mode, set_headers, remove = self.reader.on_headers(headers)
-        self.last_chunk = ex.first_byte
+        self.clock.last_chunk = ex.first_byte or 0.0
         set_headers = {**set_headers, **ex.response_headers, h.RESPONSE_REQUEST_ID: ex.request_id}
         remove = [*remove, *trace_context.answer_headers(ex, headers)]
         if mode == "NONE":
             await self._finish(ex, ex.status, "ok" if ex.status < 400 else "provider_error")
         return Reply(set_headers=set_headers, remove_headers=remove, response_body_mode=mode)
-
-    def _attempts(
-        self, ex: Exchange, up: Upstream | None, count_text: str, details: str
-    ) -> list[AttemptRecord]:
-        """Failed attempts went, one priority level (provider group) each, before the one that answered."""
-        try:
-            count = max(1, int(count_text))
-        except ValueError:
-            count = 1
-        backend = next((b for b in ex.route.backends if up in b.upstreams), ex.route.backends[0])
-        levels = sorted({u.priority for u in backend.upstreams})
-        records = []
-        for n in range(1, count):
-            level = levels[min(n - 1, len(levels) - 1)]
-            names = "|".join(u.name for u in backend.upstreams if u.priority == level)
-            records.append(AttemptRecord(n, names, "retried"))
-        answered = details in ("", "via_upstream")
-        name = up.name if up is not None else "-"
-        records.append(AttemptRecord(count, name, "answered" if answered else "failed", ex.status))
-        return records
 
     # 4 -------------------------------------------------------------------
 
@@ -311,7 +287,7 @@ class RouterProcessor:
             ex.first_token = time.monotonic()
         reply = Reply()
         if reader.streaming:
-            self.last_chunk = time.monotonic()
+            self.clock.last_chunk = time.monotonic()
             out = reader.on_chunk(body, end_of_stream)
             # Envoy sends on only what this reply carries (full-duplex streaming): always bytes.
             reply.body = await self._chunk_stages(ex, out, out)
@@ -357,12 +333,9 @@ class RouterProcessor:
     def deadline(self) -> float | None:
         """When this stream must have moved on (monotonic seconds), or None: no deadline of ours."""
         ex, reader = self.ex, self.reader
-        if ex is None or ex.completed or self.sent_at is None:
+        if ex is None or ex.completed:
             return None
-        request, idle, most = self.limits
-        if ex.first_byte is None or reader is None or not reader.streaming:
-            return self.sent_at + request  # no answer yet, or one that is not a stream: a whole answer's
-        return min(self.last_chunk + idle, ex.started + most)
+        return self.clock.due(ex.started, ex.first_byte, reader is not None and reader.streaming)
 
     async def timed_out(self) -> Reply:
         """The deadline passed: a 504 before the stream has begun, else its end with an error event."""
@@ -371,13 +344,7 @@ class RouterProcessor:
         if ex.first_byte is None or reader is None or not reader.streaming:
             err = GatewayError(504, "the provider did not answer in time", code="provider_timeout")
             return await self.fail(err, "provider_error")
-        _, idle, most = self.limits
-        if time.monotonic() >= ex.started + most:
-            code = "stream_max_duration"
-            message = f"the stream reached the gateway's maximum stream duration ({most:g}s) and was ended"
-        else:
-            code = "stream_idle_timeout"
-            message = f"the provider sent nothing for {idle:g}s, so the gateway ended the stream"
+        code, message = self.clock.expired(ex.started)
         ended = reader.ended  # the client already had the last event: nothing was cut
         body = reader.end_with_error(message, code, ANTHROPIC_TIMEOUT)
         ex.usage, ex.response_model = reader.usage, reader.response_model
