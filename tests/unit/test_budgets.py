@@ -413,3 +413,15 @@ def test_the_test_clock_adds_the_offset_in_its_file(tmp_path: Path, monkeypatch:
     assert abs(now() - time.time() - 86400) < 1
     offset.write_text("not a number")
     assert abs(now() - time.time()) < 1
+
+
+def test_the_readmes_example_is_the_shipped_file() -> None:
+    section = (ROOT / "README.md").read_text().split("### Budgets\n", 1)[1].split("\n### ", 1)[0]
+    example = next(b for b in section.split("```yaml\n")[1:] if b.startswith("timeZone:")).split("```")[0]
+    shipped = parse_budgets((ROOT / "policies" / "budgets.yaml").read_text(), "budgets.yaml")
+    documented = parse_budgets(example, "README.md")
+    assert documented.defaults == shipped.defaults
+    assert documented.exact.keys() == shipped.exact.keys() and documented.each.keys() == shipped.each.keys()
+    assert [(b.limit, b.period, b.tz) for v in documented.exact.values() for b in v] == [
+        (b.limit, b.period, b.tz) for v in shipped.exact.values() for b in v
+    ]
