@@ -425,3 +425,14 @@ def test_the_readmes_example_is_the_shipped_file() -> None:
     assert [(b.limit, b.period, b.tz) for v in documented.exact.values() for b in v] == [
         (b.limit, b.period, b.tz) for v in shipped.exact.values() for b in v
     ]
+
+
+def test_check_reports_a_bad_budgets_file(tmp_path: Path) -> None:
+    from extproc.cli import _rate_limit_file_problems
+
+    (tmp_path / "budgets.yaml").write_text("budgets:\n  - {team: a, period: day, usd: 1}\n")
+    gw = route_config({"budgets": {"file": "budgets.yaml"}})
+    problems = _rate_limit_file_problems(gw, tmp_path)
+    assert len(problems) == 2, problems
+    assert problems[0].startswith(f"{tmp_path / 'budgets.yaml'}:2: budgets[0].team: unknown field 'team'")
+    assert "exactly one of api_key_id, user_id, group_id" in problems[1]
