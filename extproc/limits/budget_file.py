@@ -36,6 +36,7 @@ from extproc.limits.periods import PERIODS, UnknownZone, zone
 Loc = tuple[str | int, ...]
 SCOPES = ("api_key_id", "user_id", "group_id")
 MICRO = 1_000_000  # counters hold micro-dollars: integers, as the stores' counters are
+MAX_USD = 1_000_000_000
 _TOP = {"timeZone", "defaults", "budgets"}
 _DEFAULTS = {"maxTokens", "unpricedUsd"}
 _ENTRY = {*SCOPES, "period", "usd", "timeZone"}
@@ -116,6 +117,9 @@ class _Reader:
         number = isinstance(value, int | float) and not isinstance(value, bool)
         if not number or not math.isfinite(value) or value < 0:
             self.problem(loc, "a dollar amount is a number, 0 or more")
+            return None
+        if value > MAX_USD:  # micro-dollars stay exact in Redis's Lua numbers (doubles) below 2^53
+            self.problem(loc, f"a dollar amount is at most {MAX_USD:,}")
             return None
         return micro(float(value))
 

@@ -107,6 +107,7 @@ def test_the_shipped_budgets_file_loads() -> None:
         ("budgets:\n  - group_id: a\n    user_id: b\n    period: day\n    usd: 1\n", 2, "budgets[0]", "exactly one"),
         ("budgets:\n  - group_id: a\n    period: day\n    usd: -1\n", 4, "budgets[0].usd", "0 or more"),
         ("budgets:\n  - group_id: a\n    period: day\n", 2, "budgets[0].usd", "needs usd"),
+        ("budgets:\n  - {group_id: a, period: day, usd: 10000000000}\n", 2, "budgets[0].usd", "at most 1,000,000,000"),
         ("timeZone: Mars/Olympus\nbudgets: []\n", 1, "timeZone", "unknown time zone"),
         ("budgets:\n  - group_id: a\n    period: day\n    usd: 1\n    dollars: 2\n", 5, "budgets[0].dollars",
          "unknown field"),
