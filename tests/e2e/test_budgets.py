@@ -98,6 +98,8 @@ def test_budgets_reserve_settle_refuse_and_renew_through_envoy(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     clock = tmp_path / "clock"
+    noon = 43200 - time.time() % 86400  # the test clock starts at midday UTC: no midnight mid-test
+    clock.write_text(str(noon))
     monkeypatch.setenv("GATEWAY_TEST_CLOCK_FILE", str(clock))
     budgets = tmp_path / "budgets.yaml"
     budgets.write_text(BUDGETS)
@@ -170,7 +172,7 @@ def test_budgets_reserve_settle_refuse_and_renew_through_envoy(
         assert refused.headers["x-should-retry"] == "false"
         assert refused.headers["x-budget-limit"] == "0.004" and refused.headers["x-budget-scope"] == "user_id=bob day"
         reset = int(refused.headers["x-budget-reset"])
-        assert 0 < reset <= 86400 and int(refused.headers["retry-after"]) == reset
+        assert 43000 < reset <= 43200 and int(refused.headers["retry-after"]) == reset  # the test clock
         messages = httpx.post(
             gw.url + "/b/v1/messages", json={**WORDY, "max_tokens": 10}, headers=auth(BOB), timeout=20
         )
@@ -180,7 +182,7 @@ def test_budgets_reserve_settle_refuse_and_renew_through_envoy(
         assert len([r for r in gw.mock.requests() if "word word" in json.dumps(r["body"])]) == len(answers) - 1
 
         # The next day (on the test clock): a new period, a new counter, the whole budget again.
-        clock.write_text(str(reset + 5))
+        clock.write_text(str(noon + reset + 5))
         renewed = httpx.post(url, json=WORDY, headers=auth(BOB), timeout=20)
         assert renewed.status_code == 200, renewed.text
         assert 4000 - remaining(renewed) == round(budget_of(gw, renewed)["reserved_usd"] * 1e6)
