@@ -60,7 +60,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def _rate_limit_file_problems(gw: gateway.Gateway, config_dir: Path) -> list[str]:
-    """Every ``rateLimits`` file must load, as extproc will load it."""
+    """Every ``rateLimits`` and ``budgets`` file must load, as extproc will load it."""
     from extproc.limits.context import LimitsContext
     from extproc.limits.store import MemoryStore
 
@@ -71,6 +71,12 @@ def _rate_limit_file_problems(gw: gateway.Gateway, config_dir: Path) -> list[str
         if rl is not None:
             try:
                 limits.policy(rl.file, rl.domain)
+            except ConfigError as exc:
+                problems += [str(i) for i in exc.issues]
+        budgets = route.policies.budgets
+        if budgets is not None:
+            try:
+                limits.budgets(budgets.file)
             except ConfigError as exc:
                 problems += [str(i) for i in exc.issues]
     return problems

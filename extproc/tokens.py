@@ -103,14 +103,19 @@ def estimate_prompt_tokens(api: str, body: Any, model: str) -> int:
 def estimate_request_tokens(api: str, body: Any, model: str) -> int:
     """The prompt estimate plus the most the request may generate; never raises."""
     prompt = estimate_prompt_tokens(api, body, model)
+    limit, choices = output_limit(api, body)
+    return prompt + (DEFAULT_MAX_OUTPUT_TOKENS if limit is None else limit) * choices
+
+
+def output_limit(api: str, body: Any) -> tuple[int | None, int]:
+    """(the output tokens per choice the request allows, None when it sets no limit; choices).
+    Requests that generate nothing (embeddings) allow 0."""
     if api == "embeddings" or not isinstance(body, dict):
-        return prompt
+        return 0, 1
     if api == "completions":
         limit = _positive(body.get("max_completion_tokens")) or _positive(body.get("max_tokens"))
-        choices = _positive(body.get("n")) or 1  # each choice is generated in full
-    else:
-        limit, choices = _positive(body.get("max_tokens")), 1
-    return prompt + (limit or DEFAULT_MAX_OUTPUT_TOKENS) * choices
+        return limit, _positive(body.get("n")) or 1  # each choice is generated in full
+    return _positive(body.get("max_tokens")), 1
 
 
 # ---------------------------------------------------------------- walking the request

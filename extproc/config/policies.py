@@ -14,7 +14,7 @@ from extproc.config.auth import (
     OpenFgaPolicy,
 )
 from extproc.config.base import DEFAULT_RETRY_CODES, Duration, Strict
-from extproc.config.ratelimit import LocalRateLimit, RateLimitsPolicy, RemoteRateLimit
+from extproc.config.ratelimit import BudgetsPolicy, LocalRateLimit, RateLimitsPolicy, RemoteRateLimit
 
 # --- policies ------------------------------------------------------------
 
@@ -119,6 +119,7 @@ class RoutePolicies(Strict):
     local_rate_limit: list[LocalRateLimit] | None = Field(None, alias="localRateLimit")
     remote_rate_limit: RemoteRateLimit | None = Field(None, alias="remoteRateLimit")
     rate_limits: RateLimitsPolicy | None = Field(None, alias="rateLimits")
+    budgets: BudgetsPolicy | None = None  # dollar budgets (extproc/pipeline/stages/budget.py)
 
     @property
     def has_auth(self) -> bool:

@@ -54,6 +54,15 @@ class RateLimitsPolicy(Strict):
     failure_mode: FailureMode | None = Field(None, alias="failureMode")  # None: the store's
 
 
+class BudgetsPolicy(Strict):
+    """``budgets``: dollar budgets per API key, user and group from a policy file
+    (extproc/limits/budget_file.py). Every route naming the same file shares its counters."""
+
+    # Relative to the config file's folder (policies/budgets.yaml here); reloaded while running.
+    file: str
+    failure_mode: FailureMode | None = Field(None, alias="failureMode")  # None: the store's
+
+
 class DescriptorEntry(Strict):
     key: str = Field(min_length=1)
     # A CEL expression (agentgateway's): ``jwt.sub``, ``llm.requestModel``, ``'"static"'``.

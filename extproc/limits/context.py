@@ -1,5 +1,6 @@
-"""What every route's rate limit stage shares in one extproc process: the store, the policy files
-(one watcher per file, however many routes name it) and the remote services' channels."""
+"""What every route's rate limit and budget stages share in one extproc process: the store, the
+policy files (one watcher per file, however many routes name it) and the remote services'
+channels."""
 
 from __future__ import annotations
 
@@ -7,11 +8,14 @@ from pathlib import Path
 
 from extproc.config.base import parse_duration
 from extproc.gateway import Gateway, ResolvedRoute
+from extproc.limits.budget_file import BudgetFile, parse_budgets
+from extproc.limits.clock import budget_clock
 from extproc.limits.plan import stage_needed
 from extproc.limits.policy_watch import WatchedPolicy
 from extproc.limits.redis_store import RedisStore
 from extproc.limits.remote import RemoteLimiter
 from extproc.limits.store import MemoryStore, Store
+from extproc.pipeline.stages.budget import BudgetStage
 from extproc.pipeline.stages.ratelimit import RateLimitStage
 
 
@@ -29,8 +33,10 @@ class LimitsContext:
         self.store = store or build_store(gw)
         self.fail_open = gw.config.config.rate_limit_store.failure_mode == "failOpen"
         self.policies: dict[tuple[Path, str | None], WatchedPolicy] = {}
+        self.budget_files: dict[Path, WatchedPolicy[BudgetFile]] = {}
         self.remotes: list[RemoteLimiter] = []
-        self.stages: list[RateLimitStage] = []
+        self.stages: list[RateLimitStage | BudgetStage] = []
+        self.clock = budget_clock()  # the wall clock, unless a test set GATEWAY_TEST_CLOCK_FILE
 
     def path(self, name: str) -> Path:
         p = Path(name)
@@ -57,17 +63,37 @@ class LimitsContext:
         if p.remote_rate_limit is not None:
             remote = RemoteLimiter(p.remote_rate_limit)
             self.remotes.append(remote)
-        return RateLimitStage(route, self.store, fail_open=all(modes), policy=policy, remote=remote)
+        stage = RateLimitStage(route, self.store, fail_open=all(modes), policy=policy, remote=remote)
+        self.stages.append(stage)  # drained at close: settlements in flight reach the store
+        return stage
+
+    def budgets(self, name: str) -> WatchedPolicy[BudgetFile]:
+        """The budgets file's watcher; ConfigError if it does not load (extproc does not start)."""
+        path = self.path(name).resolve()
+        if path not in self.budget_files:
+            self.budget_files[path] = WatchedPolicy(path, parse=parse_budgets, what="budgets")
+        return self.budget_files[path]
+
+    def budget_stage_for(self, route: ResolvedRoute) -> BudgetStage | None:
+        policy = route.policies.budgets
+        if policy is None:
+            return None
+        mode = policy.failure_mode
+        fail_open = self.fail_open if mode is None else mode == "failOpen"
+        watched = self.budgets(policy.file)
+        stage = BudgetStage(route, self.store, watched, fail_open=fail_open, clock=self.clock)
+        self.stages.append(stage)
+        return stage
 
     def start(self) -> None:
         """In the serving loop: the policy files' watchers."""
-        for watched in self.policies.values():
+        for watched in (*self.policies.values(), *self.budget_files.values()):
             watched.start()
 
     async def close(self) -> None:
         for stage in self.stages:  # settlements in flight reach the store before it closes
             await stage.drain()
-        for watched in self.policies.values():
+        for watched in (*self.policies.values(), *self.budget_files.values()):
             await watched.stop()
         for remote in self.remotes:
             await remote.close()

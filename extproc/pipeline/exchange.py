@@ -64,6 +64,9 @@ class Exchange:
     response_headers: dict[str, str] = field(default_factory=dict)
     # Guardrail decisions, in order: {phase, guard, action, matched?, reason?} (extproc/guardrails).
     guardrails: list[dict[str, Any]] = field(default_factory=list)
+    # The budget stage's decision, for the log line and metrics: {decision, budgets, reserved_usd,
+    # charged_usd}; None when no budget applied.
+    budget: dict[str, Any] | None = None
     # A stage's per-request state, by stage name (stages themselves are shared by a route's requests).
     stage_state: dict[str, Any] = field(default_factory=dict)
     trace: Trace | None = None  # its place in a trace, when tracing is on (pipeline/trace_context.py)

@@ -105,6 +105,7 @@ def record_of_entry(gw: Gateway, entry: accesslog_pb2.HTTPAccessLogEntry) -> tup
         "api_key_id": identity.get("api_key_id"),
         "group_id": identity.get("group_id"),
         "guardrails": [],  # refused before any guardrail ran
+        "budget": None,  # ... and before any budget
     }
     headers = {k.lower(): v for k, v in req.request_headers.items()}
     variables = {

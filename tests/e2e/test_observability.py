@@ -43,7 +43,7 @@ RECORD_FIELDS = {
     "response_model", "stream", "attempt_count", "attempts", "input_tokens", "output_tokens",
     "total_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens", "cost_usd",
     "cost_status", "duration_ms", "time_to_first_byte_ms", "time_to_first_token_ms", "user_id",
-    "api_key_id", "group_id", "guardrails",
+    "api_key_id", "group_id", "guardrails", "budget",
 }  # fmt: skip
 OBS_CONFIG = {
     "metrics": {"fields": {"add": {"team": 'request.headers["x-team"]', "user_id": "identity.user_id"}}},

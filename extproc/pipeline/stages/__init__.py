@@ -29,6 +29,10 @@ def for_route(route: ResolvedRoute, limits: LimitsContext | None = None) -> list
     limit = limits.stage_for(route) if limits is not None else None
     if limit is not None:
         stages.append(limit)
+    # After the rate limits: a request they refuse reserves no dollars.
+    budget = limits.budget_stage_for(route) if limits is not None else None
+    if budget is not None:
+        stages.append(budget)
     if runtime.current().tracer is not None:  # finish reasons for the chat span
         stages.append(SpanNotes())
     stages.append(UsageRecord())

@@ -61,6 +61,9 @@ def record_of(ex: Exchange, cost: Cost | None = None) -> dict[str, Any]:
         "group_id": ex.identity.get("group_id"),
         # Each guardrail decision: {phase, guard, action, matched?, reason?}; never the text itself.
         "guardrails": ex.guardrails,
+        # The budget stage's decision (allow, deny, unpriced, fail_open, fail_closed), what it
+        # reserved and charged in USD, and the budgets that applied; null when none did.
+        "budget": ex.budget,
     }
 
 
