@@ -7,6 +7,7 @@ from pathlib import Path
 
 from extproc.config.base import parse_duration
 from extproc.gateway import Gateway, ResolvedRoute
+from extproc.limits.managed import FileLimits, QuotaSource
 from extproc.limits.plan import stage_needed
 from extproc.limits.policy_watch import WatchedPolicy
 from extproc.limits.redis_store import RedisStore
@@ -58,6 +59,11 @@ class LimitsContext:
             remote = RemoteLimiter(p.remote_rate_limit)
             self.remotes.append(remote)
         return RateLimitStage(route, self.store, fail_open=all(modes), policy=policy, remote=remote)
+
+    def quota_sources(self) -> list[QuotaSource]:
+        """What the admin API manages (extproc/limits/managed.py): the policy files' limits.
+        Another kind of quota on this store (dollar budgets) adds its source here."""
+        return [FileLimits(lambda: self.policies.values())]
 
     def start(self) -> None:
         """In the serving loop: the policy files' watchers."""
