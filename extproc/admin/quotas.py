@@ -18,8 +18,7 @@ import orjson
 from aiohttp import web
 
 from extproc.admin.server import AdminContext, error
-from extproc.limits.managed import QuotaError, QuotaManager, Subject
-from extproc.telemetry import runtime
+from extproc.limits.managed import QuotaError, Subject
 
 # Lua numbers are doubles: a limit or delta past 2**53 would lose its units.
 MAX = 2**53
@@ -65,11 +64,7 @@ async def _body(request: web.Request, op: str) -> dict[str, Any]:
 
 
 def routes(ctx: AdminContext) -> list[web.RouteDef]:
-    manager = (
-        None
-        if ctx.limits is None
-        else QuotaManager(ctx.limits.store, ctx.limits.quota_sources(), runtime.current().metrics)
-    )
+    manager = None if ctx.limits is None else ctx.limits.manager()
 
     def answer(subject: Subject, rows: list[dict[str, Any]]) -> web.Response:
         return web.json_response(

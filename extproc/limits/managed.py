@@ -24,6 +24,8 @@ that finds its counters for a subject, and every operation works on them unchang
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -34,6 +36,13 @@ from extproc.limits.policy_file import Match
 from extproc.limits.policy_watch import WatchedPolicy
 from extproc.limits.store import Counter, Peek, Store, StoreUnavailable
 from extproc.limits.values import IDENTITY_KEYS
+
+log = logging.getLogger("gateway.limits")
+
+# Seconds between re-reads of the quotas a process exports as gauges (QuotaManager.refresh).
+REFRESH_EVERY = 15.0
+# Counters per peek when refreshing: one Lua call stays short.
+REFRESH_BATCH = 500
 
 # The metrics' labels of a quota: the quota, its period and unit, then the subject's keys (empty
 # when the subject has no value for one).
@@ -165,6 +174,8 @@ class FileLimits:
 class Gauges(Protocol):
     def observe_quota(self, labels: tuple[str, ...], used: float, limit: float) -> None: ...
 
+    def quota_series(self) -> list[tuple[str, ...]]: ...
+
 
 class QuotaManager:
     def __init__(
@@ -229,6 +240,37 @@ class QuotaManager:
         quotas = self.find(subject, quota, now)
         await self._store(self.store.reset([q.counter for q in quotas], now))
         return await self._report(quotas, now)
+
+    async def refresh(self) -> int:
+        """The gauges this process exports, read again from the store: usage settled after the
+        last decision, other replicas' requests, a period that rolled over, a file's new limit.
+        Returns how many were refreshed."""
+        if self.gauges is None:
+            return 0
+        now = self.clock()
+        quotas = []
+        for labels in self.gauges.quota_series():
+            quota, entries = (
+                labels[0],
+                tuple((k, v) for k, v in zip(IDENTITY_KEYS, labels[3:], strict=True) if v),
+            )
+            try:
+                quotas += self.find(Subject(entries), quota, now)
+            except QuotaError:
+                continue  # gone from the file: its gauges keep their last values
+        for i in range(0, len(quotas), REFRESH_BATCH):
+            await self._report(quotas[i : i + REFRESH_BATCH], now)
+        return len(quotas)
+
+    async def refresh_forever(self, every: float = REFRESH_EVERY) -> None:
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self.refresh()
+            except QuotaError as exc:  # the store is down: the next round tries again
+                log.debug("quota gauges not refreshed: %s", exc.message)
+            except Exception:  # the loop must outlive any one bad round
+                log.exception("quota gauges not refreshed")
 
     async def _report(self, quotas: list[ManagedQuota], now: float) -> list[dict[str, Any]]:
         peeks = await self._store(self.store.peek([q.counter for q in quotas], now))

@@ -18,7 +18,8 @@ queries keep working with ``config.metrics.prefix: agentgateway``, the default):
   one), ``quota_remaining`` (gauges) by ``quota`` (``rateLimits/<domain>/<path>``), ``period``,
   ``unit`` and the subject's ``api_key_id``, ``user_id``, ``group_id``, ``model``, ``route`` (empty
   when the subject has none): set at each rate limit decision and each admin API change of that
-  subject, so they are as old as the subject's last request (extproc/limits/managed.py).
+  subject, and read again from the store every 15 s by each worker for the subjects it has seen
+  (settled tokens, other replicas, a new period): at most that old (extproc/limits/managed.py).
 
 Common labels: ``route``, ``provider`` (the config's name), ``gen_ai_operation_name``,
 ``gen_ai_provider_name``, ``gen_ai_request_model`` (the model asked of the provider),
@@ -187,6 +188,10 @@ class GatewayMetrics:
         child(self.quota_used, labels).set(used)
         child(self.quota_limit, labels).set(limit)
         child(self.quota_remaining, labels).set(max(0.0, limit - used))
+
+    def quota_series(self) -> list[tuple[str, ...]]:
+        """The label sets of the quota gauges this process exports."""
+        return [key[1:] for key in self._keys if key[0] == "\0quota"]
 
     def observe(self, ex: Exchange, cost: Cost, extras: tuple[str, ...]) -> None:
         """One completed exchange: every metric it moves, from the same fields as its log line."""

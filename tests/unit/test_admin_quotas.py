@@ -19,6 +19,7 @@ from extproc.limits.managed import FileLimits, Subject
 from extproc.limits.policy_watch import WatchedPolicy
 from extproc.limits.store import MemoryStore
 from extproc.telemetry import runtime
+from extproc.telemetry.metrics import GatewayMetrics
 
 TOKEN = "admin-token-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -52,6 +53,9 @@ class Limits:
 
     def quota_sources(self) -> list[managed.QuotaSource]:
         return [FileLimits(lambda: self.policies)]
+
+    def manager(self) -> managed.QuotaManager:
+        return managed.QuotaManager(self.store, self.quota_sources(), runtime.current().metrics)
 
 
 Body = Callable[[TestClient, Limits, Path], Awaitable[None]]
@@ -246,3 +250,42 @@ def test_unknown_quotas_and_subjects_are_404_and_no_token_is_401(api: Callable[[
         assert resp.status == 401
 
     api(body)
+
+
+def test_refresh_rereads_the_exported_quotas_when_a_period_rolls_over(tmp_path: Path) -> None:
+    """A subject that sends nothing more still gets a right gauge: settled usage, a new month."""
+    (tmp_path / "rl.yaml").write_text(POLICY)
+    metrics = GatewayMetrics()
+    store = MemoryStore()
+    clock = [1_800_000_000.0]
+    manager = managed.QuotaManager(
+        store, [FileLimits(lambda: [WatchedPolicy(tmp_path / "rl.yaml")])], metrics, lambda: clock[0]
+    )
+    labels = {"quota": "rateLimits/llm/group_id=marketing", "period": "month", "unit": "tokens",
+              "api_key_id": "", "user_id": "", "group_id": "marketing", "model": "", "route": ""}  # fmt: skip
+
+    async def main() -> None:
+        marketing = Subject.parse("group_id=marketing")
+        await manager.adjust(marketing, None, 900)
+        assert metrics.registry.get_sample_value("agentgateway_quota_used", labels) == 900
+        # Usage settled behind the gauge's back (as a stream's tokens are), then a refresh.
+        [q] = manager.find(marketing, None, clock[0])
+        await store.adjust([q.counter], [-400], clock[0])
+        assert await manager.refresh() == 1
+        assert metrics.registry.get_sample_value("agentgateway_quota_used", labels) == 500
+        clock[0] += 30 * 86400  # the next month: nothing used yet
+        await manager.refresh()
+        assert metrics.registry.get_sample_value("agentgateway_quota_used", labels) == 0
+        assert metrics.registry.get_sample_value("agentgateway_quota_remaining", labels) == 1000
+
+    asyncio.run(main())
+
+
+def test_quota_gauges_count_against_the_cardinality_limit() -> None:
+    metrics = GatewayMetrics(limit=2)
+    for user in ("a", "b", "c"):
+        metrics.observe_quota(managed.gauge_labels("q", "hour", "requests", [("user_id", user)]), 1, 5)
+    assert len(metrics.quota_series()) == 2
+    one = {"quota": "q", "period": "hour", "unit": "requests", "api_key_id": "", "user_id": "c",
+           "group_id": "", "model": "", "route": ""}  # fmt: skip
+    assert metrics.registry.get_sample_value("agentgateway_quota_used", one) is None
