@@ -83,7 +83,9 @@ def routes(ctx: AdminContext) -> list[web.RouteDef]:
             quota = _quota(body.get("quota"))
             if op == "set":
                 limit = (
-                    None if body.get("limit", 0) is None else _whole(body, "limit", 0, "null or 0 or more")
+                    None
+                    if body.get("limit", 0) is None
+                    else _whole(body, "limit", 0, "a whole number, 0 or more, or null")
                 )
                 rows = [await manager.set(subject, quota, limit)]
             elif op == "adjust":

@@ -23,7 +23,11 @@ from extproc.config.loader import ConfigError
 
 
 class CliError(Exception):
-    pass
+    """What went wrong; ``code`` is the exit status: 2 for the caller's mistake, 1 otherwise."""
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -82,9 +86,10 @@ def _call(args: argparse.Namespace, method: str, path: str, body: dict[str, Any]
             message = orjson.loads(exc.read())["error"]["message"]
         except (orjson.JSONDecodeError, KeyError, TypeError):
             message = exc.reason
-        raise CliError(f"{exc.code}: {message}") from None
+        mistake = 400 <= exc.code < 500 and exc.code not in (401, 403)
+        raise CliError(f"{exc.code}: {message}", 2 if mistake else 1) from None
     except (urllib.error.URLError, OSError) as exc:
-        raise CliError(f"cannot reach the admin API at {url}: {getattr(exc, 'reason', exc)}") from None
+        raise CliError(f"cannot reach the admin API at {url}: {getattr(exc, 'reason', exc)}", 1) from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -102,9 +107,9 @@ def run(args: argparse.Namespace) -> int:
             got = _call(args, "POST", "/v1/quotas/reset", base)
     except CliError as exc:
         print(f"gateway quotas: {exc}", file=sys.stderr)
-        return 2 if str(exc)[:3] in ("400", "404", "no ") else 1
+        return exc.code
     except ConfigError as exc:
-        print(f"gateway quotas: {args.config}: " + "; ".join(str(i) for i in exc.issues), file=sys.stderr)
+        print("gateway quotas: " + "; ".join(str(i) for i in exc.issues), file=sys.stderr)
         return 2
     if args.format == "json":
         sys.stdout.buffer.write(orjson.dumps(got, option=orjson.OPT_INDENT_2) + b"\n")
