@@ -7,11 +7,10 @@ import asyncio
 import contextlib
 import logging
 import sys
-from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
 
 from extproc import gateway
+from extproc.admin import quotas_cli
 from extproc.authz import keys_cli
 from extproc.config.loader import ConfigError, LoadedConfig, load
 from extproc.ledger import cli as usage_cli
@@ -106,7 +105,6 @@ def _serve(args: argparse.Namespace, which: str) -> int:
     gw = gateway.build(_load_or_exit(args.config).config)
     if which == "extproc":
         from extproc import schema, tokens, usage_log
-        from extproc.server import serve
 
         usage_log.start()
         tokens.warm_up()  # the tokenizer loads its encodings now, not on a request
@@ -122,7 +120,7 @@ def _serve(args: argparse.Namespace, which: str) -> int:
         with contextlib.suppress(KeyboardInterrupt):
             config_dir = Path(args.config).resolve().parent  # policy files are relative to it
             if which == "extproc":
-                asyncio.run(_extproc_main(gw, args, serve(gw, args.listen, config_dir)))
+                asyncio.run(_extproc_main(gw, args, config_dir))
             else:
                 asyncio.run(serve(gw, args.listen, config_dir))
     except grpc_serve.BindError as exc:
@@ -162,15 +160,18 @@ def _data_dir(args: argparse.Namespace) -> Path | None:
     return Path(args.data_dir).resolve() if args.data_dir else None
 
 
-async def _extproc_main(
-    gw: gateway.Gateway, args: argparse.Namespace, serving: Coroutine[Any, Any, None]
-) -> None:
+async def _extproc_main(gw: gateway.Gateway, args: argparse.Namespace, config_dir: Path) -> None:
     """The gRPC server, and the admin API beside it on this loop when configured (and not
-    --no-admin-api: the supervisor serves it from worker 0 only). SIGTERM ends both cleanly, so
-    the ledger's queue is written before the process exits."""
+    --no-admin-api: the supervisor serves it from worker 0 only), sharing its limit store and
+    policy files (quotas). SIGTERM ends both cleanly, so the ledger's queue is written before the
+    process exits."""
     import signal
 
-    task = asyncio.ensure_future(serving)
+    from extproc.limits.context import LimitsContext
+    from extproc.server import serve
+
+    limits = LimitsContext(gw, config_dir)
+    task = asyncio.ensure_future(serve(gw, args.listen, config_dir, limits))
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     admin_cfg = gw.config.config.admin_api
     runner = None
@@ -178,9 +179,8 @@ async def _extproc_main(
         from extproc.admin import server as admin
         from extproc.ledger import runtime as ledger
 
-        config_dir = Path(args.config).resolve().parent
         url = ledger.url_of(gw.config.config.ledger, config_dir, _data_dir(args))
-        ctx = admin.AdminContext(gw, config_dir, url)
+        ctx = admin.AdminContext(gw, config_dir, url, limits)
         runner = await admin.start(ctx, admin_cfg)
     try:
         await task
@@ -306,12 +306,14 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("mock", help="serve the built-in mock LLM provider (see --help after mock)")
     keys_cli.add_parser(sub)
     usage_cli.add_parser(sub)
+    quotas_cli.add_parser(sub)
 
     args = parser.parse_args(argv)
     if args.cmd == "render":
         args.config = args.config_opt or args.config or "policies/gateway.yaml"
     handlers = {
-        "run": cmd_run, "check": cmd_check, "render": cmd_render, "keys": keys_cli.run, "usage": usage_cli.run
+        "run": cmd_run, "check": cmd_check, "render": cmd_render, "keys": keys_cli.run,
+        "usage": usage_cli.run, "quotas": quotas_cli.run,
     }  # fmt: skip
     if args.cmd in handlers:
         sys.exit(handlers[args.cmd](args))

@@ -283,9 +283,12 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
             proc.close()
 
 
-async def serve(gateway: Gateway, listen: str, config_dir: Path | None = None) -> None:
-    """``config_dir``: where relative policy files (``rateLimits.file``) are; the config's folder."""
-    limits = LimitsContext(gateway, config_dir or Path.cwd())
+async def serve(
+    gateway: Gateway, listen: str, config_dir: Path | None = None, limits: LimitsContext | None = None
+) -> None:
+    """``config_dir``: where relative policy files (``rateLimits.file``) are; the config's folder.
+    ``limits``: given when the admin API manages the same store and files (extproc/cli.py)."""
+    limits = limits or LimitsContext(gateway, config_dir or Path.cwd())
     processor = ExternalProcessor(gateway, limits=limits)
     limits.start()
 

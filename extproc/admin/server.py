@@ -17,11 +17,15 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from extproc.config.ledger import AdminApiConfig
 from extproc.gateway import Gateway, resolve_secret
+
+if TYPE_CHECKING:
+    from extproc.limits.context import LimitsContext
 
 log = logging.getLogger("gateway.admin")
 
@@ -33,13 +37,15 @@ class AdminContext:
     gateway: Gateway
     config_dir: Path
     ledger_url: str | None  # None: config.ledger.enabled is false
+    limits: LimitsContext | None = None  # the serving process's store and policy files (quotas)
 
 
 RouteSet = Callable[[AdminContext], list[web.RouteDef]]
 
 
-def error(status: int, message: str, code: str, **headers: str) -> web.Response:
-    body = {"error": {"message": message, "type": "admin_error", "code": code}}
+def error(status: int, message: str, code: str, param: str | None = None, **headers: str) -> web.Response:
+    """The admin API's error JSON; ``param`` names the request field at fault (400s)."""
+    body = {"error": {"message": message, "type": "admin_error", "code": code, "param": param}}
     return web.json_response(body, status=status, headers=headers or None)
 
 
@@ -58,9 +64,9 @@ def _auth(token: str) -> Callable[..., Awaitable[web.StreamResponse]]:
 
 
 def route_sets() -> list[RouteSet]:
-    from extproc.admin import usage
+    from extproc.admin import quotas, usage
 
-    return [usage.routes]
+    return [usage.routes, quotas.routes]
 
 
 def build_app(ctx: AdminContext, token: str, sets: list[RouteSet] | None = None) -> web.Application:

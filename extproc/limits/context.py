@@ -4,12 +4,15 @@ channels."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from pathlib import Path
 
 from extproc.config.base import parse_duration
 from extproc.gateway import Gateway, ResolvedRoute
 from extproc.limits.budget_file import BudgetFile, parse_budgets
 from extproc.limits.clock import budget_clock
+from extproc.limits.managed import FileLimits, QuotaManager, QuotaSource
 from extproc.limits.plan import stage_needed
 from extproc.limits.policy_watch import WatchedPolicy
 from extproc.limits.redis_store import RedisStore
@@ -37,6 +40,7 @@ class LimitsContext:
         self.remotes: list[RemoteLimiter] = []
         self.stages: list[RateLimitStage | BudgetStage] = []
         self.clock = budget_clock()  # the wall clock, unless a test set GATEWAY_TEST_CLOCK_FILE
+        self._refresh: asyncio.Task[None] | None = None
 
     def path(self, name: str) -> Path:
         p = Path(name)
@@ -85,12 +89,29 @@ class LimitsContext:
         self.stages.append(stage)
         return stage
 
+    def quota_sources(self) -> list[QuotaSource]:
+        """What the admin API manages (extproc/limits/managed.py): the policy files' limits.
+        Another kind of quota on this store (dollar budgets) adds its source here."""
+        return [FileLimits(lambda: self.policies.values())]
+
+    def manager(self) -> QuotaManager:
+        """Quotas as the admin API and the quota gauges see them, on this process's store."""
+        from extproc.telemetry import runtime
+
+        return QuotaManager(self.store, self.quota_sources(), runtime.current().metrics)
+
     def start(self) -> None:
-        """In the serving loop: the policy files' watchers."""
+        """In the serving loop: the policy files' watchers, and the quota gauges' refresh."""
         for watched in (*self.policies.values(), *self.budget_files.values()):
             watched.start()
+        if self.policies:
+            self._refresh = asyncio.get_running_loop().create_task(self.manager().refresh_forever())
 
     async def close(self) -> None:
+        if self._refresh is not None:
+            self._refresh.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresh
         for stage in self.stages:  # settlements in flight reach the store before it closes
             await stage.drain()
         for watched in (*self.policies.values(), *self.budget_files.values()):

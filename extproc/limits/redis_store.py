@@ -7,14 +7,16 @@ loads the script again after a Redis restart). The clock is the caller's, passed
 need synchronized clocks (NTP) for windows to agree on their starts.
 
 Keys: ``keyPrefix`` + the caller's key. Windows expire a minute after they end; a bucket expires
-once it would be full again (a missing bucket is a full one). All keys of one call go to one
+once it would be full again (a missing bucket is a full one); override records never expire
+(an operator set them, and clears them). All keys of one call go to one
 Redis: a Redis Cluster would need them in one hash slot, which this store does not arrange.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
@@ -22,37 +24,66 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError, RedisError
 
-from extproc.limits.store import Counter, Reservation, StoreUnavailable, state_of
+from extproc.limits.store import Counter, Peek, Reservation, StoreUnavailable, apply_override, state_of
 
 log = logging.getLogger("gateway.limits")
 
+# Shared by RESERVE and PEEK: the limit in force (store.apply_override, in Lua) and a level.
+# An override record is a plain string key holding the limit; KEYS[oi] is a counter's (oi > 0).
+PRELUDE = """
+local function resolve(limit, cost, rate, oi, cap)
+  if oi == 0 then return limit, cost, rate, '' end
+  local over = redis.call('GET', KEYS[oi])
+  if not over then return limit, cost, rate, '' end
+  local v = tonumber(over)
+  if v == limit then return limit, cost, rate, over end
+  if rate > 0 then
+    v = math.max(1, v)
+    rate = rate * v / limit
+  end
+  if cap == 1 then cost = math.max(1, math.min(cost, v)) end
+  return v, cost, rate, over
+end
+local function level_of(key, limit, rate, now)
+  if rate > 0 then
+    local s = redis.call('HMGET', key, 'l', 't')
+    if s[1] then
+      return math.min(limit, tonumber(s[1]) + math.max(0, now - tonumber(s[2])) * rate)
+    end
+    return limit
+  end
+  return tonumber(redis.call('GET', key) or '0')
+end
+"""
+
 # ARGV[1] = now; ARGV[2] = JSON, per counter [limit, cost, rate (0: a window), window end,
-# enforce (1/0)]: one argument for redis-py to pack instead of five per counter. Returns
-# {taken, level before counter 1, level before counter 2, ...} as strings (Redis turns Lua
-# numbers into integers; the levels of buckets are fractional).
-RESERVE = """
+# enforce (1/0), override key's index in KEYS (0: none), cap (1/0)]: one argument for redis-py
+# to pack instead of seven per counter. KEYS: the counters, then their override keys. Returns
+# {taken, level before counter 1, ..., override of counter 1 ('' for none), ...} as strings
+# (Redis turns Lua numbers into integers; the levels of buckets are fractional).
+RESERVE = (
+    PRELUDE
+    + """
 local now = tonumber(ARGV[1])
 local spec = cjson.decode(ARGV[2])
-local before, fits = {}, true
-for i = 1, #KEYS do
-  local limit, cost, rate, enforce = spec[i][1], spec[i][2], spec[i][3], spec[i][5] == 1
-  local level
-  if rate > 0 then
-    local s = redis.call('HMGET', KEYS[i], 'l', 't')
-    if s[1] then
-      level = math.min(limit, tonumber(s[1]) + math.max(0, now - tonumber(s[2])) * rate)
-    else
-      level = limit
+local n = #spec
+local before, over, fits = {}, {}, true
+for i = 1, n do
+  local c = spec[i]
+  local limit, cost, rate, o = resolve(c[1], c[2], c[3], c[6], c[7])
+  c[1], c[2], c[3], over[i] = limit, cost, rate, o
+  local level = level_of(KEYS[i], limit, rate, now)
+  if c[5] == 1 then
+    if rate > 0 then
+      if level < cost then fits = false end
+    elseif level + cost > limit then
+      fits = false
     end
-    if enforce and level < cost then fits = false end
-  else
-    level = tonumber(redis.call('GET', KEYS[i]) or '0')
-    if enforce and level + cost > limit then fits = false end
   end
   before[i] = level
 end
 if fits then
-  for i = 1, #KEYS do
+  for i = 1, n do
     local limit, cost, rate = spec[i][1], spec[i][2], spec[i][3]
     if rate > 0 then
       local left = before[i] - cost
@@ -67,9 +98,28 @@ if fits then
   end
 end
 local out = {fits and '1' or '0'}
-for i = 1, #KEYS do out[#out + 1] = tostring(before[i]) end
+for i = 1, n do out[#out + 1] = tostring(before[i]) end
+for i = 1, n do out[#out + 1] = over[i] end
 return out
 """
+)
+
+# ARGV[1] = now; ARGV[2] = JSON, per counter [limit, rate, override key's index]. Returns
+# {level 1, override 1, level 2, override 2, ...}; changes nothing.
+PEEK = (
+    PRELUDE
+    + """
+local now = tonumber(ARGV[1])
+local spec = cjson.decode(ARGV[2])
+local out = {}
+for i = 1, #spec do
+  local limit, _, rate, o = resolve(spec[i][1], 0, spec[i][2], spec[i][3], 0)
+  out[#out + 1] = tostring(level_of(KEYS[i], limit, rate, now))
+  out[#out + 1] = o
+end
+return out
+"""
+)
 
 # ARGV[1] = now; ARGV[2] = JSON, per counter [limit, rate, delta]. A delta is what the request
 # used beyond (or, negative, short of) what it reserved. An ended window (its key gone) is not
@@ -118,15 +168,38 @@ class RedisStore:
         )
         self._reserve = self.client.register_script(RESERVE)
         self._adjust = self.client.register_script(ADJUST)
+        self._peek = self.client.register_script(PEEK)
         self.healthy = True
+
+    def _keys(self, counters: Sequence[Counter]) -> tuple[list[str], list[int]]:
+        """The counters' keys, then their override keys; each counter's override index (1-based)."""
+        keys = [self.prefix + c.key for c in counters]
+        index = []
+        for c in counters:
+            if c.override:
+                keys.append(self.prefix + c.override)
+                index.append(len(keys))
+            else:
+                index.append(0)
+        return keys, index
 
     async def reserve(self, counters: Sequence[Counter], now: float) -> Reservation:
         if not counters:
             return Reservation(True, (), ())
-        spec = orjson.dumps([[c.limit, c.cost, c.rate, c.window_end, int(c.enforce)] for c in counters])
-        got = await self._call(self._reserve, [self.prefix + c.key for c in counters], [repr(now), spec])
+        keys, index = self._keys(counters)
+        spec = orjson.dumps(
+            [
+                [c.limit, c.cost, c.rate, c.window_end, int(c.enforce), i, int(c.cap)]
+                for c, i in zip(counters, index, strict=True)
+            ]
+        )
+        got = await self._call(lambda: self._reserve(keys=keys, args=[repr(now), spec]))
+        n = len(counters)
         taken = got[0] in (b"1", "1")
-        before = [float(v) for v in got[1:]]
+        for c, over in zip(counters, got[n + 1 :], strict=True):
+            if over:
+                apply_override(c, int(over))
+        before = [float(v) for v in got[1 : n + 1]]
         states = tuple(state_of(c, b, taken, now) for c, b in zip(counters, before, strict=True))
         return Reservation(taken, tuple(counters), states)
 
@@ -135,11 +208,37 @@ class RedisStore:
         if not pairs:
             return
         spec = orjson.dumps([[c.limit, c.rate, int(d)] for c, d in pairs])
-        await self._call(self._adjust, [self.prefix + c.key for c, _ in pairs], [repr(now), spec])
+        keys = [self.prefix + c.key for c, _ in pairs]
+        await self._call(lambda: self._adjust(keys=keys, args=[repr(now), spec]))
 
-    async def _call(self, script: object, keys: list[str], args: list[str | bytes]) -> list:
+    async def peek(self, counters: Sequence[Counter], now: float) -> list[Peek]:
+        if not counters:
+            return []
+        keys, index = self._keys(counters)
+        spec = orjson.dumps([[c.limit, c.rate, i] for c, i in zip(counters, index, strict=True)])
+        got = await self._call(lambda: self._peek(keys=keys, args=[repr(now), spec]))
+        out = []
+        for i, c in enumerate(counters):
+            level, over = got[2 * i], got[2 * i + 1]
+            value = int(over) if over else None
+            apply_override(c, value)
+            out.append(Peek(float(level), value))
+        return out
+
+    async def reset(self, counters: Sequence[Counter], now: float) -> None:
+        if counters:
+            keys = [self.prefix + c.key for c in counters]
+            await self._call(lambda: self.client.delete(*keys))
+
+    async def set_override(self, key: str, value: int | None) -> None:
+        if value is None:
+            await self._call(lambda: self.client.delete(self.prefix + key))
+        else:
+            await self._call(lambda: self.client.set(self.prefix + key, str(value)))
+
+    async def _call(self, run: Callable[[], Awaitable[Any]]) -> Any:
         try:
-            result = await script(keys=keys, args=args)  # type: ignore[operator]
+            result = await run()
         except (RedisError, OSError) as exc:
             if self.healthy:
                 log.error("rate limit store: Redis at %s is unreachable (%s)", _safe(self.url), exc)
@@ -148,7 +247,7 @@ class RedisStore:
         if not self.healthy:
             log.warning("rate limit store: Redis at %s answers again", _safe(self.url))
             self.healthy = True
-        return result  # type: ignore[no-any-return]
+        return result
 
     async def close(self) -> None:
         await self.client.aclose()

@@ -14,6 +14,23 @@ nothing). ``adjust`` changes what a reservation took once the real cost is known
 delta gives back). The clock is the caller's (``now``), so budgets with calendar periods and
 tests with a controllable clock use the same stores. The Redis store (redis_store.py) keeps the
 same semantics in one Lua script per call.
+
+Managing quotas (extproc/limits/managed.py, the admin API) adds three calls and one record:
+
+- an **override** (``set_override``): a limit for one counter that wins over the caller's
+  ``limit``, kept under its own key (``Counter.override``) so it outlives windows and reloads of
+  the file the limit came from. ``reserve`` and ``peek`` read it in the same atomic step and
+  write the limit in force back into the ``Counter`` (``apply_override``): for a window it is the
+  most per window, the window's use so far counting against it; for a bucket it is the new size,
+  and the refill rate scales with it (the bucket still fills from empty in the same time);
+  tokens above a smaller size are gone, a larger one fills up by refilling;
+- ``peek``: each counter's level now (a window's use, a bucket's tokens) and its override,
+  changing nothing;
+- ``reset``: the counters back to a period's start: a window's use to 0, a bucket full.
+
+Adding usage by hand is ``reserve`` with ``enforce=False`` (always taken, and it creates the
+window); taking usage back is ``adjust`` with a negative delta (a window's use stops at 0, a
+bucket at its size).
 """
 
 from __future__ import annotations
@@ -37,6 +54,8 @@ class Counter:
     rate: float = 0.0  # a bucket's refill per second; 0 for a fixed window
     window_end: float = 0.0  # a window's end (clock seconds)
     enforce: bool = True  # False (shadow mode): counted, never refuses
+    override: str = ""  # the key of this counter's override record ("": none is looked up)
+    cap: bool = False  # cost is at most the limit in force (a token estimate), at least 1
 
     @property
     def is_bucket(self) -> bool:
@@ -75,6 +94,24 @@ def state_of(counter: Counter, before: float, taken: bool, now: float) -> State:
     return State(fits, left, until_end, 0.0 if fits else until_end)
 
 
+@dataclass(slots=True)
+class Peek:
+    level: float  # a window's use so far; a bucket's tokens now
+    override: int | None  # the override record's limit, when there is one
+
+
+def apply_override(counter: Counter, value: int | None) -> None:
+    """The limit in force, written into the counter (both stores apply it the same way)."""
+    if value is None or value == counter.limit:
+        return
+    if counter.is_bucket:
+        value = max(1, value)  # a bucket of size 0 would be no bucket (rate 0 is a window)
+        counter.rate = counter.rate * value / counter.limit
+    counter.limit = value
+    if counter.cap:
+        counter.cost = max(1, min(counter.cost, value))
+
+
 class Store(Protocol):
     # False for a store across the network: settling is then sent off the request's path.
     in_process: bool
@@ -82,6 +119,12 @@ class Store(Protocol):
     async def reserve(self, counters: Sequence[Counter], now: float) -> Reservation: ...
 
     async def adjust(self, counters: Sequence[Counter], deltas: Sequence[int], now: float) -> None: ...
+
+    async def peek(self, counters: Sequence[Counter], now: float) -> list[Peek]: ...
+
+    async def reset(self, counters: Sequence[Counter], now: float) -> None: ...
+
+    async def set_override(self, key: str, value: int | None) -> None: ...
 
     async def close(self) -> None: ...
 
@@ -98,7 +141,16 @@ class MemoryStore:
         self.windows: dict[str, tuple[int, float]] = {}  # key -> (used, window end)
         # key -> (level, when, size, rate): size and rate so a sweep can tell a full bucket
         self.buckets: dict[str, tuple[float, float, int, float]] = {}
+        self.overrides: dict[str, int] = {}  # override key -> limit; never swept (operators set them)
         self._ops = 0
+
+    def _resolve(self, counters: Sequence[Counter]) -> list[int | None]:
+        found = []
+        for c in counters:
+            value = self.overrides.get(c.override) if c.override else None
+            apply_override(c, value)
+            found.append(value)
+        return found
 
     def _level(self, c: Counter, now: float) -> float:
         if c.is_bucket:
@@ -112,6 +164,8 @@ class MemoryStore:
 
     async def reserve(self, counters: Sequence[Counter], now: float) -> Reservation:
         self._tick(now)
+        if self.overrides:
+            self._resolve(counters)
         before = [self._level(c, now) for c in counters]
         taken = all(
             not c.enforce or (b >= c.cost if c.is_bucket else b + c.cost <= c.limit)
@@ -132,6 +186,21 @@ class MemoryStore:
                 self._set(c, min(float(c.limit), level - delta), now)
             elif c.key in self.windows and c.window_end > now:  # an ended window is not revived
                 self._set(c, max(0.0, level + delta), now)
+
+    async def peek(self, counters: Sequence[Counter], now: float) -> list[Peek]:
+        found = self._resolve(counters)
+        return [Peek(self._level(c, now), v) for c, v in zip(counters, found, strict=True)]
+
+    async def reset(self, counters: Sequence[Counter], now: float) -> None:
+        for c in counters:  # a missing window is an unused one, a missing bucket a full one
+            self.windows.pop(c.key, None)
+            self.buckets.pop(c.key, None)
+
+    async def set_override(self, key: str, value: int | None) -> None:
+        if value is None:
+            self.overrides.pop(key, None)
+        else:
+            self.overrides[key] = value
 
     def _set(self, c: Counter, value: float, now: float) -> None:
         if c.is_bucket:

@@ -16,6 +16,12 @@ queries keep working with ``config.metrics.prefix: agentgateway``, the default):
   openAIModeration, ...) and ``action`` (allow, mask, reject, fail_open, fail_closed);
 - ``budget_decisions_total`` by ``route`` and ``decision`` (allow, deny, unpriced, fail_open,
   fail_closed): one per request a dollar budget applied to (extproc/pipeline/stages/budget.py).
+- ``quota_used``, ``quota_limit`` (the limit in force: an admin override, else the configured
+  one), ``quota_remaining`` (gauges) by ``quota`` (``rateLimits/<domain>/<path>``), ``period``,
+  ``unit`` and the subject's ``api_key_id``, ``user_id``, ``group_id``, ``model``, ``route`` (empty
+  when the subject has none): set at each rate limit decision and each admin API change of that
+  subject, and read again from the store every 15 s by each worker for the subjects it has seen
+  (settled tokens, other replicas, a new period): at most that old (extproc/limits/managed.py).
 
 Common labels: ``route``, ``provider`` (the config's name), ``gen_ai_operation_name``,
 ``gen_ai_provider_name``, ``gen_ai_request_model`` (the model asked of the provider),
@@ -27,7 +33,10 @@ all, so the numbers are exact whichever worker served a request.
 
 Cardinality: models and added labels come from clients and tokens. Past ``cardinalityLimit``
 distinct label sets (per worker), new ones are counted under the value ``__overflow__``, and the
-first time that happens it is logged.
+first time that happens it is logged. Quota subjects count against the same limit; past it, a new
+subject's quota gauges are not exported (one overflow series of gauges would mix subjects).
+The quota gauges are ``mostrecent`` across workers: the latest value any worker wrote, which is
+the freshest view of a counter in Redis.
 """
 
 from __future__ import annotations
@@ -37,9 +46,10 @@ import os
 from typing import TYPE_CHECKING, Any
 
 import prometheus_client as prom
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from extproc.gateway import GENAI_PROVIDER_NAME
+from extproc.limits.managed import GAUGE_LABELS
 
 if TYPE_CHECKING:
     from extproc.pipeline.exchange import Exchange
@@ -131,7 +141,15 @@ class GatewayMetrics:
             "budget_decisions", "Budget decisions by route and decision.", ("route", "decision")
         )
 
-    def _child(self, metric: Counter | Histogram, values: tuple[str, ...]) -> Any:
+        def gauge(name: str, doc: str) -> Gauge:
+            return Gauge(name, doc, GAUGE_LABELS, namespace=ns, registry=self.registry,
+                         multiprocess_mode="mostrecent")  # fmt: skip
+
+        self.quota_used = gauge("quota_used", "A quota's use in its current period.")
+        self.quota_limit = gauge("quota_limit", "A quota's limit in force (an override, else the file's).")
+        self.quota_remaining = gauge("quota_remaining", "What is left of a quota in its current period.")
+
+    def _child(self, metric: Counter | Histogram | Gauge, values: tuple[str, ...]) -> Any:
         """``metric.labels(*values)``, remembered: labels() validates and locks on every call,
         a dict lookup does not (measured: 33 us per request before, with a dozen series)."""
         key = (id(metric), values)
@@ -157,6 +175,28 @@ class GatewayMetrics:
                 OVERFLOW,
             )
         return (OVERFLOW, OVERFLOW), tuple(OVERFLOW for _ in extras)
+
+    def observe_quota(self, labels: tuple[str, ...], used: float, limit: float) -> None:
+        """One quota for one subject, as a decision or an admin change just found it."""
+        key = ("\0quota", *labels)
+        if key not in self._keys:
+            if len(self._keys) >= self.limit:
+                if not self._overflowed:
+                    self._overflowed = True
+                    log.warning(
+                        "metrics: %d distinct label sets reached (config.metrics.cardinalityLimit); "
+                        "quotas of new subjects are not exported from now on", self.limit
+                    )  # fmt: skip
+                return
+            self._keys.add(key)
+        child = self._child
+        child(self.quota_used, labels).set(used)
+        child(self.quota_limit, labels).set(limit)
+        child(self.quota_remaining, labels).set(max(0.0, limit - used))
+
+    def quota_series(self) -> list[tuple[str, ...]]:
+        """The label sets of the quota gauges this process exports."""
+        return [key[1:] for key in self._keys if key[0] == "\0quota"]
 
     def observe(self, ex: Exchange, cost: Cost, extras: tuple[str, ...]) -> None:
         """One completed exchange: every metric it moves, from the same fields as its log line."""

@@ -3,7 +3,9 @@
 Prometheus is Debian's ``prometheus`` package (installed here when missing, as bench/ installs wrk).
 After two waves of known traffic (so every rate has two samples apart), every query of
 deploy/grafana/dashboards/gateway.json, with Grafana's variables at "All", returns data, and so does
-every rule of deploy/prometheus/alerts.yml; both alerts fire; ``promtool check`` passes.
+every rule of deploy/prometheus/alerts.yml; both alerts fire; ``promtool check`` passes. The quota
+alert reads the gateway's own quota gauges: a keyed caller of group team-a uses its monthly quota
+from a rateLimits file, then the admin API adds usage past 80% of it.
 """
 
 from __future__ import annotations
@@ -75,11 +77,13 @@ def alert_rules() -> list[dict]:
 
 def test_promtool_checks_the_rules_and_the_compose_config() -> None:
     ensure_prometheus()
-    rules = [str(DEPLOY / "prometheus" / f) for f in ("alerts.yml", "quotas.yml")]
+    rules = [str(DEPLOY / "prometheus" / "alerts.yml")]
     check = subprocess.run(["promtool", "check", "rules", *rules], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
     config = subprocess.run(
-        ["promtool", "check", "config", str(DEPLOY / "prometheus" / "prometheus.yml")], capture_output=True, text=True
+        ["promtool", "check", "config", str(DEPLOY / "prometheus" / "prometheus.yml")],
+        capture_output=True,
+        text=True,
     )
     assert config.returncode == 0, config.stdout + config.stderr
 
@@ -93,18 +97,36 @@ FIELDS = {
 }
 
 
+# The quota alert's caller: a key of group team-a, whose monthly token quota is in a rateLimits file.
+QUOTA_KEY = "sk-gw-prometheus-team-a-0123456789"
+QUOTA_POLICY = """domain: prom
+descriptors:
+  - key: group_id
+    value: team-a
+    metadata: {type: tokens}
+    rate_limit: {unit: month, requests_per_unit: 100000}
+"""
+ADMIN_TOKEN = "adm-prometheus-test-token-0123456789"
+
+
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     mock, down = start_mock(), start_mock("--force-status", "503")
     host = f"127.0.0.1:{mock.port}"
+    work = tmp_path_factory.mktemp("prom-gw")
+    (work / "ratelimits.yaml").write_text(QUOTA_POLICY)
+    keys = [{"key": QUOTA_KEY, "metadata": {"id": "key-q", "user": "quinn", "team": "team-a"}}]
     routes = [
         provider_route("openai", "/openai", {"openAI": {}}, host, OPENAI_KEY),
         failover_route("fo", "/fo", f"127.0.0.1:{down.port}", host),
-    ]
+        provider_route("quota", "/quota", {"openAI": {}}, host, OPENAI_KEY, apiKey={"keys": keys},
+                       rateLimits={"file": "ratelimits.yaml", "domain": "prom"}),
+    ]  # fmt: skip
     config = listener_config(routes)
     config["config"]["metrics"] = {"fields": {"add": FIELDS}}
     config["config"]["cost"] = {"pricesFile": str(ROOT / "policies" / "prices.json")}
-    with running([mock, down], lambda: launch(tmp_path_factory.mktemp("prom-gw"), config, mock)) as gw:
+    config["config"]["adminApi"] = {"port": free_port(), "token": ADMIN_TOKEN}
+    with running([mock, down], lambda: launch(work, config, mock)) as gw:
         yield gw
 
 
@@ -113,34 +135,18 @@ def prometheus(gateway: Gateway, tmp_path_factory: pytest.TempPathFactory) -> It
     ensure_prometheus()
     work = tmp_path_factory.mktemp("prometheus")
     shutil.copy(DEPLOY / "prometheus" / "alerts.yml", work / "alerts.yml")
-    # A quota the test's traffic passes 80% of; the shipped quotas.yml is loaded as well.
-    shutil.copy(DEPLOY / "prometheus" / "quotas.yml", work / "quotas.yml")
-    (work / "test-quotas.yml").write_text(
-        yaml.safe_dump(
-            {
-                "groups": [
-                    {
-                        "name": "test-quotas",
-                        "rules": [
-                            {
-                                "record": "gateway:group_monthly_token_quota",
-                                "expr": "vector(20)",
-                                "labels": {"group_id": "team-a"},
-                            }
-                        ],
-                    }
-                ]
-            }
-        )
-    )
     target = f"127.0.0.1:{gateway.config['config']['metricsPort']}"
     (work / "prometheus.yml").write_text(
         yaml.safe_dump(
             {
                 "global": {"scrape_interval": f"{SCRAPE}s", "evaluation_interval": f"{SCRAPE}s"},
-                "rule_files": ["alerts.yml", "quotas.yml", "test-quotas.yml"],
+                "rule_files": ["alerts.yml"],
                 "scrape_configs": [
-                    {"job_name": "gateway", "metrics_path": "/metrics", "static_configs": [{"targets": [target]}]}
+                    {
+                        "job_name": "gateway",
+                        "metrics_path": "/metrics",
+                        "static_configs": [{"targets": [target]}],
+                    }
                 ],
             }
         )
@@ -180,16 +186,34 @@ def send_wave(gw: Gateway) -> None:
     chat = {"model": "gpt-4o", "messages": [{"role": "user", "content": "a few words to count"}]}
     who = {"x-user": "alice", "x-group": "team-a", "x-key": "key-1"}
     for stream in (False, True):
-        r = httpx.post(f"{gw.url}/openai/v1/chat/completions", json={**chat, "stream": stream}, headers=who, timeout=20)
+        r = httpx.post(
+            f"{gw.url}/openai/v1/chat/completions", json={**chat, "stream": stream}, headers=who, timeout=20
+        )
         assert r.status_code == 200, r.text
     unpriced = {**chat, "model": "mock-model-without-a-price"}
     r = httpx.post(f"{gw.url}/openai/v1/chat/completions", json=unpriced, headers=who, timeout=20)
     assert r.status_code == 200, r.text
-    r = httpx.post(f"{gw.url}/fo/v1/chat/completions", json={"messages": chat["messages"]}, headers=who, timeout=20)
+    r = httpx.post(
+        f"{gw.url}/fo/v1/chat/completions", json={"messages": chat["messages"]}, headers=who, timeout=20
+    )
     assert r.status_code == 200, r.text
     r = httpx.post(f"{gw.url}/openai/v1/chat/completions", json=chat, headers={**who, "x-mock-status": "429"})
     assert r.status_code == 429
     assert httpx.post(f"{gw.url}/nowhere", json=chat).status_code == 404
+    quota = {**chat, "max_tokens": 50}
+    r = httpx.post(
+        f"{gw.url}/quota/v1/chat/completions", json=quota, headers={"authorization": f"Bearer {QUOTA_KEY}"}
+    )
+    assert r.status_code == 200, r.text
+
+
+def push_team_a_past_80_percent(gw: Gateway) -> None:
+    """The admin API adds 85% of team-a's month by hand (a back-office import, say)."""
+    admin = f"http://127.0.0.1:{gw.config['config']['adminApi']['port']}"
+    r = httpx.post(f"{admin}/v1/quotas/adjust", json={"subject": "group_id=team-a", "delta": 85000},
+                   headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})  # fmt: skip
+    assert r.status_code == 200, r.text
+    assert r.json()["quotas"][0]["used"] > 85000  # the traffic's tokens, and what was added
 
 
 def query(url: str, expr: str) -> list[dict]:
@@ -227,6 +251,7 @@ def after_traffic(gateway: Gateway, prometheus: str) -> str:
     time.sleep(0.5)  # the refused request's line comes by Envoy's gRPC access log (0.2 s flush)
     scraped(prometheus, time.time())
     send_wave(gateway)
+    push_team_a_past_80_percent(gateway)
     time.sleep(0.5)
     scraped(prometheus, time.time())
     time.sleep(2 * SCRAPE)  # the rules evaluated on the new samples
@@ -265,3 +290,5 @@ def test_alert_rule_evaluates_to_data_and_fires(after_traffic: str, rule: dict) 
     assert firing, f"{rule['alert']} is not firing: {alerts}"
     if rule["alert"] == "GroupTokenQuota80Percent":
         assert {a["labels"]["group_id"] for a in firing} == {"team-a"}
+        assert {a["labels"]["quota"] for a in firing} == {"rateLimits/prom/group_id=team-a"}
+        assert 0.85 < float(result[0]["value"][1]) < 0.9, result

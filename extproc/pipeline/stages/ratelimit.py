@@ -24,12 +24,13 @@ from typing import Any
 from extproc import tokens
 from extproc.errors import GatewayError
 from extproc.gateway import ResolvedRoute
-from extproc.limits import quota, values
+from extproc.limits import managed, quota, values
 from extproc.limits.policy_watch import WatchedPolicy
 from extproc.limits.remote import RemoteAnswer, RemoteLimiter, RemoteUnavailable
 from extproc.limits.store import Counter, Reservation, State, Store, StoreUnavailable
 from extproc.pipeline.exchange import Exchange
 from extproc.pipeline.stage import Needs, Stage
+from extproc.telemetry import runtime
 
 log = logging.getLogger("gateway.limits")
 
@@ -45,6 +46,7 @@ class _Limit:
     what: str  # "localRateLimit[0] on route openai", "rateLimits llm: user_id > model"
     tokens: bool
     window: float  # seconds the limit is over (a bucket: the time to fill it from empty)
+    gauge: tuple[str, ...] | None = None  # a policy-file limit's quota metric labels
 
     def quota(self, s: State) -> quota.Quota:
         c = self.counter
@@ -131,6 +133,7 @@ class RateLimitStage(Stage):
                 held.limits = []
             else:
                 quotas = self._quotas(ex, held.limits, got)
+                _observe(held.limits, got)
                 if not got.taken:
                     raise quota.refusal(quotas)
         if self.remote is not None:
@@ -162,17 +165,15 @@ class RateLimitStage(Stage):
                 lim = m.limit
                 if lim.unlimited:
                     continue
-                start = int(now // lim.window) * lim.window
-                name = "_".join(f"{k}_{v}" for k, v in m.entries)
                 cost = _cost(estimate, lim.requests_per_unit) if lim.tokens else 1
-                counter = Counter(
-                    f"rl:{policy.domain}_{name}_{start}",
-                    lim.requests_per_unit,
-                    cost,
-                    window_end=start + lim.window,
-                    enforce=not lim.shadow,
-                )
-                out.append(_Limit(counter, f"rateLimits {policy.domain}: {lim.path}", lim.tokens, lim.window))
+                # With its override key: an operator's limit for this subject wins (managed.py).
+                counter = managed.file_counter(policy.domain, m, now, cost)
+                what = f"rateLimits {policy.domain}: {lim.path}"
+                gauge = managed.gauge_labels(
+                    managed.file_limit_id(policy.domain, m), lim.unit, "tokens" if lim.tokens else "requests",
+                    m.entries,
+                )  # fmt: skip
+                out.append(_Limit(counter, what, lim.tokens, lim.window, gauge))
         return out
 
     def _quotas(self, ex: Exchange, limits: list[_Limit], got: Reservation) -> list[quota.Quota]:
@@ -244,6 +245,14 @@ class RateLimitStage(Stage):
         except StoreUnavailable as exc:
             log.error("rate limits: giving back a refused request's reservation failed: %s", exc)
         held.limits = []
+
+
+def _observe(limits: list[_Limit], got: Reservation) -> None:
+    """The quota metrics of the policy-file limits, as this decision found them."""
+    metrics = runtime.current().metrics
+    for lim, state in zip(limits, got.states, strict=True):
+        if lim.gauge is not None:
+            metrics.observe_quota(lim.gauge, lim.counter.limit - state.remaining, lim.counter.limit)
 
 
 def _cost(estimate: int, limit: int) -> int:
