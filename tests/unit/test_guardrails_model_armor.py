@@ -374,3 +374,21 @@ def test_a_streamed_answer_through_the_real_client(server: ModelArmorServer) -> 
 def test_overlap_must_be_less_than_the_batch() -> None:
     with pytest.raises(ValueError, match="streamOverlap"):
         GoogleModelArmor.model_validate(config(streamBatch=64, streamOverlap=64))
+
+
+def test_the_readme_example_loads() -> None:
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("### Google Model Armor", 1)[1].split("\n### ", 1)[0]
+    (block,) = re.findall(r"```yaml\n(.*?)```", section, re.S)
+    pg = PromptGuard.model_validate(yaml.safe_load(block)["promptGuard"])
+    (req,), (resp,) = pg.request_specs(), pg.response_specs()
+    assert (
+        req.rejection.status == 422
+        and req.config.template == "projects/my-project/locations/us-central1/templates/llm-guard"
+    )
+    assert (resp.config.stream_batch, resp.config.stream_overlap) == (512, 128)
