@@ -11,8 +11,8 @@ on answers, through Google's own client (``google-cloud-modelarmor``, its asynci
   or no credentials: ``failureMode`` decides, failClosed (503) by default. PARTIAL (some filters
   skipped, e.g. for a language) is decided on the filters that ran, and recorded as the reason.
 - Streamed answers are checked in overlapping windows of about ``streamBatch`` characters, each
-  ``streamOverlap`` characters or more checked again with the next one (``Window``), so a phrase
-  or an address that falls across two calls is still seen whole by one of them.
+  ``streamOverlap`` characters or more checked again with the next one (extproc/guardrails/overlap.py),
+  so a phrase or an address that falls across two calls is still seen whole by one of them.
 
 Credentials: Application Default Credentials (or ``credentials.file``) through extproc/gcp_auth.py,
 whose token cache Vertex shares: tokens are fetched in a worker thread and renewed ahead of
@@ -38,14 +38,13 @@ from extproc.guardrails.base import (
     MASK,
     Guard,
     StreamFilter,
-    StreamRejected,
     TextItem,
     Verdict,
-    merge,
     rejected,
     unavailable,
 )
 from extproc.guardrails.http import call_timeout
+from extproc.guardrails.overlap import OverlapWindow
 
 if TYPE_CHECKING:
     from google.cloud import modelarmor_v1
@@ -173,6 +172,11 @@ class ModelArmorGuard(Guard):
         )
         self.fail_open = config.failure_mode == "failOpen"
         self.tokens = None if self.endpoint.plaintext else tokens_for(config.credentials)
+        # The client's modules take most of a second to import: here, at startup, not on the event
+        # loop inside the first request's timeout (the later imports in this module are lookups).
+        import google.api_core.exceptions
+        import google.cloud.modelarmor_v1.services.model_armor.transports  # noqa: F401
+
         self._client: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -198,16 +202,20 @@ class ModelArmorGuard(Guard):
         return self._client
 
     def stream(self, ex: Exchange) -> StreamFilter:
-        return Window(self, ex, self.config.stream_batch, self.config.stream_overlap)
+        return OverlapWindow(self, ex, self.config.stream_batch, self.config.stream_overlap)
 
     async def check(self, phase: str, items: list[TextItem], ex: Exchange) -> Verdict:
         from google.api_core import exceptions as api_exceptions
 
+        # Blank texts (an assistant turn that only called tools) are not sent: nothing to check.
+        texts = {n: i.text for n, i in enumerate(items) if i.text.strip()}
+        if not texts:
+            return Verdict(ALLOW)
         deadline = time.monotonic() + self.timeout
         try:
             async with asyncio.timeout(self.timeout):
                 metadata = await self._metadata()
-                results = await self._sanitize_all(phase, [i.text for i in items], metadata, deadline)
+                results = await self._sanitize_all(phase, list(texts.values()), metadata, deadline)
         except TimeoutError:
             return failed(f"no answer within {self.timeout:g}s", self.fail_open)
         except api_exceptions.GoogleAPICallError as exc:
@@ -217,7 +225,8 @@ class ModelArmorGuard(Guard):
         except Exception as exc:  # the client's own failures (transport, decoding): still failureMode's call
             log.exception("googleModelArmor: the call failed")
             return failed(f"the call failed: {type(exc).__name__}", self.fail_open)
-        return decide([read_result(r) for r in results], self.spec, self.fail_open)
+        read = dict(zip(texts, (read_result(r) for r in results), strict=True))
+        return decide([read.get(n, Reading()) for n in range(len(items))], self.spec, self.fail_open)
 
     async def _sanitize_all(
         self, phase: str, texts: list[str], metadata: tuple[tuple[str, str], ...], deadline: float
@@ -265,86 +274,3 @@ def _call_error(exc: BaseException) -> str:
     name = getattr(code, "name", None) or str(code or type(exc).__name__)
     message = str(getattr(exc, "message", "") or "").splitlines()[0:1]
     return f"Model Armor answered {name}" + (f": {message[0][:200]}" if message else "")
-
-
-class Window(StreamFilter):
-    """A streamed answer checked in overlapping windows, so a phrase or an address that falls across
-    two calls is still seen whole by one of them.
-
-    Text waits until ``batch`` characters are pending; the whole pending text is checked, and all
-    but its last ``overlap`` characters or more (cut after a space) is let go; the rest is checked
-    again with what follows. Every character let go was checked followed by at least ``overlap``
-    characters (or by the end of the answer). A de-identified window goes as ``masked_prefix`` says:
-    never a finding's original text, nor a finding that more text could still extend.
-    """
-
-    def __init__(
-        self, guard: ModelArmorGuard, ex: Exchange, batch: int, overlap: int, max_hold: int | None = None
-    ) -> None:
-        super().__init__()
-        self.guard, self.ex, self.batch, self.overlap = guard, ex, batch, overlap
-        # Findings closer together than ``overlap`` hold the text back; past this much it goes.
-        self.max_hold = max_hold or 8 * batch
-        self.pending = ""
-
-    async def feed(self, text: str) -> str:
-        self.pending += text
-        if len(self.pending) < self.batch:
-            return ""
-        return await self._check(cut_at(self.pending, len(self.pending) - self.overlap))
-
-    async def flush(self) -> str:
-        return await self._check(len(self.pending)) if self.pending else ""
-
-    async def _check(self, cut: int) -> str:
-        window = self.pending
-        verdict = await self.guard.check("response", [TextItem("assistant", "messages", window)], self.ex)
-        merge(self.verdict, verdict)
-        if verdict.blocks:
-            raise StreamRejected(verdict)
-        if verdict.action == MASK and verdict.texts and verdict.texts[0] is not None:
-            if cut == len(window):  # the end of the answer: all of it goes
-                cut, out = cut, verdict.texts[0]
-            else:
-                cut, out = masked_prefix(window, verdict.texts[0], cut, self.overlap, self.max_hold)
-        else:
-            out = window[:cut]
-        self.pending = window[cut:]
-        return out
-
-
-def cut_at(text: str, upto: int) -> int:
-    """Where to let ``text`` go up to: after its last space in ``text[upto // 2 : upto]``, else ``upto``."""
-    for i in range(upto - 1, upto // 2 - 1, -1):
-        if text[i].isspace():
-            return i + 1
-    return upto
-
-
-def masked_prefix(window: str, masked: str, cut: int, overlap: int, max_hold: int) -> tuple[int, str]:
-    """``(cut, text)``: how much of a de-identified ``window`` goes, and the text it goes as.
-
-    De-identification rewrites findings in place and leaves the text around them, so the window and
-    its masked text share a prefix (the text before the first finding) and a suffix (after the last).
-    Text before the first finding goes as is (up to ``cut``, or the last space before the finding);
-    a window that starts with a finding goes masked up to its last finding, once at least
-    ``overlap`` characters follow that finding (one closer to the end may be cut short, as
-    ``bo@example.co`` of ``bo@example.com``), or when ``max_hold`` characters are waiting (findings
-    closer together than ``overlap`` all the way: then the end of a finding cut short may follow
-    raw).
-    """
-    limit = min(len(window), len(masked))
-    head = 0
-    while head < limit and window[head] == masked[head]:
-        head += 1
-    if cut <= head:
-        return cut, window[:cut]
-    if head > 0:
-        cut = cut_at(window, head)
-        return cut, window[:cut]
-    tail = 0
-    while tail < limit - head and window[-1 - tail] == masked[-1 - tail]:
-        tail += 1
-    if tail >= overlap or len(window) >= max_hold:
-        return len(window) - tail, masked[: len(masked) - tail]
-    return 0, ""

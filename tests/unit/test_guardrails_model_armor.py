@@ -19,15 +19,8 @@ from extproc.config.guardrails import GuardSpec, PromptGuard, Rejection
 from extproc.config.model_armor import GoogleModelArmor, parse_endpoint
 from extproc.guardrails import build
 from extproc.guardrails.base import StreamRejected, TextItem
-from extproc.guardrails.model_armor import (
-    SENSITIVE,
-    ModelArmorGuard,
-    Window,
-    cut_at,
-    decide,
-    masked_prefix,
-    read_result,
-)
+from extproc.guardrails.model_armor import SENSITIVE, ModelArmorGuard, decide, read_result
+from extproc.guardrails.overlap import OverlapWindow, cut_at, masked_prefix
 from extproc.ports import free_port
 from tests.model_armor_server import EMAIL, LOCATION, PROJECT, ModelArmorServer, sanitize, template_name
 
@@ -213,6 +206,15 @@ def test_the_client_sends_one_call_per_text_to_the_template(server: ModelArmorSe
     assert "authorization" not in call["metadata"]  # plaintext: no credentials
 
 
+def test_blank_texts_are_not_sent(server: ModelArmorServer) -> None:
+    server.received.clear()
+    assert check(guard(endpoint=server.endpoint), "  ", "").action == "allow" and server.received == []
+    masked = check(guard(endpoint=server.endpoint, templateId="deidentify"), "", "to bo@example.com")
+    assert masked.texts == [None, "to [EMAIL_ADDRESS]"] and server.texts("SanitizeUserPrompt") == [
+        "to bo@example.com"
+    ]
+
+
 def test_the_client_rejects_and_masks(server: ModelArmorServer) -> None:
     assert check(guard(endpoint=server.endpoint), "I will hurt them").action == "reject"
     masked = check(
@@ -329,7 +331,7 @@ class LocalGuard:
 async def through_window(
     guard: Any, pieces: list[str], batch: int, overlap: int, max_hold: int | None = None
 ) -> str:
-    window = Window(guard, None, batch, overlap, max_hold)  # type: ignore[arg-type]
+    window = OverlapWindow(guard, None, batch, overlap, max_hold)  # type: ignore[arg-type]
     out = [await window.feed(p) for p in pieces]
     return "".join(out) + await window.flush()
 
@@ -368,7 +370,7 @@ def test_a_streamed_answer_through_the_real_client(server: ModelArmorServer) -> 
         == "Please write to [EMAIL_ADDRESS] today, or to [EMAIL_ADDRESS]"
     )
     assert len(server.texts("SanitizeModelResponse")) > 1
-    assert isinstance(g.stream(None), Window)  # type: ignore[arg-type]
+    assert isinstance(g.stream(None), OverlapWindow)  # type: ignore[arg-type]
 
 
 def test_overlap_must_be_less_than_the_batch() -> None:
