@@ -269,6 +269,15 @@ def test_tls_guards_send_the_adc_token_and_fail_without_one() -> None:
     assert verdict.reason == "no Google credentials: Your default credentials were not found"
 
 
+def test_the_token_goes_in_each_calls_metadata_through_the_client(server: ModelArmorServer) -> None:
+    # Plumbing only: a plaintext guard never has a token source; one is forced in here to see the
+    # header reach the server through the real client (a TLS test server would need a trusted CA).
+    g = guard(endpoint=server.endpoint)
+    g.tokens = StubTokens("ya29.token")  # type: ignore[assignment]
+    assert check(g, "hello").action == "allow"
+    assert server.last("SanitizeUserPrompt")["metadata"]["authorization"] == "Bearer ya29.token"
+
+
 # --- streams -------------------------------------------------------------------------------------
 
 
