@@ -1,0 +1,136 @@
+"""``googleModelArmor``: a Model Armor template checking prompts and answers (agentgateway's fields).
+
+agentgateway's ``{templateId, projectId, location}`` (location defaults to ``us-central1``, and
+the endpoint is then ``modelarmor.{location}.rep.googleapis.com``), plus this project's
+``failureMode`` and ``timeout`` (as a webhook's), ``streamBatch``, ``streamOverlap``,
+``credentials`` and ``endpoint``::
+
+    googleModelArmor:
+      projectId: my-project
+      location: us-central1
+      templateId: llm-guard
+      failureMode: failClosed          # or failOpen
+      timeout: 2s
+      streamBatch: 512                 # streamed answers: windows of 512 characters,
+      streamOverlap: 128               #   each one's last 128 checked again with the next
+      credentials: {file: /secrets/sa.json}   # unset: Application Default Credentials
+      endpoint: https://modelarmor.example.internal   # tests and private endpoints only
+
+An ``endpoint`` of ``http://`` is plaintext, for a local test server or emulator: it must be a
+loopback address, and no credentials are ever sent to it. Any other endpoint is TLS with the
+credentials.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from extproc.config.base import Duration, Strict, parse_duration
+
+DEFAULT_LOCATION = "us-central1"
+# Resource ids go into the template's resource name (and its routing header): no slashes.
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
+_ENDPOINT = re.compile(
+    r"^(?:(?P<scheme>https?)://)?(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::(?P<port>\d+))?/?$"
+)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    host: str  # as a gRPC target names it: brackets kept around an IPv6 address
+    port: int
+    plaintext: bool
+
+    @property
+    def target(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def _loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_endpoint(value: str) -> Endpoint:
+    m = _ENDPOINT.match(value.strip())
+    if m is None:
+        raise ValueError(f"{value!r}: use host[:port], https://host[:port] or http://127.0.0.1:port")
+    host, plaintext = m.group("host"), m.group("scheme") == "http"
+    if plaintext and not _loopback(host):
+        # Prompts in cleartext over a network, to a server that cannot be authenticated: no.
+        raise ValueError(
+            f"{value!r}: a plaintext (http://) endpoint must be a loopback address (a local test "
+            "server); use https:// for any other host"
+        )
+    port = int(m.group("port") or (80 if plaintext else 443))
+    if not 0 < port < 65536:
+        raise ValueError(f"{value!r}: the port must be 1-65535")
+    return Endpoint(host, port, plaintext)
+
+
+class CredentialsFile(Strict):
+    file: str  # a service account key or an external account (workload identity federation) file
+
+
+class GoogleModelArmor(Strict):
+    template_id: str = Field(alias="templateId")
+    project_id: str = Field(alias="projectId")
+    location: str = DEFAULT_LOCATION
+    failure_mode: Literal["failClosed", "failOpen"] = Field("failClosed", alias="failureMode")
+    timeout: Duration | None = None  # unset: 10 s, or less when config.limits.sidecarTimeout is shorter
+    # Characters of a streamed answer per sanitizeModelResponse call, as a webhook's streamBatch.
+    stream_batch: int = Field(512, alias="streamBatch", ge=16)
+    # Characters of each streamed window checked again with the next one: a finding up to this long
+    # that falls across two windows is seen whole (agentgateway: 1 KiB windows, 256 B overlap).
+    stream_overlap: int = Field(128, alias="streamOverlap", ge=0)
+    credentials: CredentialsFile | None = None  # unset: Application Default Credentials
+    endpoint: str | None = None  # unset: modelarmor.{location}.rep.googleapis.com:443
+
+    @field_validator("template_id", "project_id", "location")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        if not _ID.match(v):
+            raise ValueError(f"{v!r}: use letters, digits and . _ : - (no slashes or spaces)")
+        return v
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout(cls, v: Duration | None) -> Duration | None:
+        if v is not None:
+            parse_duration(v)
+        return v
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_endpoint(v)
+        return v
+
+    @model_validator(mode="after")
+    def _overlap(self) -> GoogleModelArmor:
+        if self.stream_overlap >= self.stream_batch:
+            raise ValueError(
+                f"streamOverlap ({self.stream_overlap}) must be less than streamBatch ({self.stream_batch})"
+            )
+        return self
+
+    @property
+    def template(self) -> str:
+        """The template's resource name, as the sanitize calls name it."""
+        return f"projects/{self.project_id}/locations/{self.location}/templates/{self.template_id}"
+
+    @property
+    def target(self) -> Endpoint:
+        if self.endpoint is not None:
+            return parse_endpoint(self.endpoint)
+        return Endpoint(f"modelarmor.{self.location}.rep.googleapis.com", 443, plaintext=False)
