@@ -231,6 +231,98 @@ class OpenAIModeration(Strict):
         return None
 
 
+_OPERATORS = frozenset({"replace", "redact", "mask", "hash", "encrypt", "keep"})
+# Presidio's entity -> the regex builtin that stands in for it when Presidio cannot be reached.
+PRESIDIO_BUILTINS = {
+    "EMAIL_ADDRESS": "email",
+    "PHONE_NUMBER": "phoneNumber",
+    "CREDIT_CARD": "creditCard",
+    "US_SSN": "ssn",
+}
+
+
+class RegexFallback(Strict):
+    """The regex rules a Presidio guard uses while Presidio is unreachable (its action: the guard's)."""
+
+    rules: list[RegexRule] = Field(min_length=1)
+    replacement: str | None = None
+
+
+class PresidioFallback(Strict):
+    regex: RegexFallback
+
+
+class Presidio(Strict):
+    """Microsoft Presidio's analyzer and anonymizer services (this project's extension).
+
+    ``fallback: regex`` stands the regex builtins in for the configured entities that have one
+    (email, phone, card, SSN), each masked as Presidio would (its ``anonymizers`` replace value, or
+    ``<ENTITY>``); ``fallback: {regex: {rules: [...]}}`` names the rules.
+    """
+
+    analyzer_url: str = Field(alias="analyzerUrl")
+    anonymizer_url: str | None = Field(None, alias="anonymizerUrl")  # needed to mask
+    language: str = "en"
+    entities: list[str] = []  # none: every entity the analyzer recognizes
+    score_threshold: float | None = Field(None, alias="scoreThreshold", ge=0, le=1)
+    # The anonymizer's operators by entity (or DEFAULT), sent as they are: {type: replace, new_value}.
+    anonymizers: dict[str, dict[str, Any]] = {}
+    action: Literal["mask", "reject"] = "mask"
+    fallback: Literal["regex"] | PresidioFallback | None = None
+    failure_mode: Literal["failClosed", "failOpen"] = Field("failClosed", alias="failureMode")
+    timeout: Duration | None = None  # for both calls of one check, as a webhook's
+    # A streamed answer is analyzed in pieces of about streamBatch characters, each with
+    # streamOverlap characters of the text around it, so an entity of up to streamOverlap
+    # characters cut between two pieces is still found.
+    stream_batch: int = Field(256, alias="streamBatch", ge=1)
+    stream_overlap: int = Field(64, alias="streamOverlap", ge=0)
+
+    @field_validator("action", mode="before")
+    @classmethod
+    def _action(cls, v: Any) -> Any:
+        return _lower(v)
+
+    @field_validator("analyzer_url", "anonymizer_url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None:
+            Target(host=v)
+        return v
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout(cls, v: Duration | None) -> Duration | None:
+        if v is not None:
+            parse_duration(v)
+        return v
+
+    @field_validator("anonymizers")
+    @classmethod
+    def _operators(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for entity, operator in v.items():
+            kind = operator.get("type")
+            if kind not in _OPERATORS:
+                known = ", ".join(sorted(_OPERATORS))
+                raise ValueError(f"anonymizers.{entity}: type {kind!r} is not one of {known}")
+        return v
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Presidio:
+        if self.action == "mask" and self.anonymizer_url is None:
+            raise ValueError("action mask needs anonymizerUrl (the anonymizer writes the masked text)")
+        if self.fallback == "regex" and not self.fallback_builtins():
+            raise ValueError(
+                f"fallback: regex has no builtin for {', '.join(self.entities)}: "
+                f"list rules ({{regex: {{rules: [...]}}}}) or use entities {', '.join(PRESIDIO_BUILTINS)}"
+            )
+        return self
+
+    def fallback_builtins(self) -> list[tuple[str, str]]:
+        """(builtin, Presidio entity) pairs that ``fallback: regex`` checks."""
+        wanted = self.entities or list(PRESIDIO_BUILTINS)
+        return [(PRESIDIO_BUILTINS[e], e) for e in wanted if e in PRESIDIO_BUILTINS]
+
+
 _MODERATION = AliasChoices("openAIModeration", "openaiModeration")
 
 
@@ -249,13 +341,19 @@ def _kinds(model: Any, names: tuple[str, ...]) -> list[tuple[str, Any]]:
     return [(n, getattr(model, n)) for n in names if getattr(model, n) is not None]
 
 
-_KIND_NAMES = {"regex": "regex", "webhook": "webhook", "openai_moderation": "openAIModeration"}
+_KIND_NAMES = {
+    "regex": "regex",
+    "webhook": "webhook",
+    "openai_moderation": "openAIModeration",
+    "presidio": "presidio",
+}
 
 
 class RequestGuard(Strict):
     regex: RegexGuard | None = None
     webhook: Webhook | None = None
     openai_moderation: OpenAIModeration | None = Field(None, validation_alias=_MODERATION)
+    presidio: Presidio | None = None
     rejection: Rejection | None = None
     scope: list[Scope] = list(DEFAULT_SCOPE)
 
@@ -266,13 +364,13 @@ class RequestGuard(Strict):
 
     @model_validator(mode="after")
     def _one(self) -> RequestGuard:
-        found = _kinds(self, ("regex", "webhook", "openai_moderation"))
+        found = _kinds(self, ("regex", "webhook", "openai_moderation", "presidio"))
         if len(found) != 1:
-            raise ValueError("a guard has exactly one of regex, webhook, openAIModeration")
+            raise ValueError("a guard has exactly one of regex, webhook, openAIModeration, presidio")
         return self
 
     def spec(self, phase: str = "request") -> GuardSpec:
-        name, config = _kinds(self, ("regex", "webhook", "openai_moderation"))[0]
+        name, config = _kinds(self, ("regex", "webhook", "openai_moderation", "presidio"))[0]
         legacy = config.legacy_rejection if isinstance(config, RegexGuard) else None
         rejection = self.rejection or legacy or Rejection()
         return GuardSpec(phase, _KIND_NAMES[name], config, rejection, tuple(self.scope))
@@ -281,16 +379,17 @@ class RequestGuard(Strict):
 class ResponseGuard(Strict):
     regex: RegexGuard | None = None
     webhook: Webhook | None = None
+    presidio: Presidio | None = None
     rejection: Rejection | None = None
 
     @model_validator(mode="after")
     def _one(self) -> ResponseGuard:
-        if len(_kinds(self, ("regex", "webhook"))) != 1:
-            raise ValueError("a response guard has exactly one of regex, webhook")
+        if len(_kinds(self, ("regex", "webhook", "presidio"))) != 1:
+            raise ValueError("a response guard has exactly one of regex, webhook, presidio")
         return self
 
     def spec(self) -> GuardSpec:
-        name, config = _kinds(self, ("regex", "webhook"))[0]
+        name, config = _kinds(self, ("regex", "webhook", "presidio"))[0]
         legacy = config.legacy_rejection if isinstance(config, RegexGuard) else None
         return GuardSpec("response", name, config, self.rejection or legacy or Rejection(), ())
 
@@ -301,23 +400,25 @@ class LegacyRequestGuards(Strict):
     regex: RegexGuard | None = None
     webhook: Webhook | None = None
     openai_moderation: OpenAIModeration | None = Field(None, validation_alias=_MODERATION)
+    presidio: Presidio | None = None
 
     def specs(self) -> list[GuardSpec]:
         return [
             RequestGuard.model_construct(
                 **{name: config, "scope": list(DEFAULT_SCOPE), "rejection": None}
             ).spec()
-            for name, config in _kinds(self, ("regex", "webhook", "openai_moderation"))
+            for name, config in _kinds(self, ("regex", "webhook", "openai_moderation", "presidio"))
         ]
 
 
 class LegacyResponseGuards(Strict):
     regex: RegexGuard | None = None
     webhook: Webhook | None = None
+    presidio: Presidio | None = None
 
     def specs(self) -> list[GuardSpec]:
         out = []
-        for name, config in _kinds(self, ("regex", "webhook")):
+        for name, config in _kinds(self, ("regex", "webhook", "presidio")):
             legacy = config.legacy_rejection if isinstance(config, RegexGuard) else None
             out.append(GuardSpec("response", name, config, legacy or Rejection(), ()))
         return out

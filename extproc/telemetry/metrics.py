@@ -13,7 +13,9 @@ queries keep working with ``config.metrics.prefix: agentgateway``, the default):
 - ``retries_total`` (failed attempts, by the provider that failed), ``failovers_total`` (answers
   that came after a failed attempt, by the provider that answered);
 - ``guardrail_checks_total`` by ``route``, ``phase`` (request, response), ``guard`` (regex, webhook,
-  openAIModeration, ...) and ``action`` (allow, mask, reject, fail_open, fail_closed).
+  openAIModeration, ...) and ``action`` (allow, mask, reject, fail_open, fail_closed);
+  ``guardrail_fallbacks_total`` by ``route``, ``phase``, ``guard`` and ``fallback``: decisions a stand-in
+  made while the guard's service was unreachable (presidio's regex fallback).
 
 Common labels: ``route``, ``provider`` (the config's name), ``gen_ai_operation_name``,
 ``gen_ai_provider_name``, ``gen_ai_request_model`` (the model asked of the provider),
@@ -125,6 +127,11 @@ class GatewayMetrics:
             "Guardrail decisions by phase, guard and action.",
             ("route", "phase", "guard", "action"),
         )
+        self.guardrail_fallbacks = counter(
+            "guardrail_fallbacks",
+            "Guardrail decisions made by a fallback while the guard's service was unreachable.",
+            ("route", "phase", "guard", "fallback"),
+        )
 
     def _child(self, metric: Counter | Histogram, values: tuple[str, ...]) -> Any:
         """``metric.labels(*values)``, remembered: labels() validates and locks on every call,
@@ -176,6 +183,8 @@ class GatewayMetrics:
         for decision in ex.guardrails:
             labels = (ex.route.name, decision["phase"], decision["guard"], decision["action"])
             child(self.guardrails, labels).inc()
+            if decision.get("fallback"):
+                child(self.guardrail_fallbacks, (*labels[:3], decision["fallback"])).inc()
         if ex.api == "models" or up is None:
             return
         if ex.ended is not None:
