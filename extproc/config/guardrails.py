@@ -28,6 +28,7 @@ from extproc.config.base import Duration, Strict, parse_duration
 
 Scope = Literal["systemPrompt", "messages", "toolInput", "toolOutput"]
 DEFAULT_SCOPE: tuple[Scope, ...] = ("systemPrompt", "messages")
+RESPONSE_SCOPE: tuple[Scope, ...] = ("messages",)  # an answer's text; toolInput adds its tool calls
 DEFAULT_BODY = "The request was rejected due to inappropriate content"
 _CEL_VARIABLES = frozenset({"request", "jwt", "llmRequest"})
 
@@ -381,6 +382,13 @@ class ResponseGuard(Strict):
     webhook: Webhook | None = None
     presidio: Presidio | None = None
     rejection: Rejection | None = None
+    # An answer's text (messages) and the tool-call arguments the model writes (toolInput).
+    scope: list[Literal["messages", "toolInput"]] = list(RESPONSE_SCOPE)
+
+    @field_validator("scope", mode="before")
+    @classmethod
+    def _scope(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
 
     @model_validator(mode="after")
     def _one(self) -> ResponseGuard:
@@ -391,7 +399,8 @@ class ResponseGuard(Strict):
     def spec(self) -> GuardSpec:
         name, config = _kinds(self, ("regex", "webhook", "presidio"))[0]
         legacy = config.legacy_rejection if isinstance(config, RegexGuard) else None
-        return GuardSpec("response", name, config, self.rejection or legacy or Rejection(), ())
+        rejection = self.rejection or legacy or Rejection()
+        return GuardSpec("response", name, config, rejection, tuple(self.scope))
 
 
 class LegacyRequestGuards(Strict):
@@ -420,7 +429,7 @@ class LegacyResponseGuards(Strict):
         out = []
         for name, config in _kinds(self, ("regex", "webhook", "presidio")):
             legacy = config.legacy_rejection if isinstance(config, RegexGuard) else None
-            out.append(GuardSpec("response", name, config, legacy or Rejection(), ()))
+            out.append(GuardSpec("response", name, config, legacy or Rejection(), RESPONSE_SCOPE))
         return out
 
 

@@ -21,6 +21,7 @@ from extproc.guardrails.base import FAIL_OPEN, MASK, StreamFilter, StreamRejecte
 from extproc.guardrails.http import GuardCallError
 from extproc.guardrails.presidio_api import Entity, kinds
 from extproc.guardrails.regex_guard import RegexFilter
+from extproc.guardrails.stream import PassThrough
 
 if TYPE_CHECKING:
     from extproc.guardrails.presidio import PresidioGuard
@@ -113,15 +114,5 @@ class PresidioFilter(StreamFilter):
         merge(self.verdict, verdict)
         if verdict.action != FAIL_OPEN:
             raise StreamRejected(verdict)
-        self.instead = _Unchecked()
+        self.instead = PassThrough()  # failOpen: the rest of the text goes as it comes
         return held
-
-
-class _Unchecked(StreamFilter):
-    """failOpen after a failure: the rest of the text goes as it comes."""
-
-    async def feed(self, text: str) -> str:
-        return text
-
-    async def flush(self) -> str:
-        return ""
