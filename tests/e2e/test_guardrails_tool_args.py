@@ -58,13 +58,13 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         yield gateway
 
 
-def call_tool(gw: Gateway, client: str, route_name: str) -> httpx.Response:
-    """A streamed turn that the mock answers with a call of the ``send`` tool."""
+def call_tool(gw: Gateway, client: str, route_name: str, stream: bool = True) -> httpx.Response:
+    """A turn that the mock answers with a call of the ``send`` tool."""
     model = PROVIDERS[route_name.rsplit("-", 1)[-1]][2]
     body: dict[str, Any] = {
         "model": model,
         "messages": [{"role": "user", "content": "mail her"}],
-        "stream": True,
+        "stream": stream,
     }
     if client == "messages":
         body |= {"max_tokens": 256, "tools": [{"name": "send", "input_schema": SCHEMA}]}
@@ -114,3 +114,16 @@ def test_a_reject_in_tool_arguments_ends_the_stream_with_an_error_event(
     assert stream_error(client, resp)["message"] == "no addresses in tool calls"
     assert "jane.ro" not in resp.text and "example.org" not in resp.text
     assert record_of(gw, resp)["guardrails"][-1]["action"] == "reject"
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+@pytest.mark.parametrize("client", CLIENTS)
+def test_tool_arguments_of_a_whole_answer_are_masked(gw: Gateway, client: str, provider: str) -> None:
+    resp = call_tool(gw, client, f"toolmask-{provider}", stream=False)
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    if client == "messages":
+        calls = [b["input"] for b in body["content"] if b["type"] == "tool_use"]
+    else:
+        calls = [json.loads(c["function"]["arguments"]) for c in body["choices"][0]["message"]["tool_calls"]]
+    assert calls == [{"to": "<EMAIL_ADDRESS>"}] and EMAIL not in resp.text
