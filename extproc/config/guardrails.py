@@ -29,6 +29,7 @@ from extproc.config.model_armor import GoogleModelArmor
 
 Scope = Literal["systemPrompt", "messages", "toolInput", "toolOutput"]
 DEFAULT_SCOPE: tuple[Scope, ...] = ("systemPrompt", "messages")
+RESPONSE_SCOPE: tuple[Scope, ...] = ("messages",)  # an answer's text; toolInput adds its tool calls
 DEFAULT_BODY = "The request was rejected due to inappropriate content"
 _CEL_VARIABLES = frozenset({"request", "jwt", "llmRequest"})
 
@@ -232,6 +233,98 @@ class OpenAIModeration(Strict):
         return None
 
 
+_OPERATORS = frozenset({"replace", "redact", "mask", "hash", "encrypt", "keep"})
+# Presidio's entity -> the regex builtin that stands in for it when Presidio cannot be reached.
+PRESIDIO_BUILTINS = {
+    "EMAIL_ADDRESS": "email",
+    "PHONE_NUMBER": "phoneNumber",
+    "CREDIT_CARD": "creditCard",
+    "US_SSN": "ssn",
+}
+
+
+class RegexFallback(Strict):
+    """The regex rules a Presidio guard uses while Presidio is unreachable (its action: the guard's)."""
+
+    rules: list[RegexRule] = Field(min_length=1)
+    replacement: str | None = None
+
+
+class PresidioFallback(Strict):
+    regex: RegexFallback
+
+
+class Presidio(Strict):
+    """Microsoft Presidio's analyzer and anonymizer services (this project's extension).
+
+    ``fallback: regex`` stands the regex builtins in for the configured entities that have one
+    (email, phone, card, SSN), each masked as Presidio would (its ``anonymizers`` replace value, or
+    ``<ENTITY>``); ``fallback: {regex: {rules: [...]}}`` names the rules.
+    """
+
+    analyzer_url: str = Field(alias="analyzerUrl")
+    anonymizer_url: str | None = Field(None, alias="anonymizerUrl")  # needed to mask
+    language: str = "en"
+    entities: list[str] = []  # none: every entity the analyzer recognizes
+    score_threshold: float | None = Field(None, alias="scoreThreshold", ge=0, le=1)
+    # The anonymizer's operators by entity (or DEFAULT), sent as they are: {type: replace, new_value}.
+    anonymizers: dict[str, dict[str, Any]] = {}
+    action: Literal["mask", "reject"] = "mask"
+    fallback: Literal["regex"] | PresidioFallback | None = None
+    failure_mode: Literal["failClosed", "failOpen"] = Field("failClosed", alias="failureMode")
+    timeout: Duration | None = None  # for both calls of one check, as a webhook's
+    # A streamed answer is analyzed in pieces of about streamBatch characters, each with
+    # streamOverlap characters of the text around it, so an entity of up to streamOverlap
+    # characters cut between two pieces is still found.
+    stream_batch: int = Field(256, alias="streamBatch", ge=1)
+    stream_overlap: int = Field(64, alias="streamOverlap", ge=0)
+
+    @field_validator("action", mode="before")
+    @classmethod
+    def _action(cls, v: Any) -> Any:
+        return _lower(v)
+
+    @field_validator("analyzer_url", "anonymizer_url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None:
+            Target(host=v)
+        return v
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout(cls, v: Duration | None) -> Duration | None:
+        if v is not None:
+            parse_duration(v)
+        return v
+
+    @field_validator("anonymizers")
+    @classmethod
+    def _operators(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for entity, operator in v.items():
+            kind = operator.get("type")
+            if kind not in _OPERATORS:
+                known = ", ".join(sorted(_OPERATORS))
+                raise ValueError(f"anonymizers.{entity}: type {kind!r} is not one of {known}")
+        return v
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Presidio:
+        if self.action == "mask" and self.anonymizer_url is None:
+            raise ValueError("action mask needs anonymizerUrl (the anonymizer writes the masked text)")
+        if self.fallback == "regex" and not self.fallback_builtins():
+            raise ValueError(
+                f"fallback: regex has no builtin for {', '.join(self.entities)}: "
+                f"list rules ({{regex: {{rules: [...]}}}}) or use entities {', '.join(PRESIDIO_BUILTINS)}"
+            )
+        return self
+
+    def fallback_builtins(self) -> list[tuple[str, str]]:
+        """(builtin, Presidio entity) pairs that ``fallback: regex`` checks."""
+        wanted = self.entities or list(PRESIDIO_BUILTINS)
+        return [(PRESIDIO_BUILTINS[e], e) for e in wanted if e in PRESIDIO_BUILTINS]
+
+
 _MODERATION = AliasChoices("openAIModeration", "openaiModeration")
 
 
@@ -250,8 +343,20 @@ def _kinds(model: Any, names: tuple[str, ...]) -> list[tuple[str, Any]]:
     return [(n, getattr(model, n)) for n in names if getattr(model, n) is not None]
 
 
-_KIND_NAMES = {"regex": "regex", "webhook": "webhook", "openai_moderation": "openAIModeration"}
-_KIND_NAMES["google_model_armor"] = "googleModelArmor"
+# Field name -> the kind's config name (KINDS in extproc/guardrails/__init__.py), in check order.
+_KIND_NAMES = {
+    "regex": "regex",
+    "webhook": "webhook",
+    "openai_moderation": "openAIModeration",
+    "google_model_armor": "googleModelArmor",
+    "presidio": "presidio",
+}
+_REQUEST_KINDS = tuple(_KIND_NAMES)
+_RESPONSE_KINDS = tuple(k for k in _KIND_NAMES if k != "openai_moderation")  # moderation: request side
+
+
+def _one_of(names: tuple[str, ...]) -> str:
+    return ", ".join(_KIND_NAMES[n] for n in names)
 
 
 class RequestGuard(Strict):
@@ -259,6 +364,7 @@ class RequestGuard(Strict):
     webhook: Webhook | None = None
     openai_moderation: OpenAIModeration | None = Field(None, validation_alias=_MODERATION)
     google_model_armor: GoogleModelArmor | None = Field(None, alias="googleModelArmor")
+    presidio: Presidio | None = None
     rejection: Rejection | None = None
     scope: list[Scope] = list(DEFAULT_SCOPE)
 
@@ -269,13 +375,13 @@ class RequestGuard(Strict):
 
     @model_validator(mode="after")
     def _one(self) -> RequestGuard:
-        found = _kinds(self, ("regex", "webhook", "openai_moderation", "google_model_armor"))
+        found = _kinds(self, _REQUEST_KINDS)
         if len(found) != 1:
-            raise ValueError("a guard has exactly one of regex, webhook, openAIModeration, googleModelArmor")
+            raise ValueError(f"a guard has exactly one of {_one_of(_REQUEST_KINDS)}")
         return self
 
     def spec(self, phase: str = "request") -> GuardSpec:
-        name, config = _kinds(self, ("regex", "webhook", "openai_moderation", "google_model_armor"))[0]
+        name, config = _kinds(self, _REQUEST_KINDS)[0]
         legacy = config.legacy_rejection if isinstance(config, RegexGuard) else None
         rejection = self.rejection or legacy or Rejection()
         return GuardSpec(phase, _KIND_NAMES[name], config, rejection, tuple(self.scope))
@@ -285,19 +391,28 @@ class ResponseGuard(Strict):
     regex: RegexGuard | None = None
     webhook: Webhook | None = None
     google_model_armor: GoogleModelArmor | None = Field(None, alias="googleModelArmor")
+    presidio: Presidio | None = None
     rejection: Rejection | None = None
+    # An answer's text (messages) and the tool-call arguments the model writes (toolInput).
+    scope: list[Literal["messages", "toolInput"]] = list(RESPONSE_SCOPE)
+
+    @field_validator("scope", mode="before")
+    @classmethod
+    def _scope(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
 
     @model_validator(mode="after")
     def _one(self) -> ResponseGuard:
-        if len(_kinds(self, ("regex", "webhook", "google_model_armor"))) != 1:
-            raise ValueError("a response guard has exactly one of regex, webhook, googleModelArmor")
+        if len(_kinds(self, _RESPONSE_KINDS)) != 1:
+            raise ValueError(f"a response guard has exactly one of {_one_of(_RESPONSE_KINDS)}")
         return self
 
     def spec(self) -> GuardSpec:
-        name, config = _kinds(self, ("regex", "webhook", "google_model_armor"))[0]
-        name = _KIND_NAMES.get(name, name)
+        name, config = _kinds(self, _RESPONSE_KINDS)[0]
+        name = _KIND_NAMES[name]
         legacy = config.legacy_rejection if isinstance(config, RegexGuard) else None
-        return GuardSpec("response", name, config, self.rejection or legacy or Rejection(), ())
+        rejection = self.rejection or legacy or Rejection()
+        return GuardSpec("response", name, config, rejection, tuple(self.scope))
 
 
 class LegacyRequestGuards(Strict):
@@ -307,13 +422,14 @@ class LegacyRequestGuards(Strict):
     webhook: Webhook | None = None
     openai_moderation: OpenAIModeration | None = Field(None, validation_alias=_MODERATION)
     google_model_armor: GoogleModelArmor | None = Field(None, alias="googleModelArmor")
+    presidio: Presidio | None = None
 
     def specs(self) -> list[GuardSpec]:
         return [
             RequestGuard.model_construct(
                 **{name: config, "scope": list(DEFAULT_SCOPE), "rejection": None}
             ).spec()
-            for name, config in _kinds(self, ("regex", "webhook", "openai_moderation", "google_model_armor"))
+            for name, config in _kinds(self, _REQUEST_KINDS)
         ]
 
 
@@ -321,12 +437,14 @@ class LegacyResponseGuards(Strict):
     regex: RegexGuard | None = None
     webhook: Webhook | None = None
     google_model_armor: GoogleModelArmor | None = Field(None, alias="googleModelArmor")
+    presidio: Presidio | None = None
 
     def specs(self) -> list[GuardSpec]:
         out = []
-        for name, config in _kinds(self, ("regex", "webhook", "google_model_armor")):
+        for name, config in _kinds(self, _RESPONSE_KINDS):
             legacy = config.legacy_rejection if isinstance(config, RegexGuard) else None
-            out.append(GuardSpec("response", _KIND_NAMES[name], config, legacy or Rejection(), ()))
+            rejection = legacy or Rejection()
+            out.append(GuardSpec("response", _KIND_NAMES[name], config, rejection, RESPONSE_SCOPE))
         return out
 
 

@@ -11,6 +11,7 @@ from extproc.config.guardrails import GuardSpec, PromptGuard
 from extproc.guardrails.base import Guard
 from extproc.guardrails.model_armor import ModelArmorGuard
 from extproc.guardrails.moderation import ModerationGuard
+from extproc.guardrails.presidio import PresidioGuard
 from extproc.guardrails.regex_guard import RegexGuard
 from extproc.guardrails.webhook import WebhookGuard
 
@@ -19,12 +20,15 @@ KINDS: dict[str, type[Guard]] = {
     "webhook": WebhookGuard,
     "openAIModeration": ModerationGuard,
     "googleModelArmor": ModelArmorGuard,
+    "presidio": PresidioGuard,
 }
 
 
 def build_guard(spec: GuardSpec, max_hold: int) -> Guard:
     if spec.kind == "regex":
         return RegexGuard(spec, max_hold)
+    if spec.kind == "presidio":  # its regex fallback holds a stream as a regex guard does
+        return PresidioGuard(spec, max_hold)
     return KINDS[spec.kind](spec)
 
 

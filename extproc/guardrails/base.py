@@ -41,6 +41,8 @@ class Verdict:
     headers: dict[str, str] = field(default_factory=dict)
     reason: str | None = None
     matched: list[str] = field(default_factory=list)  # rule names, categories: never the text
+    # What decided instead of the guard's service while it could not be reached (presidio: "regex").
+    fallback: str | None = None
 
     @property
     def blocks(self) -> bool:
@@ -135,6 +137,7 @@ def merge(into: Verdict, other: Verdict) -> None:
     if _RANK[other.action] > _RANK[into.action]:
         into.action, into.reason = other.action, other.reason
     into.matched += [m for m in other.matched if m not in into.matched]
+    into.fallback = into.fallback or other.fallback
 
 
 def record(ex: Exchange, phase: str, guard: Guard, verdict: Verdict) -> None:
@@ -144,4 +147,6 @@ def record(ex: Exchange, phase: str, guard: Guard, verdict: Verdict) -> None:
         entry["matched"] = list(verdict.matched)
     if verdict.reason:
         entry["reason"] = verdict.reason
+    if verdict.fallback:
+        entry["fallback"] = verdict.fallback
     ex.guardrails.append(entry)

@@ -6,8 +6,14 @@ its choice's (or content block's) chain of filters, one per guard; what the chai
 leaves in a copy of that delta (none at all while everything is held), and every other event
 passes as it came. Held text is let go, in order, before the events that end its text: the
 choice's finish chunk, ``[DONE]`` and usage chunks; the block's ``content_block_stop``,
-``message_delta``, ``message_stop`` and errors. Pings and the events of other blocks (tool
-arguments, thinking) are not held up.
+``message_delta``, ``message_stop`` and errors. Pings and the events of other blocks (thinking)
+are not held up.
+
+Tool-call arguments, when a guard's scope has ``toolInput`` (``tool_filters``): each call's
+argument text (OpenAI's ``tool_calls[].function.arguments`` deltas, Anthropic's
+``input_json_delta.partial_json``) goes through a chain of its own, one filter per guard (a
+pass-through for the guards without ``toolInput``), masked in its JSON text; the held
+arguments go out before the next call of the choice, its finish chunk or the block's stop.
 
 A filter that rejects ends the stream with an error event in the client's format (OpenAI's
 ``data: {"error": ...}`` then ``data: [DONE]``; Anthropic's ``event: error``); nothing after it
@@ -32,9 +38,16 @@ _ENDS_ALL = frozenset({"message_delta", "message_stop", "error"})
 
 
 class GuardedStream:
-    def __init__(self, api: str, filters: Callable[[], list[StreamFilter]]) -> None:
+    def __init__(
+        self,
+        api: str,
+        filters: Callable[[], list[StreamFilter]],
+        tool_filters: Callable[[], list[StreamFilter]] | None = None,
+    ) -> None:
         self.api = api
         self.filters = filters
+        self.tool_filters = tool_filters  # None: tool arguments pass unchecked
+        self.chunk_fields: Json = {}  # the last OpenAI chunk's id, model, ...: for the deltas it adds
         self.raw = RawEvents()
         self.chains: dict[Hashable, list[StreamFilter]] = {}
         self.done: list[list[StreamFilter]] = []  # chains whose text has ended, for the record
@@ -62,7 +75,8 @@ class GuardedStream:
     async def _text(self, key: Hashable, text: str) -> str:
         chain = self.chains.get(key)
         if chain is None:
-            chain = self.chains[key] = self.filters()
+            make = self.tool_filters if _is_tool(key) and self.tool_filters is not None else self.filters
+            chain = self.chains[key] = make()
         for f in chain:
             text = await f.feed(text) if text else ""
         return text
@@ -103,6 +117,7 @@ class GuardedStream:
                 return b""
             choice["delta"]["content"] = text
             return data_frame(chunk)
+        self.chunk_fields = {k: v for k, v in chunk.items() if k not in ("choices", "usage")}
         out = bytearray()
         changed = False
         for choice in choices:
@@ -118,12 +133,51 @@ class GuardedStream:
             elif new != text:
                 choice["delta"]["content"] = new
                 changed = True
+            if self.tool_filters is not None:
+                before, tools_changed = await self._openai_tools(key, choice)
+                out += before
+                changed = changed or tools_changed
         return bytes(out) + (data_frame(chunk) if changed else raw)
+
+    async def _openai_tools(self, index: Any, choice: Json) -> tuple[bytes, bool]:
+        """A choice's tool-call argument deltas through their chains, in place: (the held
+        arguments of the calls this chunk ends, to go before it; whether the chunk changed)."""
+        out = bytearray()
+        changed = False
+        delta = choice.get("delta")
+        calls = delta.get("tool_calls") if isinstance(delta, dict) else None
+        for call in calls if isinstance(calls, list) else []:
+            function = call.get("function") if isinstance(call, dict) else None
+            if not isinstance(function, dict):
+                continue
+            key = ("tool", index, call.get("index", 0))
+            for other in [k for k in self.chains if _is_tool(k) and k[1] == index and k != key]:
+                out += self._openai_tool_delta(other, await self._end(other))  # a new call: the last ended
+            arguments = function.get("arguments")
+            if isinstance(arguments, str) and arguments:
+                new = await self._text(key, arguments)
+                if new != arguments:
+                    function["arguments"] = new
+                    changed = True
+        if choice.get("finish_reason") is not None:
+            for key in [k for k in self.chains if _is_tool(k) and k[1] == index]:
+                out += self._openai_tool_delta(key, await self._end(key))
+        return bytes(out), changed
+
+    def _openai_tool_delta(self, key: Any, arguments: str) -> bytes:
+        if not arguments:
+            return b""
+        _, index, call = key
+        delta = {"tool_calls": [{"index": call, "function": {"arguments": arguments}}]}
+        return data_frame(
+            {**self.chunk_fields, "choices": [{"index": index, "delta": delta, "finish_reason": None}]}
+        )
 
     async def _openai_end_all(self) -> bytes:
         out = bytearray()
         for key in list(self.chains):
-            out += self._openai_delta(key, await self._end(key))
+            held = await self._end(key)
+            out += self._openai_tool_delta(key, held) if _is_tool(key) else self._openai_delta(key, held)
         return bytes(out)
 
     def _openai_delta(self, key: Hashable, text: str) -> bytes:
@@ -153,10 +207,23 @@ class GuardedStream:
                     return b""
                 delta["text"] = text
                 return messages_common.event("content_block_delta", obj)
+            if (
+                self.tool_filters is not None
+                and isinstance(delta, dict)
+                and delta.get("type") == "input_json_delta"
+                and isinstance(delta.get("partial_json"), str)
+                and delta["partial_json"]
+            ):
+                text = await self._text(("tool", obj.get("index", 0)), delta["partial_json"])
+                if not text:
+                    return b""
+                delta["partial_json"] = text
+                return messages_common.event("content_block_delta", obj)
             return raw
         if kind == "content_block_stop" and obj is not None:
             key = obj.get("index", 0)
-            return self._anthropic_delta(key, await self._end(key)) + raw
+            held = self._anthropic_delta(key, await self._end(key))
+            return held + self._anthropic_delta(("tool", key), await self._end(("tool", key))) + raw
         if kind in _ENDS_ALL:
             out = bytearray()
             for key in list(self.chains):
@@ -167,6 +234,11 @@ class GuardedStream:
     def _anthropic_delta(self, key: Hashable, text: str) -> bytes:
         if not text:
             return b""
+        if _is_tool(key):
+            delta = {"type": "input_json_delta", "partial_json": text}
+            return messages_common.event(
+                "content_block_delta", {"type": "content_block_delta", "index": key[1], "delta": delta}
+            )
         return messages_common.event(
             "content_block_delta",
             {"type": "content_block_delta", "index": key, "delta": {"type": "text_delta", "text": text}},
@@ -177,6 +249,21 @@ class GuardedStream:
             return messages_common.error_event(messages_common.error_type(verdict.status), verdict.message)
         code = "guardrail_unavailable" if verdict.action == "fail_closed" else "guardrail_rejected"
         return error_frame(verdict.message, openai_error_type(verdict.status), code) + DONE
+
+
+class PassThrough(StreamFilter):
+    """A guard's place in a chain where it does not look (tool arguments outside its scope)."""
+
+    async def feed(self, text: str) -> str:
+        return text
+
+    async def flush(self) -> str:
+        return ""
+
+
+def _is_tool(key: Any) -> bool:
+    """A tool call's arguments chain: ("tool", choice, call) for OpenAI, ("tool", block) for Anthropic."""
+    return isinstance(key, tuple) and key[0] == "tool"
 
 
 def _json(data: bytes) -> Json | None:

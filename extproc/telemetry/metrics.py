@@ -22,6 +22,8 @@ queries keep working with ``config.metrics.prefix: agentgateway``, the default):
   when the subject has none): set at each rate limit decision and each admin API change of that
   subject, and read again from the store every 15 s by each worker for the subjects it has seen
   (settled tokens, other replicas, a new period): at most that old (extproc/limits/managed.py).
+- ``guardrail_fallbacks_total`` by ``route``, ``phase``, ``guard`` and ``fallback``: decisions a stand-in
+  made while the guard's service was unreachable (presidio's regex fallback).
 
 Common labels: ``route``, ``provider`` (the config's name), ``gen_ai_operation_name``,
 ``gen_ai_provider_name``, ``gen_ai_request_model`` (the model asked of the provider),
@@ -140,6 +142,11 @@ class GatewayMetrics:
         self.budgets = counter(
             "budget_decisions", "Budget decisions by route and decision.", ("route", "decision")
         )
+        self.guardrail_fallbacks = counter(
+            "guardrail_fallbacks",
+            "Guardrail decisions made by a fallback while the guard's service was unreachable.",
+            ("route", "phase", "guard", "fallback"),
+        )
 
         def gauge(name: str, doc: str) -> Gauge:
             return Gauge(name, doc, GAUGE_LABELS, namespace=ns, registry=self.registry,
@@ -221,6 +228,8 @@ class GatewayMetrics:
         for decision in ex.guardrails:
             labels = (ex.route.name, decision["phase"], decision["guard"], decision["action"])
             child(self.guardrails, labels).inc()
+            if decision.get("fallback"):
+                child(self.guardrail_fallbacks, (*labels[:3], decision["fallback"])).inc()
         if ex.budget is not None:
             child(self.budgets, (ex.route.name, ex.budget["decision"])).inc()
         if ex.api == "models" or up is None:

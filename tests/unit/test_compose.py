@@ -25,6 +25,7 @@ COMPOSE_FILE = ROOT / "docker-compose.yaml"
 DEFAULT_SERVICES = {"render", "envoy", "extproc", "authz", "mock"}
 OBSERVABILITY = {"jaeger", "prometheus", "grafana"}
 INFRA = {"redis", "ratelimit", "postgres", "opa", "openfga", "openfga-init", "keycloak"}
+PRESIDIO = {"presidio-analyzer", "presidio-anonymizer"}
 GATEWAY_PORTS = {3000, 15020, 15021}
 ADMIN_PORT = 15000
 PROVIDER_ENV = {
@@ -192,7 +193,9 @@ def test_profiles():
         assert profiles_of(services[name]) == {"observability", "all"}, name
     for name in INFRA:
         assert profiles_of(services[name]) == {"infra", "all"}, name
-    assert set(services) == DEFAULT_SERVICES | OBSERVABILITY | INFRA
+    for name in PRESIDIO:
+        assert profiles_of(services[name]) == {"presidio", "all"}, name
+    assert set(services) == DEFAULT_SERVICES | OBSERVABILITY | INFRA | PRESIDIO
 
 
 def test_images_are_pinned_and_gateway_image_is_built():
@@ -229,6 +232,19 @@ def test_service_settings():
         volumes = [split_volume(v) for v in services[name]["volumes"]]
         assert ("${GATEWAY_CONFIG:-./policies/gateway.yaml}", CONFIG, True) in volumes, name
         assert ("./policies", "/etc/gateway", True) in volumes, name
+
+
+def test_presidio_images_are_the_engines_the_tests_run_and_stay_on_loopback():
+    """The presidio guard is tested against the presidio-analyzer/-anonymizer wheels: the images are
+    the same release, serve on the images' port 3000, and publish on 127.0.0.1 only (the analyzer
+    reads every prompt)."""
+    dev = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["dev"]
+    services = raw_compose()["services"]
+    for name in PRESIDIO:
+        floor = next(m.group(1) for d in dev if (m := re.match(rf"{name}>=([\w.]+)", d)))
+        assert services[name]["image"] == f"mcr.microsoft.com/{name}:{floor}", name
+        ports = published_ports(services[name])
+        assert ports and all(ip == "127.0.0.1" and target == 3000 for ip, _, target in ports), ports
 
 
 def test_ratelimit_serves_the_gateways_own_descriptors():
@@ -421,7 +437,8 @@ def test_compose_config_is_valid():
         (None, DEFAULT_SERVICES),
         ("observability", DEFAULT_SERVICES | OBSERVABILITY),
         ("infra", DEFAULT_SERVICES | INFRA),
-        ("all", DEFAULT_SERVICES | OBSERVABILITY | INFRA),
+        ("presidio", DEFAULT_SERVICES | PRESIDIO),
+        ("all", DEFAULT_SERVICES | OBSERVABILITY | INFRA | PRESIDIO),
     ],
 )
 def test_compose_profiles(profile, expected):

@@ -152,9 +152,10 @@ def test_older_shape_on_the_response_side() -> None:
             "not a valid CEL expression",
         ),
         (
-            "promptGuard: {response: [{regex: {rules: [{builtin: ssn}]}, scope: [messages]}]}",
-            "promptGuard.response[0].scope",
-            "unknown or unsupported field",
+            # An answer has text and tool calls: no system prompt, no tool results.
+            "promptGuard: {response: [{regex: {rules: [{builtin: ssn}]}, scope: [systemPrompt]}]}",
+            "promptGuard.response[0].scope[0]",
+            "toolInput",
         ),
         (
             "promptGuard: {request: [{regex: {rules: [{builtin: ssn}]}, scope: [everything]}]}",
