@@ -25,6 +25,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AliasChoices, Discriminator, Field, Tag, field_validator, model_validator
 
 from extproc.config.base import Duration, Strict, parse_duration
+from extproc.config.bedrock_guardrails import BedrockGuardrails
 
 Scope = Literal["systemPrompt", "messages", "toolInput", "toolOutput"]
 DEFAULT_SCOPE: tuple[Scope, ...] = ("systemPrompt", "messages")
@@ -250,12 +251,14 @@ def _kinds(model: Any, names: tuple[str, ...]) -> list[tuple[str, Any]]:
 
 
 _KIND_NAMES = {"regex": "regex", "webhook": "webhook", "openai_moderation": "openAIModeration"}
+_KIND_NAMES["bedrock_guardrails"] = "bedrockGuardrails"
 
 
 class RequestGuard(Strict):
     regex: RegexGuard | None = None
     webhook: Webhook | None = None
     openai_moderation: OpenAIModeration | None = Field(None, validation_alias=_MODERATION)
+    bedrock_guardrails: BedrockGuardrails | None = Field(None, alias="bedrockGuardrails")
     rejection: Rejection | None = None
     scope: list[Scope] = list(DEFAULT_SCOPE)
 
@@ -266,13 +269,13 @@ class RequestGuard(Strict):
 
     @model_validator(mode="after")
     def _one(self) -> RequestGuard:
-        found = _kinds(self, ("regex", "webhook", "openai_moderation"))
+        found = _kinds(self, ("regex", "webhook", "openai_moderation", "bedrock_guardrails"))
         if len(found) != 1:
-            raise ValueError("a guard has exactly one of regex, webhook, openAIModeration")
+            raise ValueError("a guard has exactly one of regex, webhook, openAIModeration, bedrockGuardrails")
         return self
 
     def spec(self, phase: str = "request") -> GuardSpec:
-        name, config = _kinds(self, ("regex", "webhook", "openai_moderation"))[0]
+        name, config = _kinds(self, ("regex", "webhook", "openai_moderation", "bedrock_guardrails"))[0]
         legacy = config.legacy_rejection if isinstance(config, RegexGuard) else None
         rejection = self.rejection or legacy or Rejection()
         return GuardSpec(phase, _KIND_NAMES[name], config, rejection, tuple(self.scope))
@@ -281,18 +284,19 @@ class RequestGuard(Strict):
 class ResponseGuard(Strict):
     regex: RegexGuard | None = None
     webhook: Webhook | None = None
+    bedrock_guardrails: BedrockGuardrails | None = Field(None, alias="bedrockGuardrails")
     rejection: Rejection | None = None
 
     @model_validator(mode="after")
     def _one(self) -> ResponseGuard:
-        if len(_kinds(self, ("regex", "webhook"))) != 1:
-            raise ValueError("a response guard has exactly one of regex, webhook")
+        if len(_kinds(self, ("regex", "webhook", "bedrock_guardrails"))) != 1:
+            raise ValueError("a response guard has exactly one of regex, webhook, bedrockGuardrails")
         return self
 
     def spec(self) -> GuardSpec:
-        name, config = _kinds(self, ("regex", "webhook"))[0]
+        name, config = _kinds(self, ("regex", "webhook", "bedrock_guardrails"))[0]
         legacy = config.legacy_rejection if isinstance(config, RegexGuard) else None
-        return GuardSpec("response", name, config, self.rejection or legacy or Rejection(), ())
+        return GuardSpec("response", _KIND_NAMES[name], config, self.rejection or legacy or Rejection(), ())
 
 
 class LegacyRequestGuards(Strict):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from extproc.config.guardrails import GuardSpec, PromptGuard
 from extproc.guardrails.base import Guard
+from extproc.guardrails.bedrock import BedrockGuard
 from extproc.guardrails.moderation import ModerationGuard
 from extproc.guardrails.regex_guard import RegexGuard
 from extproc.guardrails.webhook import WebhookGuard
@@ -17,6 +18,7 @@ KINDS: dict[str, type[Guard]] = {
     "regex": RegexGuard,
     "webhook": WebhookGuard,
     "openAIModeration": ModerationGuard,
+    "bedrockGuardrails": BedrockGuard,
 }
 
 
