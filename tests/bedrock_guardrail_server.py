@@ -11,8 +11,9 @@ signature, scope or service is AWS's 403), or a Bedrock API key as a bearer toke
 
 The guardrails it knows are configured like real ones: PII entities (EMAIL, PHONE) each BLOCKED
 or ANONYMIZED (``{EMAIL}``, as Bedrock masks), denied custom words, and the blocked messaging
-that replaces a blocked text. One output per text block sent when masking, the guardrail's
-blocked messaging as the only output when blocking. Test hooks: a text with
+that replaces a blocked text. One output per text block sent when masking (or, with
+``one_output``, all of them in one), the guardrail's blocked messaging as the only output when
+blocking. Test hooks: a text with
 ``slow-guardrail`` answers after 2 s; ``break-guardrail`` is a 500 InternalServerException.
 """
 
@@ -46,6 +47,7 @@ class Guardrail:
     words: tuple[str, ...] = ()  # denied custom words (BLOCKED)
     blocked_input: str = DEFAULT_BLOCKED
     blocked_output: str = DEFAULT_BLOCKED
+    one_output: bool = False  # masked texts as one output, whatever the number of blocks sent
 
 
 @dataclass
@@ -93,7 +95,7 @@ def assess(guardrail: Guardrail, source: str, texts: list[str]) -> dict[str, Any
             [guardrail.blocked_input if source == "INPUT" else guardrail.blocked_output],
         )
     elif pii:
-        action, outputs = "GUARDRAIL_INTERVENED", masked
+        action, outputs = "GUARDRAIL_INTERVENED", ["\n".join(masked)] if guardrail.one_output else masked
     else:
         action, outputs = "NONE", []
     return {

@@ -4,7 +4,8 @@ Requests are checked as ``source: INPUT`` (the texts of the guard's scope, one c
 each), answers as ``source: OUTPUT`` (each choice's text; a stream in batches of about
 ``streamBatch`` characters, cut between words so an address is not split between two calls).
 extproc/guardrails/bedrock_reply.py reads the answer: a block rejects with the guardrail's
-message, an anonymization replaces the texts.
+message, an anonymization replaces the texts. Masked outputs that cannot be placed (not one per
+text) are asked for again one text at a time, in parallel; still unplaceable, they reject.
 
 boto3 is synchronous. Its calls (credentials from the chain included, which may walk to the
 instance metadata service) run in a thread pool of this process with at most ``POOL_SIZE``
@@ -35,9 +36,10 @@ from extproc.guardrails.base import (
     StreamFilter,
     TextItem,
     Verdict,
+    merge,
     unavailable,
 )
-from extproc.guardrails.bedrock_reply import InvalidReply, read_reply
+from extproc.guardrails.bedrock_reply import InvalidReply, Unplaceable, read_reply
 from extproc.guardrails.http import call_timeout
 
 if TYPE_CHECKING:
@@ -85,8 +87,9 @@ def make_client(config: BedrockGuardrails, timeout: float) -> Any:
     bearer = _secret(auth.key, "key") if auth is not None and auth.key is not None else None
     client_config = Config(
         region_name=config.region,
-        connect_timeout=timeout,
-        read_timeout=timeout,
+        # A little past the guard's own timeout, which decides (the thread ends soon after it).
+        connect_timeout=timeout + 0.25,
+        read_timeout=timeout + 0.25,
         # One attempt: the gateway's timeout and failureMode decide, not botocore's retries.
         retries={"total_max_attempts": 1, "mode": "standard"},
         max_pool_connections=POOL_SIZE,
@@ -165,11 +168,8 @@ class BedrockGuard(Guard):
             return Verdict(ALLOW)
         source = "INPUT" if phase == "request" else "OUTPUT"
         deadline = time.monotonic() + self.timeout
-        loop = asyncio.get_running_loop()
-        call = loop.run_in_executor(pool(), self._apply, source, [items[i].text for i in sent], deadline)
         try:
-            reply = await asyncio.wait_for(call, self.timeout)
-            verdict = read_reply(phase, reply, len(sent), self.spec.rejection)
+            verdict = await self._decide(phase, [items[i].text for i in sent], deadline)
         except TimeoutError:
             return self._failed(f"no answer within {self.timeout:g}s")
         except (GuardrailCallFailed, InvalidReply) as exc:
@@ -183,12 +183,43 @@ class BedrockGuard(Guard):
             log.info("bedrock guardrail %s (%s): %s, %s", self.name, source, verdict.action, verdict.reason)
         return verdict
 
+    async def _decide(self, phase: str, texts: list[str], deadline: float) -> Verdict:
+        try:
+            return await self._ask(phase, texts, deadline)
+        except Unplaceable as unplaceable:
+            if len(texts) == 1:
+                return unplaceable.verdict
+        # Masked outputs that do not line up with several texts: each text on its own.
+        return _combined(await asyncio.gather(*(self._decide(phase, [t], deadline) for t in texts)))
+
+    async def _ask(self, phase: str, texts: list[str], deadline: float) -> Verdict:
+        """One ApplyGuardrail call in the pool, waited for until ``deadline``."""
+        source = "INPUT" if phase == "request" else "OUTPUT"
+        call = asyncio.get_running_loop().run_in_executor(pool(), self._apply, source, texts, deadline)
+        reply = await asyncio.wait_for(call, max(0.0, deadline - time.monotonic()))
+        return read_reply(phase, reply, len(texts), self.spec.rejection)
+
     def _failed(self, why: str) -> Verdict:
         if self.fail_open:
             log.warning("bedrock guardrail %s failed (%s): failing open", self.name, why)
             return Verdict(FAIL_OPEN, reason=why)
         log.warning("bedrock guardrail %s failed (%s): failing closed", self.name, why)
         return unavailable("bedrockGuardrails", why)
+
+
+def _combined(verdicts: list[Verdict]) -> Verdict:
+    """One text per call, put back together: the first reject decides, else every mask in order."""
+    for verdict in verdicts:
+        if verdict.blocks:
+            return verdict
+    out = Verdict(ALLOW, texts=[])
+    for verdict in verdicts:
+        merge(out, verdict)
+        assert out.texts is not None
+        out.texts.append(verdict.texts[0] if verdict.texts else None)
+    if out.action == ALLOW:
+        out.texts = None
+    return out
 
 
 class WordBatchFilter(BufferedFilter):

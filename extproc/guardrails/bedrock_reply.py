@@ -5,8 +5,9 @@
   "Request (or Response) rejected by Bedrock Guardrails: " and the guardrail's own message
   (``outputs[0].text``: its blocked messaging), as the seed's Bedrock webhook answers.
 - Intervened and only ``ANONYMIZED``: the outputs' texts (one per text sent) replace the texts.
-  Outputs that do not line up with the texts cannot be placed, so the text is rejected rather
-  than sent unmasked (as agentgateway does).
+  Outputs that do not line up with the texts cannot be placed: ``Unplaceable`` carries the
+  reject to answer with, and the guard first asks again one text at a time (a text is never
+  sent on unmasked).
 
 What was found is summed up from the assessments, for the log and the usage record, by
 category (``pii:EMAIL``, ``content:VIOLENCE``, ``topic:<name>``, ...), never by the text
@@ -27,6 +28,14 @@ _PREFIX = {"request": "Request", "response": "Response"}
 
 class InvalidReply(Exception):
     """Not an ApplyGuardrail answer the guard can act on (the message says why)."""
+
+
+class Unplaceable(Exception):
+    """An anonymization whose outputs are not one per text sent; ``verdict`` rejects instead."""
+
+    def __init__(self, verdict: Verdict) -> None:
+        super().__init__(verdict.reason)
+        self.verdict = verdict
 
 
 @dataclass
@@ -136,6 +145,8 @@ def read_reply(phase: str, reply: Any, count: int, rejection: Rejection) -> Verd
         reason = f"{reason} (the guardrail gave {len(outputs)} outputs for {count} texts: not maskable)"
     verdict = rejected(rejection, reason=reason[:200], matched=matched)
     if rejection.body == DEFAULT_BODY:  # no body configured: the guardrail's own message
-        message = outputs[0] if outputs and outputs[0] else found.reason() or "the guardrail intervened"
-        verdict.message = f"{_PREFIX[phase]} rejected by Bedrock Guardrails: {message}"
+        message = outputs[0] if found.blocked and outputs and outputs[0] else found.reason()
+        verdict.message = f"{_PREFIX[phase]} rejected by Bedrock Guardrails: {message or 'intervened'}"
+    if not found.blocked:
+        raise Unplaceable(verdict)
     return verdict

@@ -17,7 +17,7 @@ from extproc.config.guardrails import PromptGuard, Rejection
 from extproc.guardrails import build
 from extproc.guardrails.base import ALLOW, FAIL_CLOSED, FAIL_OPEN, MASK, REJECT, TextItem, Verdict
 from extproc.guardrails.bedrock import BedrockGuard, WordBatchFilter
-from extproc.guardrails.bedrock_reply import InvalidReply, read_reply
+from extproc.guardrails.bedrock_reply import InvalidReply, Unplaceable, read_reply
 from tests.bedrock_guardrail_server import Guardrail, GuardrailServer, assess
 
 KEY_ID, SECRET = "AKIDBEDROCKGUARD01", "bedrock-guard-secret"
@@ -127,10 +127,13 @@ def test_blocked_wins_over_anonymized() -> None:
     assert verdict.reason == "BLOCKED: PII detected: PHONE. ANONYMIZED: PII detected: EMAIL"
 
 
-def test_masked_outputs_that_do_not_line_up_reject() -> None:
-    reply = {**assess(Guardrail(pii={"EMAIL": "ANONYMIZED"}), "INPUT", ["a@b.co"])}
-    verdict = read_reply("request", reply, 2, Rejection())
+def test_masked_outputs_that_do_not_line_up_are_a_reject_to_fall_back_on() -> None:
+    reply = assess(Guardrail(pii={"EMAIL": "ANONYMIZED"}), "INPUT", ["a@b.co"])
+    with pytest.raises(Unplaceable) as raised:
+        read_reply("request", reply, 2, Rejection())
+    verdict = raised.value.verdict
     assert verdict.action == REJECT and "1 outputs for 2 texts" in str(verdict.reason)
+    assert verdict.message == "Request rejected by Bedrock Guardrails: ANONYMIZED: PII detected: EMAIL"
 
 
 def test_every_policy_kind_is_named() -> None:
@@ -190,6 +193,7 @@ def server() -> Iterator[GuardrailServer]:
     guardrails = {
         ("grblock", "1"): Guardrail(pii={"EMAIL": "BLOCKED"}, blocked_input=SEED_MESSAGE),
         ("grmask", "DRAFT"): Guardrail(pii={"EMAIL": "ANONYMIZED"}, words=("forbidden-topic",)),
+        ("grjoined", "1"): Guardrail(pii={"EMAIL": "ANONYMIZED"}, one_output=True),
     }
     srv = GuardrailServer(guardrails, {KEY_ID: SECRET}, bearer=API_KEY).start()
     yield srv
@@ -238,6 +242,17 @@ def test_answers_are_checked_as_output(server: GuardrailServer) -> None:
     assert verdict.action == MASK and verdict.texts == ["write to {EMAIL}", None, None]
     assert server.received[-1].body["source"] == "OUTPUT"
     assert len(server.received[-1].body["content"]) == 2  # the empty text is not sent
+
+
+def test_masks_in_one_output_are_asked_for_again_one_text_at_a_time(server: GuardrailServer) -> None:
+    guard = make_guard(server, guardrailIdentifier="grjoined")
+    server.clear()
+    verdict = check(guard, "request", "mail a@b.co", "clean", "or c@d.org")
+    assert verdict.action == MASK and verdict.texts == ["mail {EMAIL}", None, "or {EMAIL}"]
+    assert [len(c.body["content"]) for c in server.received] == [3, 1, 1, 1]
+    assert verdict.matched == ["pii:EMAIL"] and verdict.reason == "ANONYMIZED: PII detected: EMAIL"
+    one = check(guard, "request", "only a@b.co")  # one text: one output, no second call
+    assert one.action == MASK and one.texts == ["only {EMAIL}"] and len(server.received) == 5
 
 
 def test_a_bedrock_api_key_is_a_bearer_token(server: GuardrailServer) -> None:
