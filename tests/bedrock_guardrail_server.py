@@ -24,6 +24,7 @@ import re
 import threading
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote
 
 from aiohttp import web
 from botocore.auth import SigV4Auth
@@ -168,7 +169,8 @@ class GuardrailServer:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
-        m = _PATH.match(request.path)
+        # Matched on the path as sent: an ARN identifier's "/" arrives percent-encoded.
+        m = _PATH.match(request.raw_path.split("?")[0])
         if request.method != "POST" or m is None:
             return _error(404, "UnknownOperationException", "Unknown operation")
         who, why = self.check_auth(request, raw)
@@ -187,7 +189,7 @@ class GuardrailServer:
                 400, "ValidationException", f"1 validation error detected: source={source!r} {extra}"
             )
         texts = [b["text"]["text"] for b in content if isinstance(b, dict) and "text" in b]
-        guardrail = self.guardrails.get((m["id"], m["version"]))
+        guardrail = self.guardrails.get((unquote(m["id"]), unquote(m["version"])))
         if guardrail is None:
             return _error(
                 404,

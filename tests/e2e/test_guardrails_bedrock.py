@@ -55,7 +55,7 @@ def bedrock(server_url: str, identifier: str, version: str, **extra: object) -> 
             "guardrailVersion": version,
             "region": "us-west-2",
             "endpointUrl": server_url,
-            "timeout": "1s",
+            "timeout": "3s",
             "policies": {
                 "backendAuth": {"aws": {"accessKeyId": KEY_ID, "secretAccessKey": "$E2E_GUARD_SECRET"}}
             },

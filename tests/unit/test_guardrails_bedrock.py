@@ -23,6 +23,7 @@ from tests.bedrock_guardrail_server import Guardrail, GuardrailServer, assess
 KEY_ID, SECRET = "AKIDBEDROCKGUARD01", "bedrock-guard-secret"
 API_KEY = "bedrock-api-key-123"
 SEED_MESSAGE = "BLOCKED: PII detected: EMAIL"
+ARN = "arn:aws:bedrock:eu-west-1:123456789012:guardrail/abc123"
 
 # --- config --------------------------------------------------------------------------------------
 
@@ -194,6 +195,7 @@ def server() -> Iterator[GuardrailServer]:
         ("grblock", "1"): Guardrail(pii={"EMAIL": "BLOCKED"}, blocked_input=SEED_MESSAGE),
         ("grmask", "DRAFT"): Guardrail(pii={"EMAIL": "ANONYMIZED"}, words=("forbidden-topic",)),
         ("grjoined", "1"): Guardrail(pii={"EMAIL": "ANONYMIZED"}, one_output=True),
+        (ARN, "2"): Guardrail(pii={"EMAIL": "BLOCKED"}),
     }
     srv = GuardrailServer(guardrails, {KEY_ID: SECRET}, bearer=API_KEY).start()
     yield srv
@@ -206,7 +208,7 @@ def make_guard(server: GuardrailServer, phase: str = "request", **extra: Any) ->
         "guardrailVersion": "1",
         "region": "eu-west-1",
         "endpointUrl": server.url,
-        "timeout": "1s",
+        "timeout": "3s",
         "policies": {"backendAuth": {"aws": {"accessKeyId": KEY_ID, "secretAccessKey": SECRET}}},
         **extra,
     }
@@ -234,6 +236,13 @@ def test_boto3_signs_for_bedrock_and_sends_the_wire_format(server: GuardrailServ
         "source": "INPUT",
         "content": [{"text": {"text": "hi my email is christian@solo.io"}}],
     }
+
+
+def test_an_arn_identifier_travels_encoded_and_signed(server: GuardrailServer) -> None:
+    verdict = check(make_guard(server, guardrailIdentifier=ARN, guardrailVersion=2), "request", "x a@b.co")
+    assert verdict.action == REJECT, verdict
+    call = server.received[-1]
+    assert call.path.endswith("guardrail/abc123/version/2/apply") and call.auth.startswith("sigv4:")
 
 
 def test_answers_are_checked_as_output(server: GuardrailServer) -> None:
