@@ -94,6 +94,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory, guardrail: GuardrailServer) -> 
             route("bgseed-anthropic", "anthropic", host, seed),
             route("bgmask-openai", "openai", host, both),
             route("bgmask-anthropic", "anthropic", host, both),
+            route("bgmask-bedrock", "bedrock", host, both),
             route("bgchain-openai", "openai", host, chain),
             route("bgkey-openai", "openai", host, key),
             route("bgdown-openai", "openai", host, {"request": [bedrock(down, "grseed", "1")]}),
@@ -220,7 +221,7 @@ def test_an_unreachable_guardrail(gw: Gateway, route_name: str, status: int, act
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
-@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+@pytest.mark.parametrize("provider", ["openai", "anthropic", "bedrock"])
 @pytest.mark.parametrize("client", CLIENTS)
 def test_an_anonymized_answer_is_masked(
     gw: Gateway, guardrail: GuardrailServer, client: str, provider: str, stream: bool
