@@ -53,7 +53,7 @@ _pool_lock = threading.Lock()
 
 
 def pool() -> ThreadPoolExecutor:
-    """Made on first use, so a forked extproc worker makes its own threads."""
+    """Made on first use: a process with no Bedrock guardrail to ask starts no threads."""
     global _pool
     with _pool_lock:
         if _pool is None:
