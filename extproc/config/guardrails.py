@@ -25,6 +25,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AliasChoices, Discriminator, Field, Tag, field_validator, model_validator
 
 from extproc.config.base import Duration, Strict, parse_duration
+from extproc.config.bedrock_guardrails import BedrockGuardrails
 from extproc.config.model_armor import GoogleModelArmor
 
 Scope = Literal["systemPrompt", "messages", "toolInput", "toolOutput"]
@@ -350,6 +351,7 @@ _KIND_NAMES = {
     "openai_moderation": "openAIModeration",
     "google_model_armor": "googleModelArmor",
     "presidio": "presidio",
+    "bedrock_guardrails": "bedrockGuardrails",
 }
 _REQUEST_KINDS = tuple(_KIND_NAMES)
 _RESPONSE_KINDS = tuple(k for k in _KIND_NAMES if k != "openai_moderation")  # moderation: request side
@@ -365,6 +367,7 @@ class RequestGuard(Strict):
     openai_moderation: OpenAIModeration | None = Field(None, validation_alias=_MODERATION)
     google_model_armor: GoogleModelArmor | None = Field(None, alias="googleModelArmor")
     presidio: Presidio | None = None
+    bedrock_guardrails: BedrockGuardrails | None = Field(None, alias="bedrockGuardrails")
     rejection: Rejection | None = None
     scope: list[Scope] = list(DEFAULT_SCOPE)
 
@@ -392,6 +395,7 @@ class ResponseGuard(Strict):
     webhook: Webhook | None = None
     google_model_armor: GoogleModelArmor | None = Field(None, alias="googleModelArmor")
     presidio: Presidio | None = None
+    bedrock_guardrails: BedrockGuardrails | None = Field(None, alias="bedrockGuardrails")
     rejection: Rejection | None = None
     # An answer's text (messages) and the tool-call arguments the model writes (toolInput).
     scope: list[Literal["messages", "toolInput"]] = list(RESPONSE_SCOPE)
@@ -423,6 +427,7 @@ class LegacyRequestGuards(Strict):
     openai_moderation: OpenAIModeration | None = Field(None, validation_alias=_MODERATION)
     google_model_armor: GoogleModelArmor | None = Field(None, alias="googleModelArmor")
     presidio: Presidio | None = None
+    bedrock_guardrails: BedrockGuardrails | None = Field(None, alias="bedrockGuardrails")
 
     def specs(self) -> list[GuardSpec]:
         return [
@@ -438,6 +443,7 @@ class LegacyResponseGuards(Strict):
     webhook: Webhook | None = None
     google_model_armor: GoogleModelArmor | None = Field(None, alias="googleModelArmor")
     presidio: Presidio | None = None
+    bedrock_guardrails: BedrockGuardrails | None = Field(None, alias="bedrockGuardrails")
 
     def specs(self) -> list[GuardSpec]:
         out = []

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from extproc.config.guardrails import GuardSpec, PromptGuard
 from extproc.guardrails.base import Guard
+from extproc.guardrails.bedrock import BedrockGuard
 from extproc.guardrails.model_armor import ModelArmorGuard
 from extproc.guardrails.moderation import ModerationGuard
 from extproc.guardrails.presidio import PresidioGuard
@@ -21,6 +22,7 @@ KINDS: dict[str, type[Guard]] = {
     "openAIModeration": ModerationGuard,
     "googleModelArmor": ModelArmorGuard,
     "presidio": PresidioGuard,
+    "bedrockGuardrails": BedrockGuard,
 }
 
 
