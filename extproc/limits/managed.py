@@ -339,7 +339,7 @@ def describe(q: ManagedQuota, p: Peek, now: float) -> dict[str, Any]:
         "used": _number(used),
         "remaining": _number(max(0.0, left)),
         "resets_in_seconds": math.ceil(reset),
-        "period_end": c.window_end or None,
+        "period_end": _number(c.window_end) if c.window_end else None,
         "shadow": q.shadow,
     }
     if q.unit == USD_MICROS:  # the same in dollars, for people (micro-dollars are exact)
