@@ -8,23 +8,32 @@
 Each answers ``{"subject", "quotas": [...]}`` as the quotas are after the change. ``quota`` may be
 left out of a change when only one applies to the subject. Bad input is a 400 whose
 ``error.param`` names the field; no such quota a 404; the store unreachable a 503.
+
+Budgets (``budget/<scope>/<period>``) count whole micro-dollars (``unit: usd_micros``), and
+``limit``/``delta`` are in those; in dollars, give ``limit_usd``/``delta_usd`` instead (a number,
+to the micro-dollar: ``12.5``; not both). A dollar change is for a budget: without ``quota``,
+the subject's one budget is chosen among its quotas; naming a quota that counts something else
+is a 400.
 """
 
 from __future__ import annotations
 
+import math
+from decimal import Decimal
 from typing import Any
 
 import orjson
 from aiohttp import web
 
 from extproc.admin.server import AdminContext, error
-from extproc.limits.managed import QuotaError, Subject
+from extproc.limits.budget_file import MAX_USD, MICRO
+from extproc.limits.managed import USD_MICROS, QuotaError, Subject
 
 # Lua numbers are doubles: a limit or delta past 2**53 would lose its units.
 MAX = 2**53
 FIELDS = {
-    "set": ("subject", "quota", "limit"),
-    "adjust": ("subject", "quota", "delta"),
+    "set": ("subject", "quota", "limit", "limit_usd"),
+    "adjust": ("subject", "quota", "delta", "delta_usd"),
     "reset": ("subject", "quota"),
 }
 
@@ -40,6 +49,36 @@ def _whole(body: dict[str, Any], name: str, low: int, what: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= MAX:
         raise _bad(f"{name}: {value!r} is not {what}", name)
     return value
+
+
+def _usd(body: dict[str, Any], name: str, low: int, what: str) -> int:
+    """Dollars to whole micro-dollars, exactly: more decimals than that are an error, not rounded."""
+    value = body[name]
+    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+        raise _bad(f"{name}: {value!r} is not {what}", name)
+    micros = Decimal(repr(value)) * MICRO
+    if micros != micros.to_integral_value():
+        raise _bad(f"{name}: {value!r} has more decimals than a micro-dollar (0.000001)", name)
+    if not low * MAX_USD <= value <= MAX_USD:
+        raise _bad(f"{name}: {value!r} is not {what}, at most {MAX_USD:,}", name)
+    return int(micros)
+
+
+def _amount(body: dict[str, Any], name: str, negative: bool, nullable: bool) -> tuple[int | None, str | None]:
+    """``name`` (counter units) or ``name_usd`` (dollars): the amount, and the unit it is for
+    (``usd_micros`` when given in dollars, else any)."""
+    dollars = f"{name}_usd"
+    if name in body and dollars in body:
+        raise _bad(f"{dollars}: give {name} or {dollars}, not both", dollars)
+    key, unit = (dollars, USD_MICROS) if dollars in body else (name, None)
+    if nullable and body.get(key, 0) is None:
+        return None, unit
+    sign = "< 0 to take usage back" if negative else "0 or more"
+    if unit is not None:
+        return _usd(body, dollars, -1 if negative else 0, f"dollars, {sign}"), unit
+    null = ", or null" if nullable else ""
+    what = f"a whole number, {sign}{null} (or {dollars}: dollars, for a budget)"
+    return _whole(body, name, -MAX if negative else 0, what), None
 
 
 def _quota(value: object) -> str | None:
@@ -82,15 +121,12 @@ def routes(ctx: AdminContext) -> list[web.RouteDef]:
             subject = Subject.parse(body.get("subject"))
             quota = _quota(body.get("quota"))
             if op == "set":
-                limit = (
-                    None
-                    if body.get("limit", 0) is None
-                    else _whole(body, "limit", 0, "a whole number, 0 or more, or null")
-                )
-                rows = [await manager.set(subject, quota, limit)]
+                limit, unit = _amount(body, "limit", negative=False, nullable=True)
+                rows = [await manager.set(subject, quota, limit, unit)]
             elif op == "adjust":
-                delta = _whole(body, "delta", -MAX, "a whole number, < 0 to take usage back")
-                rows = [await manager.adjust(subject, quota, delta)]
+                delta, unit = _amount(body, "delta", negative=True, nullable=False)
+                assert delta is not None  # not nullable
+                rows = [await manager.adjust(subject, quota, delta, unit)]
             else:
                 rows = await manager.reset(subject, quota)
         except QuotaError as exc:

@@ -4,11 +4,16 @@ The counters live in the serving extproc (its in-process store) or in Redis, so 
 running gateway rather than reading them itself. Where: ``--admin-url``, else ``config.adminApi``
 of ``--config`` (default policies/gateway.yaml). The token: ``--token``, else
 ``$GATEWAY_ADMIN_TOKEN``, else ``config.adminApi.token`` as the sidecar resolves it.
+
+Budgets speak dollars: ``set group_id=marketing --usd 400``, ``adjust user_id=alice --usd -2.50``
+(sent as ``limit_usd``/``delta_usd``: the API converts, exactly to the micro-dollar), and the
+table shows their amounts in dollars.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import urllib.error
@@ -47,10 +52,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     common(qsub.add_parser("show", help="used, limit and remaining of a subject's quotas"))
     p = qsub.add_parser("set", help="override the limit for the subject (takes effect on the next request)")
     common(p)
-    p.add_argument("limit", help="the new limit (requests or tokens per period), or `clear` for the file's")
+    p.add_argument(
+        "limit", nargs="?", help="the new limit (requests, tokens, micro-dollars per period), or `clear`"
+    )
+    p.add_argument("--usd", help="a budget's new limit in dollars, e.g. 12.50 (instead of LIMIT)")
     p = qsub.add_parser("adjust", help="add usage to this period (a negative number takes it back)")
     common(p)
-    p.add_argument("delta", type=int, help="e.g. 5000, or -5000 to give 5000 back")
+    p.add_argument("delta", nargs="?", type=int, help="e.g. 5000, or -5000 to give 5000 back")
+    p.add_argument("--usd", help="dollars to charge a budget: 2.50, or -2.50 to credit (instead of DELTA)")
     common(qsub.add_parser("reset", help="this period's usage back to zero"))
 
 
@@ -99,10 +108,15 @@ def run(args: argparse.Namespace) -> int:
             query = urllib.parse.urlencode(base)
             got = _call(args, "GET", f"/v1/quotas?{query}")
         elif args.quotas_cmd == "set":
-            limit = None if args.limit == "clear" else _limit(args.limit)
-            got = _call(args, "POST", "/v1/quotas/set", base | {"limit": limit})
+            if _one_of(args.limit, args.usd, "LIMIT"):
+                change = {"limit_usd": _dollars(args.usd)}
+            else:
+                change = {"limit": None if args.limit == "clear" else _limit(args.limit)}
+            got = _call(args, "POST", "/v1/quotas/set", base | change)
         elif args.quotas_cmd == "adjust":
-            got = _call(args, "POST", "/v1/quotas/adjust", base | {"delta": args.delta})
+            usd = _one_of(args.delta, args.usd, "DELTA")
+            change = {"delta_usd": _dollars(args.usd)} if usd else {"delta": args.delta}
+            got = _call(args, "POST", "/v1/quotas/adjust", base | change)
         else:
             got = _call(args, "POST", "/v1/quotas/reset", base)
     except CliError as exc:
@@ -128,21 +142,52 @@ def _limit(text: str) -> int:
     return value
 
 
+def _one_of(amount: object, usd: str | None, name: str) -> bool:
+    """True for dollars (--usd), False for the positional amount; exactly one is given."""
+    if (amount is None) == (usd is None):
+        raise CliError(f"give {name} or --usd (dollars, for a budget), one of them")
+    return usd is not None
+
+
+def _dollars(text: str) -> float:
+    """The number as typed (``12.50``, ``$12.50``, ``1,000``): the API checks its range and decimals."""
+    try:
+        value = float(text.strip().lstrip("$").replace(",", "").replace("_", ""))
+    except ValueError:
+        raise CliError(f"--usd: {text!r} is not an amount of dollars (e.g. 12.50)") from None
+    if not math.isfinite(value):
+        raise CliError(f"--usd: {text!r} is not an amount of dollars (e.g. 12.50)")
+    return value
+
+
 def table(got: dict[str, Any]) -> str:
     rows = [("quota", "unit", "period", "limit", "used", "remaining", "resets in")]
     for q in got["quotas"]:
-        limit = f"{q['limit']:,}"
+        usd = "limit_usd" in q  # a budget: its amounts in dollars
+        amount, suffix, unit = (_usd, "_usd", "usd") if usd else (_count, "", q["unit"])
+        limit = amount(q["limit" + suffix])
         if q["override"] is not None:
-            limit += f" (override; configured {q['configured']:,})"
+            limit += f" (override; configured {amount(q['configured' + suffix])})"
         name = q["quota"] + (" [shadow]" if q["shadow"] else "")
-        used, left = f"{q['used']:,}", f"{q['remaining']:,}"
-        rows.append((name, q["unit"], q["period"], limit, used, left, _duration(q["resets_in_seconds"])))
+        used, left = amount(q["used" + suffix]), amount(q["remaining" + suffix])
+        rows.append((name, unit, q["period"], limit, used, left, _duration(q["resets_in_seconds"])))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = [f"subject: {got['subject']}"]
     for r in rows:
         cells = [c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))]
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines) + "\n"
+
+
+def _count(value: float) -> str:
+    return f"{value:,}"
+
+
+def _usd(value: float) -> str:
+    """Dollars with cents, and the micro-dollars when there are any: ``$12.50``, ``$0.000125``."""
+    text = f"{value:,.6f}".rstrip("0")
+    whole, _, cents = text.partition(".")
+    return f"${whole}.{cents.ljust(2, '0')}"
 
 
 def _duration(seconds: int) -> str:

@@ -4,9 +4,10 @@ from a file.
 ``GATEWAY_TEST_CLOCK_FILE`` (an environment variable of the extproc process; unset in
 production, and nothing a client sends can set it) names a file holding seconds to add to
 ``time.time()``, such as ``2678400`` (31 days ahead). Tests write the file to move the gateway
-into the next budget period through the real Envoy. It is read on every call (tests change it
-while the gateway runs); a missing or unreadable file counts as 0. Unset, the clock is
-``time.time`` itself: no file is looked at.
+into the next budget period through the real Envoy. The rate limit stages and the admin API
+(extproc/limits/context.py) read the same clock, so a change finds the counter requests use.
+It is read on every call (tests change it while the gateway runs); a missing or unreadable
+file counts as 0. Unset, the clock is ``time.time`` itself: no file is looked at.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from pathlib import Path
 from extproc.config.base import parse_duration
 from extproc.gateway import Gateway, ResolvedRoute
 from extproc.limits.budget_file import BudgetFile, parse_budgets
+from extproc.limits.budget_quotas import BudgetQuotas
 from extproc.limits.clock import budget_clock
 from extproc.limits.managed import FileLimits, QuotaManager, QuotaSource
 from extproc.limits.plan import stage_needed
@@ -39,7 +40,9 @@ class LimitsContext:
         self.budget_files: dict[Path, WatchedPolicy[BudgetFile]] = {}
         self.remotes: list[RemoteLimiter] = []
         self.stages: list[RateLimitStage | BudgetStage] = []
-        self.clock = budget_clock()  # the wall clock, unless a test set GATEWAY_TEST_CLOCK_FILE
+        # The wall clock, unless a test set GATEWAY_TEST_CLOCK_FILE. One clock for the stages and
+        # the admin API: a change must find the period's counter the next request will use.
+        self.clock = budget_clock()
         self._refresh: asyncio.Task[None] | None = None
 
     def path(self, name: str) -> Path:
@@ -67,7 +70,9 @@ class LimitsContext:
         if p.remote_rate_limit is not None:
             remote = RemoteLimiter(p.remote_rate_limit)
             self.remotes.append(remote)
-        stage = RateLimitStage(route, self.store, fail_open=all(modes), policy=policy, remote=remote)
+        stage = RateLimitStage(
+            route, self.store, fail_open=all(modes), policy=policy, remote=remote, clock=self.clock
+        )
         self.stages.append(stage)  # drained at close: settlements in flight reach the store
         return stage
 
@@ -90,21 +95,21 @@ class LimitsContext:
         return stage
 
     def quota_sources(self) -> list[QuotaSource]:
-        """What the admin API manages (extproc/limits/managed.py): the policy files' limits.
-        Another kind of quota on this store (dollar budgets) adds its source here."""
-        return [FileLimits(lambda: self.policies.values())]
+        """What the admin API manages (extproc/limits/managed.py): the policy files' limits and
+        the budgets files' budgets."""
+        return [FileLimits(lambda: self.policies.values()), BudgetQuotas(lambda: self.budget_files.values())]
 
     def manager(self) -> QuotaManager:
         """Quotas as the admin API and the quota gauges see them, on this process's store."""
         from extproc.telemetry import runtime
 
-        return QuotaManager(self.store, self.quota_sources(), runtime.current().metrics)
+        return QuotaManager(self.store, self.quota_sources(), runtime.current().metrics, self.clock)
 
     def start(self) -> None:
         """In the serving loop: the policy files' watchers, and the quota gauges' refresh."""
         for watched in (*self.policies.values(), *self.budget_files.values()):
             watched.start()
-        if self.policies:
+        if self.policies or self.budget_files:
             self._refresh = asyncio.get_running_loop().create_task(self.manager().refresh_forever())
 
     async def close(self) -> None:

@@ -18,8 +18,11 @@ What an operator can do (the admin API's /v1/quotas routes, ``gateway quotas``):
 - **reset**: the current period's usage back to zero (the override, if any, stays).
 
 Sources of quotas are pluggable (``QuotaSource``): this module has the ``rateLimits`` files'
-one; anything else that keeps its counters in the same store (dollar budgets) adds a source
-that finds its counters for a subject, and every operation works on them unchanged.
+one; anything else that keeps its counters in the same store adds a source that finds its
+counters for a subject, and every operation works on them unchanged. Dollar budgets do
+(extproc/limits/budget_quotas.py): their unit is ``usd_micros`` (whole micro-dollars, as the
+stores' counters are whole numbers); their rows carry dollars too (``limit_usd``, ...), and
+their gauges are in dollars with the unit ``usd``, like ``gen_ai_client_cost_usd_total``.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from extproc.limits.budget_file import MICRO
 from extproc.limits.policy_file import Match
 from extproc.limits.policy_watch import WatchedPolicy
 from extproc.limits.store import Counter, Peek, Store, StoreUnavailable
@@ -47,6 +51,12 @@ REFRESH_BATCH = 500
 # The metrics' labels of a quota: the quota, its period and unit, then the subject's keys (empty
 # when the subject has no value for one).
 GAUGE_LABELS = ("quota", "period", "unit", *IDENTITY_KEYS)
+
+# A budget's counter unit (budget_file.MICRO of them make a dollar).
+USD_MICROS = "usd_micros"
+# A counter unit as the gauges export it, and how many counter units make one of it: dollars,
+# not micro-dollars.
+METRIC_UNITS: dict[str, tuple[str, int]] = {USD_MICROS: ("usd", MICRO)}
 
 
 class QuotaError(Exception):
@@ -101,7 +111,7 @@ class ManagedQuota:
     shadow: bool = False  # counted, never refuses (shadow_mode)
 
     def labels(self) -> tuple[str, ...]:
-        return gauge_labels(self.id, self.period, self.unit, self.subject.entries)
+        return gauge_labels(self.id, self.period, metric_unit(self.unit)[0], self.subject.entries)
 
 
 class QuotaSource(Protocol):
@@ -113,6 +123,11 @@ class QuotaSource(Protocol):
 def gauge_labels(quota: str, period: str, unit: str, entries: Iterable[tuple[str, str]]) -> tuple[str, ...]:
     given = dict(entries)
     return (quota, period, unit, *(given.get(k, "") for k in IDENTITY_KEYS))
+
+
+def metric_unit(unit: str) -> tuple[str, int]:
+    """The unit label of a counter unit's gauges, and how many counter units make one of it."""
+    return METRIC_UNITS.get(unit, (unit, 1))
 
 
 # --- rateLimits files -------------------------------------------------------------------------
@@ -203,9 +218,18 @@ class QuotaManager:
                              "no_such_quota", "quota")  # fmt: skip
         return chosen
 
-    def one(self, subject: Subject, quota: str | None, now: float) -> ManagedQuota:
-        """The quota a change is for: ``quota`` may be left out when only one applies."""
+    def one(self, subject: Subject, quota: str | None, now: float, unit: str | None = None) -> ManagedQuota:
+        """The quota a change is for: ``quota`` may be left out when only one applies. A change in
+        a given ``unit`` (dollars: ``usd_micros``) is for a quota counting that unit: among the
+        subject's quotas, only those are candidates; a named quota counting another is an error."""
         found = self.find(subject, quota, now)
+        if unit is not None:
+            fitting = [q for q in found if q.unit == unit]
+            if not fitting:
+                names = ", ".join(f"{q.id} ({q.unit})" for q in found)
+                raise QuotaError(400, f"quota: nothing of {subject} counts {unit}: {names}", "bad_request",
+                                 "quota")  # fmt: skip
+            found = fitting
         if len(found) > 1:
             names = ", ".join(q.id for q in found)
             raise QuotaError(400, f"quota: {subject} has several quotas, name one: {names}", "bad_request",
@@ -217,15 +241,19 @@ class QuotaManager:
         quotas = self.find(subject, quota, now)
         return await self._report(quotas, now)
 
-    async def set(self, subject: Subject, quota: str | None, limit: int | None) -> dict[str, Any]:
+    async def set(
+        self, subject: Subject, quota: str | None, limit: int | None, unit: str | None = None
+    ) -> dict[str, Any]:
         now = self.clock()
-        q = self.one(subject, quota, now)
+        q = self.one(subject, quota, now, unit)
         await self._store(self.store.set_override(q.counter.override, limit))
         return (await self._report([q], now))[0]
 
-    async def adjust(self, subject: Subject, quota: str | None, delta: int) -> dict[str, Any]:
+    async def adjust(
+        self, subject: Subject, quota: str | None, delta: int, unit: str | None = None
+    ) -> dict[str, Any]:
         now = self.clock()
-        q = self.one(subject, quota, now)
+        q = self.one(subject, quota, now, unit)
         c = q.counter
         if delta > 0:  # charged whatever is left (enforce=False), creating the window if need be
             c.cost, c.enforce, c.cap = delta, False, False
@@ -278,7 +306,8 @@ class QuotaManager:
         for q, p in zip(quotas, peeks, strict=True):
             row = describe(q, p, now)
             if self.gauges is not None:
-                self.gauges.observe_quota(q.labels(), row["used"], row["limit"])
+                per = metric_unit(q.unit)[1]
+                self.gauges.observe_quota(q.labels(), row["used"] / per, row["limit"] / per)
             out.append(row)
         return out
 
@@ -299,7 +328,7 @@ def describe(q: ManagedQuota, p: Peek, now: float) -> dict[str, Any]:
     else:
         used, left = p.level, c.limit - p.level
         reset = max(0.0, c.window_end - now)
-    return {
+    row: dict[str, Any] = {
         "quota": q.id,
         "subject": str(q.subject),
         "unit": q.unit,
@@ -310,9 +339,14 @@ def describe(q: ManagedQuota, p: Peek, now: float) -> dict[str, Any]:
         "used": _number(used),
         "remaining": _number(max(0.0, left)),
         "resets_in_seconds": math.ceil(reset),
-        "period_end": c.window_end or None,
+        "period_end": _number(c.window_end) if c.window_end else None,
         "shadow": q.shadow,
     }
+    if q.unit == USD_MICROS:  # the same in dollars, for people (micro-dollars are exact)
+        for name in ("limit", "configured", "override", "used", "remaining"):
+            value = row[name]
+            row[f"{name}_usd"] = None if value is None else value / MICRO
+    return row
 
 
 def _number(value: float) -> int | float:

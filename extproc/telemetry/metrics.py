@@ -22,6 +22,9 @@ queries keep working with ``config.metrics.prefix: agentgateway``, the default):
   when the subject has none): set at each rate limit decision and each admin API change of that
   subject, and read again from the store every 15 s by each worker for the subjects it has seen
   (settled tokens, other replicas, a new period): at most that old (extproc/limits/managed.py).
+  Dollar budgets are quotas too: ``quota="budget/<scope>/<period>"`` (``budget/group_id/month``),
+  ``unit="usd"``, the values in dollars (the counters' micro-dollars / 1e6), set at each budget
+  decision (the spend includes the reservations held) and each admin change.
 - ``guardrail_fallbacks_total`` by ``route``, ``phase``, ``guard`` and ``fallback``: decisions a stand-in
   made while the guard's service was unreachable (presidio's regex fallback).
 

@@ -3,9 +3,11 @@
 Prometheus is Debian's ``prometheus`` package (installed here when missing, as bench/ installs wrk).
 After two waves of known traffic (so every rate has two samples apart), every query of
 deploy/grafana/dashboards/gateway.json, with Grafana's variables at "All", returns data, and so does
-every rule of deploy/prometheus/alerts.yml; both alerts fire; ``promtool check`` passes. The quota
+every rule of deploy/prometheus/alerts.yml; every alert fires; ``promtool check`` passes. The quota
 alert reads the gateway's own quota gauges: a keyed caller of group team-a uses its monthly quota
-from a rateLimits file, then the admin API adds usage past 80% of it.
+from a rateLimits file, then the admin API adds usage past 80% of it. The budget alert reads the
+same gauges in dollars: a caller of group marketing spends from its monthly budget, and the admin
+API charges it past 80%.
 """
 
 from __future__ import annotations
@@ -107,6 +109,9 @@ descriptors:
     rate_limit: {unit: month, requests_per_unit: 100000}
 """
 ADMIN_TOKEN = "adm-prometheus-test-token-0123456789"
+# The budget alert's caller: a key of group marketing, with $10 a month.
+BUDGET_KEY = "sk-gw-prometheus-marketing-0123456789"
+BUDGETS = "budgets:\n  - {group_id: marketing, period: month, usd: 10}\n"
 
 
 @pytest.fixture(scope="module")
@@ -115,12 +120,16 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     host = f"127.0.0.1:{mock.port}"
     work = tmp_path_factory.mktemp("prom-gw")
     (work / "ratelimits.yaml").write_text(QUOTA_POLICY)
+    (work / "budgets.yaml").write_text(BUDGETS)
     keys = [{"key": QUOTA_KEY, "metadata": {"id": "key-q", "user": "quinn", "team": "team-a"}}]
+    spender = [{"key": BUDGET_KEY, "metadata": {"id": "key-m", "user": "mia", "team": "marketing"}}]
     routes = [
         provider_route("openai", "/openai", {"openAI": {}}, host, OPENAI_KEY),
         failover_route("fo", "/fo", f"127.0.0.1:{down.port}", host),
         provider_route("quota", "/quota", {"openAI": {}}, host, OPENAI_KEY, apiKey={"keys": keys},
                        rateLimits={"file": "ratelimits.yaml", "domain": "prom"}),
+        provider_route("budget", "/budget", {"openAI": {}}, host, OPENAI_KEY, apiKey={"keys": spender},
+                       budgets={"file": "budgets.yaml"}),
     ]  # fmt: skip
     config = listener_config(routes)
     config["config"]["metrics"] = {"fields": {"add": FIELDS}}
@@ -205,6 +214,10 @@ def send_wave(gw: Gateway) -> None:
         f"{gw.url}/quota/v1/chat/completions", json=quota, headers={"authorization": f"Bearer {QUOTA_KEY}"}
     )
     assert r.status_code == 200, r.text
+    r = httpx.post(
+        f"{gw.url}/budget/v1/chat/completions", json=quota, headers={"authorization": f"Bearer {BUDGET_KEY}"}
+    )
+    assert r.status_code == 200 and r.headers["x-budget-scope"] == "group_id=marketing month", r.text
 
 
 def push_team_a_past_80_percent(gw: Gateway) -> None:
@@ -214,6 +227,15 @@ def push_team_a_past_80_percent(gw: Gateway) -> None:
                    headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})  # fmt: skip
     assert r.status_code == 200, r.text
     assert r.json()["quotas"][0]["used"] > 85000  # the traffic's tokens, and what was added
+
+
+def charge_marketing_past_80_percent(gw: Gateway) -> None:
+    """The admin API charges $8.50 of marketing's $10 month by hand (an invoice from elsewhere)."""
+    admin = f"http://127.0.0.1:{gw.config['config']['adminApi']['port']}"
+    r = httpx.post(f"{admin}/v1/quotas/adjust", json={"subject": "group_id=marketing", "delta_usd": 8.5},
+                   headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})  # fmt: skip
+    assert r.status_code == 200, r.text
+    assert 8.5 < r.json()["quotas"][0]["used_usd"] < 8.6  # the traffic's cost, and what was charged
 
 
 def query(url: str, expr: str) -> list[dict]:
@@ -252,6 +274,7 @@ def after_traffic(gateway: Gateway, prometheus: str) -> str:
     scraped(prometheus, time.time())
     send_wave(gateway)
     push_team_a_past_80_percent(gateway)
+    charge_marketing_past_80_percent(gateway)
     time.sleep(0.5)
     scraped(prometheus, time.time())
     time.sleep(2 * SCRAPE)  # the rules evaluated on the new samples
@@ -292,3 +315,8 @@ def test_alert_rule_evaluates_to_data_and_fires(after_traffic: str, rule: dict) 
         assert {a["labels"]["group_id"] for a in firing} == {"team-a"}
         assert {a["labels"]["quota"] for a in firing} == {"rateLimits/prom/group_id=team-a"}
         assert 0.85 < float(result[0]["value"][1]) < 0.9, result
+    if rule["alert"] == "GroupBudget80Percent":
+        assert {(a["labels"]["group_id"], a["labels"]["quota"]) for a in firing} == {
+            ("marketing", "budget/group_id/month")
+        }
+        assert 0.85 < float(result[0]["value"][1]) < 0.86, result

@@ -5,7 +5,10 @@ held to, in one atomic store call (all must have room, or nothing is taken and t
 a 429): the prompt estimate at the input price plus ``max_tokens`` (or ``defaults.maxTokens``
 when the request sets none) at the output price, from the price table. On a route with several
 providers, the dearest of them. Counters are micro-dollars in the store's fixed windows, one per
-budget and period (the period's local start date in the key, its end the window's end).
+budget and period (the period's local start date in the key, its end the window's end), each
+with its override record, which the admin API sets (extproc/limits/budget_quotas.py): read in
+the same atomic step, so a changed budget holds from the next request on, on every replica.
+Each decision sets the budget's quota gauges (in dollars).
 
 ``on_complete`` settles the same counters (the period the request reserved in, even when it ends
 after a boundary) with what the answer cost:
@@ -22,19 +25,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from extproc import tokens
 from extproc.errors import GatewayError
 from extproc.gateway import ResolvedRoute, Upstream
-from extproc.limits import budget_reply, values
-from extproc.limits.budget_file import Budget, BudgetFile, Defaults, micro
+from extproc.limits import budget_quotas, budget_reply, values
+from extproc.limits.budget_file import MICRO, Budget, BudgetFile, Defaults, micro
 from extproc.limits.budget_reply import BudgetState
-from extproc.limits.periods import period_of
 from extproc.limits.policy_watch import WatchedPolicy
-from extproc.limits.store import Counter, Store, StoreUnavailable
+from extproc.limits.store import Counter, State, Store, StoreUnavailable
 from extproc.pipeline.exchange import Exchange
 from extproc.pipeline.stage import Needs, Stage
 from extproc.telemetry import runtime
@@ -91,7 +93,7 @@ class BudgetStage(Stage):
             ex.budget = {"decision": "unpriced"}
             raise budget_reply.unpriced(values.model_of(ex) or "")
         now = self.clock()
-        counters = [_counter(b, value, cost, now) for b, value in budgets]
+        counters = [budget_quotas.counter(b, value, cost, now) for b, value in budgets]
         try:
             got = await self.store.reserve(counters, now)
         except StoreUnavailable as exc:
@@ -105,6 +107,7 @@ class BudgetStage(Stage):
             "budgets": [s.what for s in states],
             "reserved_usd": cost / 1e6,
         }
+        _observe(budgets, counters, got.states)
         if not got.taken:
             ex.budget = {"decision": "deny", **record}
             raise budget_reply.refusal(states)
@@ -190,7 +193,9 @@ class BudgetStage(Stage):
             await asyncio.gather(*list(self._settling), return_exceptions=True)
 
 
-def _counter(budget: Budget, value: str, cost: int, now: float) -> Counter:
-    period = period_of(budget.period, budget.tz, now)
-    key = f"budget:{budget.scope}={value}:{budget.period}:{period.name}"
-    return Counter(key, budget.limit, cost, window_end=period.end)
+def _observe(budgets: list[tuple[Budget, str]], counters: list[Counter], states: Sequence[State]) -> None:
+    """The budgets' gauges as this decision found them (the limit in force: an override too)."""
+    metrics = runtime.current().metrics
+    for (budget, value), c, state in zip(budgets, counters, states, strict=True):
+        used = c.limit - state.remaining
+        metrics.observe_quota(budget_quotas.gauge(budget, value), used / MICRO, c.limit / MICRO)
