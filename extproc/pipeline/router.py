@@ -47,8 +47,22 @@ from extproc.pipeline.stream_errors import ANTHROPIC_TIMEOUT
 
 log = logging.getLogger("gateway.router")
 
+# A stream whose body ended before its last event (a provider that stopped early, or a provider
+# connection cut after the headers, which the stream relay ends cleanly).
+TRUNCATED_RECORD = (
+    "the provider's stream ended before its last event: its connection was closed or reset, "
+    "or it stopped early"
+)
 _UPSTREAM_ID = re.compile(r'key: "upstream"\s+value \{\s*string_value: "([^"]+)"')
 _LLM_APIS = frozenset({"completions", "messages", "embeddings"})
+
+
+_RELAY_ENDPOINT = re.compile(rf'key: "{h.RELAY_METADATA_KEY}"\s+value \{{\s*string_value: "1"')
+
+
+def is_relay_endpoint(metadata_text: str) -> bool:
+    """Whether Envoy picked a relay twin's endpoint (render/clusters.py, ``relay_cluster``)."""
+    return _RELAY_ENDPOINT.search(metadata_text) is not None
 
 
 def upstream_of_metadata(gw: Gateway, metadata_text: str) -> Upstream | None:
@@ -86,6 +100,7 @@ class RouterProcessor:
         # A stream's clock (monotonic seconds): when the request went to the provider, when the
         # provider last sent something, and the route's limits (request, idle, maximum).
         self.clock = StreamClock()
+        self.route_name = ""  # the Envoy route that matched: a stream's relay twin is named by it
 
     # 1 -------------------------------------------------------------------
 
@@ -98,6 +113,7 @@ class RouterProcessor:
         trace_parent: str | None = None,
     ) -> Reply:
         path = headers.get(":path", "/")
+        self.route_name = route_name
         self.api = client_request.api_of_path(path)
         route = self.gw.routes_by_id.get(route_name.split("#", 1)[0])
         if route is None:
@@ -185,7 +201,25 @@ class RouterProcessor:
                 reply.remove_headers.append("content-encoding")
         if ex.stream:
             self._start_stream_clock(ex, reply)
+            if self.gw.limits.stream_relay:
+                self._via_relay(reply, self.route_name, direct)
         return reply
+
+    @staticmethod
+    def _via_relay(reply: Reply, route_name: str, direct: Upstream | None) -> None:
+        """A stream's provider leg goes through the stream relay (extproc/stream_relay.py), so a
+        provider connection cut after the headers ends as a body without its last event, which
+        the reader ends with an error event, instead of a reset Envoy cannot answer. Envoy matches
+        the route again and picks its relay twin (render/routes.py). On several-provider routes
+        the upstream phase names each attempt's upstream for the relay."""
+        reply.set_headers[h.RELAY] = route_name
+        reply.clear_route_cache = True
+        if direct is not None:
+            reply.set_headers[h.RELAY_UPSTREAM] = direct.id
+        # Envoy matches no route for a request without x-forwarded-proto (its route table treats
+        # that as a broken request), so the egress allowlist's removal waits: the twin route
+        # removes it after matching, and the relay never forwards it.
+        reply.remove_headers = [r for r in reply.remove_headers if r != "x-forwarded-proto"]
 
     def _start_stream_clock(self, ex: Exchange, reply: Reply) -> None:
         """A stream's route timeout is its maximum (the route's own is for whole answers); Envoy's
@@ -305,6 +339,8 @@ class RouterProcessor:
             reader.settle()
             ex.usage, ex.response_model = reader.usage, reader.response_model
             outcome = "ok" if ex.status < 400 else "provider_error"
+            if reader.truncated:  # the client got an error event: the answer is not whole
+                outcome, ex.error = "stream_cut", TRUNCATED_RECORD
             await self._finish(ex, ex.status, outcome)
         return reply
 

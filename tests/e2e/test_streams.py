@@ -23,7 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import httpx
+import openai
 import pytest
 
 from tests.e2e.conftest import (
@@ -229,6 +231,14 @@ def assert_error_ending(api: str, got: Received, code: str) -> dict:
     return body["error"]  # type: ignore[no-any-return]
 
 
+def _is_json(data: str) -> bool:
+    try:
+        json.loads(data)
+    except ValueError:
+        return False
+    return True
+
+
 def assert_complete(api: str, got: Received) -> None:
     assert got.status == 200 and got.error is None, got
     events = sse(got.body)
@@ -330,24 +340,56 @@ def test_a_routes_timeout_policy_sets_its_own_stream_limits(streams: Streams, re
 
 @pytest.mark.parametrize("kind", ["fin", "rst"])
 @pytest.mark.parametrize(("provider", "api"), CASES)
-def test_a_cut_provider_connection_never_looks_like_a_complete_stream(
+def test_a_cut_provider_connection_ends_with_an_error_event(
     streams: Streams, relay: Relay, provider: str, api: str, kind: str
 ) -> None:
-    """After the headers Envoy can only reset the client's stream (no response is left to give):
-    the client's HTTP library reports the body incomplete, at once, and the record says stream_cut."""
-    relay.fault = Fault(kind, 300)
+    """The provider's connection closes (FIN) or resets (RST) after the headers and some events:
+    the stream relay ends Envoy's body cleanly and the client's stream ends with the error event
+    in its format when the cut happens (not at a timeout), never looking complete; the record
+    says stream_cut."""
+    relay.fault = Fault(kind, 700)  # past the first events of every format
     path, body = request(provider, api)
     got = stream(streams.gw, path, body, PACED)
-    assert got.status == 200 and got.error is not None, got
-    assert "incomplete" in got.error or "reset" in got.error.lower() or "closed" in got.error
-    # Seen at once, not after a timeout: Envoy resets the stream when the provider's connection
-    # goes, then closes the client's connection within its delayed-close time (1 s).
-    assert got.seconds < MAX, got.seconds
-    if got.body:  # whatever came is whole events, never a terminal one
-        assert got.body.endswith(b"\n\n") and b"[DONE]" not in got.body and b"message_stop" not in got.body
+    error = assert_error_ending(api, got, "stream_truncated")
+    assert "ended early" in error["message"]
+    assert got.seconds < MAX, got.seconds  # ended by the cut (stream_truncated), not a timer
+    events = sse(got.body)
+    assert len(events) > (2 if api == "chat" else 1), events  # events came before the cut
+    assert not any(name == "message_stop" for name, _ in events), events[-3:]
+    for _, data in events:  # every event whole: never half a JSON document before the error
+        assert data == "[DONE]" or _is_json(data), events
     record = usage_record(streams.gw, got.request_id)
-    assert record["outcome"] == "stream_cut" and record["http_status_code"] == 200
+    assert record["outcome"] == "stream_cut" and record["http_status_code"] == 200, record
     assert relay.cuts
+
+
+@pytest.mark.parametrize("kind", ["fin", "rst"])
+@pytest.mark.parametrize(("provider", "api"), CASES)
+def test_the_official_sdks_raise_at_a_cut_providers_error_event(
+    streams: Streams, relay: Relay, provider: str, api: str, kind: str
+) -> None:
+    """What an application sees: the events before the cut, then the SDK's API error (not a
+    connection error, and not a stream that just stops)."""
+    relay.fault = Fault(kind, 700)
+    body = request(provider, api)[1]
+    base = f"{streams.gw.url}/{provider}"
+    got: list[object] = []
+    if api == "chat":
+        client = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0, timeout=15)
+        with pytest.raises(openai.APIError) as raised:
+            for chunk in client.chat.completions.create(**body, extra_headers=PACED):
+                got.append(chunk)
+        assert not isinstance(raised.value, openai.APIConnectionError), raised.value
+    else:
+        messages = anthropic.Anthropic(base_url=base, api_key="unused", max_retries=0, timeout=15)
+        body = {k: v for k, v in body.items() if k != "stream"}
+        with pytest.raises(anthropic.APIError) as raised:  # noqa: SIM117 (the error is raised inside)
+            with messages.messages.stream(**body, extra_headers=PACED) as events:
+                for event in events:
+                    got.append(event)
+        assert not isinstance(raised.value, anthropic.APIConnectionError), raised.value
+    assert "ended early" in str(raised.value), raised.value
+    assert got, "no event arrived before the cut"
 
 
 # --- 3. stream endings -----------------------------------------------------------------------------

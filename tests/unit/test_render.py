@@ -173,8 +173,10 @@ def _hcm(rendered: dict) -> dict:
     return rendered["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
 
 
-def _envoy_routes(rendered: dict) -> list[dict]:
-    return [r for vh in _hcm(rendered)["route_config"]["virtual_hosts"] for r in vh["routes"]]
+def _envoy_routes(rendered: dict, twins: bool = False) -> list[dict]:
+    """The Envoy routes, without the streams' relay twins unless asked (``<name>#relay``)."""
+    routes = [r for vh in _hcm(rendered)["route_config"]["virtual_hosts"] for r in vh["routes"]]
+    return [r for r in routes if twins or not r["name"].endswith("#relay")]
 
 
 def test_backend_and_sidecar_clusters_do_not_cap_retries_at_envoys_default() -> None:
@@ -316,8 +318,8 @@ def test_listener_hostnames_are_virtual_hosts() -> None:
     assert [
         (v["domains"], [r["name"] for r in v["routes"]]) for v in hcm["route_config"]["virtual_hosts"]
     ] == [
-        (["*"], ["plain", "plain#1"]),
-        (["api.example.com"], ["tls"]),
+        (["*"], ["plain#relay", "plain#1#relay", "plain", "plain#1"]),  # the relay twins first
+        (["api.example.com"], ["tls#relay", "tls"]),
     ]
     assert hcm["strip_any_host_port"] is True
 
