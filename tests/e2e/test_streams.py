@@ -7,9 +7,11 @@ and both client APIs (OpenAI chat completions, Anthropic Messages) are covered.
 - A stream that keeps delivering outlives ``requestTimeout``; a non-streamed answer does not.
 - Silence between chunks past ``streamIdleTimeout``, or a stream past ``streamMaxDuration``: the
   client gets an error event in its stream format and a cleanly ended body.
-- A provider that hangs up (FIN) or resets (RST) after the headers: Envoy resets the client's
-  stream (no HTTP response is left to give; the README says why), so no client mistakes the
-  truncated answer for a complete one, and the usage record says ``stream_cut``.
+- A provider that hangs up (FIN) or resets (RST) after the headers: the stream relay (the
+  extproc sidecar's, ``limits.streamRelay``) ends Envoy's body cleanly, and the client gets the
+  events so far (whole ones only), then the error event in its format and a clean end; the
+  official SDKs raise their API error there; the usage record says ``stream_cut``. Without the
+  relay Envoy can only reset the client's stream (the README says why).
 - OpenAI-format streams end with ``data: [DONE]``, after an in-band error too, passthrough and
   translated alike.
 """
@@ -146,6 +148,20 @@ def streams(tmp_path_factory: pytest.TempPathFactory, mock: Mock) -> Iterator[St
     )
     try:
         with running([], lambda: launch(tmp_path_factory.mktemp("streams"), config, mock)) as gw:
+            yield Streams(gw, relay)
+    finally:
+        relay.close()
+
+
+@pytest.fixture(scope="module")
+def unrelayed(tmp_path_factory: pytest.TempPathFactory, mock: Mock) -> Iterator[Streams]:
+    """``limits.streamRelay: false``: streams' provider leg goes from Envoy straight to the provider."""
+    relay = Relay(mock.port)
+    config = listener_config(
+        _routes(relay.host), requestTimeout=f"{REQUEST_TIMEOUT}s", sidecarTimeout="2s", streamRelay=False
+    )
+    try:
+        with running([], lambda: launch(tmp_path_factory.mktemp("streams-unrelayed"), config, mock)) as gw:
             yield Streams(gw, relay)
     finally:
         relay.close()
@@ -390,6 +406,22 @@ def test_the_official_sdks_raise_at_a_cut_providers_error_event(
         assert not isinstance(raised.value, anthropic.APIConnectionError), raised.value
     assert "ended early" in str(raised.value), raised.value
     assert got, "no event arrived before the cut"
+
+
+@pytest.mark.parametrize("kind", ["fin", "rst"])
+@pytest.mark.parametrize(("provider", "api"), [("openai", "chat"), ("bedrock", "messages")])
+def test_without_the_stream_relay_a_cut_resets_the_clients_stream(
+    unrelayed: Streams, provider: str, api: str, kind: str
+) -> None:
+    """What ``streamRelay: false`` trades the relay's cost for: Envoy can only reset the client's
+    stream, which no HTTP client mistakes for a complete body; the record still says stream_cut."""
+    unrelayed.relay.fault = Fault(kind, 700)
+    path, body = request(provider, api)
+    got = stream(unrelayed.gw, path, body, PACED)
+    assert got.status == 200 and got.error is not None, got
+    assert b"[DONE]" not in got.body and b"message_stop" not in got.body and b"ended early" not in got.body
+    record = usage_record(unrelayed.gw, got.request_id)
+    assert record["outcome"] == "stream_cut" and record["http_status_code"] == 200
 
 
 # --- 3. stream endings -----------------------------------------------------------------------------
