@@ -26,6 +26,7 @@ import contextlib
 import logging
 import socket
 import ssl
+import struct
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -153,7 +154,11 @@ class Relay:
                 break
             if not data:
                 break
-            await resp.write(data)
+            try:
+                await resp.write(data)
+            except ConnectionError:  # Envoy let go (the client went, or the gateway ended the stream)
+                upstream.close()
+                return resp
         await resp.write_eof()
         return resp
 
@@ -168,7 +173,7 @@ def _abort(request: web.BaseRequest) -> None:
         with contextlib.suppress(OSError):
             sock = transport.get_extra_info("socket")
             if sock is not None:  # an RST, as a failed provider connection would give Envoy
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         transport.abort()
 
 
@@ -177,7 +182,9 @@ async def start(gw: Gateway, listen: str, reuse_port: bool = False) -> tuple[web
     relay = Relay(gw)
     # Envoy's connections to the relay go idle after 60 s (render/clusters.py): the relay keeps
     # them longer, so Envoy never sends a request on a connection the relay is closing.
-    server = web.Server(relay.handle, access_log=None, keepalive_timeout=300)
+    # A connection Envoy closes cancels its handler (handler_cancellation): the provider's
+    # connection goes at once, even while the provider is silent (a stall the gateway ended).
+    server = web.Server(relay.handle, handler_cancellation=True, access_log=None, keepalive_timeout=300)
     runner = web.ServerRunner(server, handle_signals=False)
     await runner.setup()
     host, port = split_hostport(listen)

@@ -35,8 +35,9 @@ class Provider:
     """A provider that answers every request with HEAD, EVENTS, then ``ending``."""
 
     def __init__(self, ending: str) -> None:
-        self.ending = ending  # fin, rst, whole, refuse (no answer at all: reset before headers)
+        self.ending = ending  # fin, rst, whole, stall, refuse (no answer at all: reset before headers)
         self.requests: list[bytes] = []
+        self.let_go = asyncio.Event()  # (stall) the relay closed this provider connection
         self.port = 0
 
     async def start(self) -> asyncio.Server:
@@ -67,6 +68,9 @@ class Provider:
             writer.write(_chunk(b'"}\n\n') + b"0\r\n\r\n")
             await writer.drain()
             writer.close()
+        elif self.ending == "stall":
+            await reader.read()  # silent until the relay lets go
+            self.let_go.set()
         elif self.ending == "rst":
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             writer.transport.abort()
@@ -158,6 +162,21 @@ def test_the_provider_gets_the_request_as_sent_without_the_relays_own_headers() 
         assert body == b'{"stream":true}'
 
     _run("whole", check)
+
+
+def test_a_caller_that_lets_go_of_a_silent_stream_frees_the_providers_connection() -> None:
+    """The gateway ended a stalled stream (streamIdleTimeout): Envoy closes its connection to the
+    relay, and the relay closes the provider's at once, though the provider sends nothing more."""
+
+    async def check(provider: Provider, base: str, relay: stream_relay.Relay) -> None:
+        async with httpx.AsyncClient() as client:
+            resp = await client.send(_request(base), stream=True)
+            async for _ in resp.aiter_raw():
+                break  # the first bytes, then away
+            await resp.aclose()
+        await asyncio.wait_for(provider.let_go.wait(), 2)
+
+    _run("stall", check)
 
 
 def test_a_failure_before_the_headers_resets_the_callers_connection() -> None:
