@@ -33,7 +33,7 @@ from extproc import contracts
 from extproc import headers as h
 from extproc.errors import GatewayError
 from extproc.gateway import Gateway, ResolvedRoute, Upstream
-from extproc.pipeline import client_request, encoding, outbound, trace_context
+from extproc.pipeline import client_request, encoding, outbound, stream_route, trace_context
 from extproc.pipeline.answer import ResponseReader
 from extproc.pipeline.attempts import attempts_of
 from extproc.pipeline.exchange import Exchange, new_request_id
@@ -55,14 +55,6 @@ TRUNCATED_RECORD = (
 )
 _UPSTREAM_ID = re.compile(r'key: "upstream"\s+value \{\s*string_value: "([^"]+)"')
 _LLM_APIS = frozenset({"completions", "messages", "embeddings"})
-
-
-_RELAY_ENDPOINT = re.compile(rf'key: "{h.RELAY_METADATA_KEY}"\s+value \{{\s*string_value: "1"')
-
-
-def is_relay_endpoint(metadata_text: str) -> bool:
-    """Whether Envoy picked a relay twin's endpoint (render/clusters.py, ``relay_cluster``)."""
-    return _RELAY_ENDPOINT.search(metadata_text) is not None
 
 
 def upstream_of_metadata(gw: Gateway, metadata_text: str) -> Upstream | None:
@@ -202,24 +194,8 @@ class RouterProcessor:
         if ex.stream:
             self._start_stream_clock(ex, reply)
             if self.gw.limits.stream_relay:
-                self._via_relay(reply, self.route_name, direct)
+                stream_route.via_relay(reply, self.route_name, direct)
         return reply
-
-    @staticmethod
-    def _via_relay(reply: Reply, route_name: str, direct: Upstream | None) -> None:
-        """A stream's provider leg goes through the stream relay (extproc/stream_relay.py), so a
-        provider connection cut after the headers ends as a body without its last event, which
-        the reader ends with an error event, instead of a reset Envoy cannot answer. Envoy matches
-        the route again and picks its relay twin (render/routes.py). On several-provider routes
-        the upstream phase names each attempt's upstream for the relay."""
-        reply.set_headers[h.RELAY] = route_name
-        reply.clear_route_cache = True
-        if direct is not None:
-            reply.set_headers[h.RELAY_UPSTREAM] = direct.id
-        # Envoy matches no route for a request without x-forwarded-proto (its route table treats
-        # that as a broken request), so the egress allowlist's removal waits: the twin route
-        # removes it after matching, and the relay never forwards it.
-        reply.remove_headers = [r for r in reply.remove_headers if r != "x-forwarded-proto"]
 
     def _start_stream_clock(self, ex: Exchange, reply: Reply) -> None:
         """A stream's route timeout is its maximum (the route's own is for whole answers); Envoy's

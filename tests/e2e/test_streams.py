@@ -39,6 +39,7 @@ from tests.e2e.conftest import (
     VERTEX_TOKEN,
     Gateway,
     Mock,
+    failover_route,
     launch,
     listener_config,
     provider_route,
@@ -139,6 +140,8 @@ def streams(tmp_path_factory: pytest.TempPathFactory, mock: Mock) -> Iterator[St
             timeout={"streamIdleTimeout": "0.5s", "streamMaxDuration": "1s"},
         )
     )
+    # Several providers: the upstream phase names each attempt's upstream for the stream relay.
+    routes.append(failover_route("failover", "/failover", relay.host, f"127.0.0.1:{mock.port}"))
     config = listener_config(
         routes,
         requestTimeout=f"{REQUEST_TIMEOUT}s",
@@ -406,6 +409,27 @@ def test_the_official_sdks_raise_at_a_cut_providers_error_event(
         assert not isinstance(raised.value, anthropic.APIConnectionError), raised.value
     assert "ended early" in str(raised.value), raised.value
     assert got, "no event arrived before the cut"
+
+
+@pytest.mark.parametrize("kind", ["fin", "rst"])
+@pytest.mark.parametrize("api", APIS)
+def test_a_cut_on_a_failover_route_ends_with_an_error_event(
+    streams: Streams, relay: Relay, api: str, kind: str
+) -> None:
+    """The primary (Anthropic, through the test relay) cuts after its headers: too late to fail
+    over (the client has the 200), so the stream ends with the error event in the client's format."""
+    relay.fault = Fault(kind, 700)
+    if api == "chat":
+        path, body = "/failover/v1/chat/completions", {"model": "any", "stream": True, "messages": []}
+    else:
+        path = "/failover/v1/messages"
+        body = {"model": "any", "max_tokens": 64, "stream": True, "messages": []}
+    body["messages"] = [{"role": "user", "content": PROMPT}]
+    got = stream(streams.gw, path, body, PACED)
+    assert_error_ending(api, got, "stream_truncated")
+    record = usage_record(streams.gw, got.request_id)
+    assert record["outcome"] == "stream_cut" and record["provider"] == "primary", record
+    assert relay.cuts
 
 
 @pytest.mark.parametrize("kind", ["fin", "rst"])
