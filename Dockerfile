@@ -39,7 +39,7 @@ RUN groupadd --system --gid 10001 gateway \
 COPY --from=build /opt/venv /opt/venv
 USER gateway:gateway
 WORKDIR /home/gateway
-# 9001 ext_proc gRPC, 9002 ext_authz gRPC, 9100 mock provider, 9464 /metrics
-EXPOSE 9001 9002 9100 9464
+# 9001 ext_proc gRPC, 9002 ext_authz gRPC, 9003 stream relay, 9100 mock provider, 9464 /metrics
+EXPOSE 9001 9002 9003 9100 9464
 # No ENTRYPOINT: docker-compose.yaml gives each service its full command.
 CMD ["python", "-m", "extproc", "--help"]

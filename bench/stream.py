@@ -88,7 +88,7 @@ def anthropic_stream(deltas: int) -> tuple[bytes, int]:
     return b"".join(out), len(delta)
 
 
-def stream_gateway_config(port: int, mock: int) -> dict:
+def stream_gateway_config(port: int, mock: int, relay: bool = True) -> dict:
     route = {
         "name": "anthropic",
         "matches": [{"path": {"pathPrefix": "/anthropic"}}],
@@ -98,7 +98,9 @@ def stream_gateway_config(port: int, mock: int) -> dict:
         # The mock's x-mock-* controls are client headers: the allowlist must let them through.
         "policies": {"backendAuth": {"key": "bench-key"}, "ai": {"forwardHeaders": ["x-mock-*"]}},
     }
-    return gateway_config(port, [route])
+    config = gateway_config(port, [route])
+    config["config"]["limits"] = {"streamRelay": relay}  # streams' provider leg through the stream relay
+    return config
 
 
 def read_stream(
@@ -121,7 +123,13 @@ def read_stream(
 
 
 def measure(
-    events: int, runs: int, concurrency: int, envoy_concurrency: int, work: Path, quick: bool = False
+    events: int,
+    runs: int,
+    concurrency: int,
+    envoy_concurrency: int,
+    work: Path,
+    quick: bool = False,
+    relay: bool = True,
 ) -> dict[str, dict[str, float]]:
     """TTFT and events/s for each path; starts and stops its own mock, Envoy and gateway."""
     fixtures = work / "fixtures" / "bench"
@@ -151,7 +159,7 @@ def measure(
     envoy = start_envoy(
         plain_proxy_config(proxy_port, free_port(), mock_port), work, "envoy-alone", envoy_concurrency
     )
-    stack = gateway_stack(stream_gateway_config(gw_port, mock_port), work, envoy_concurrency)
+    stack = gateway_stack(stream_gateway_config(gw_port, mock_port, relay), work, envoy_concurrency)
     paths = {
         "envoy": (f"http://127.0.0.1:{proxy_port}/v1/messages", "messages"),
         "native": (f"http://127.0.0.1:{gw_port}/anthropic/v1/messages", "messages"),
@@ -247,13 +255,22 @@ def main() -> None:
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--envoy-concurrency", type=int, default=1, help="worker threads of both Envoys")
     parser.add_argument("--quick", action="store_true", help="a smoke run")
+    parser.add_argument(
+        "--no-stream-relay",
+        action="store_true",
+        help="limits.streamRelay: false (streams' provider leg direct)",
+    )
     args = parser.parse_args()
     if args.quick:
         args.events, args.runs, args.concurrency = min(args.events, 100), min(args.runs, 3), 2
     work = Path(tempfile.mkdtemp(prefix="gw-bench-stream-"))
-    results = measure(args.events, args.runs, args.concurrency, args.envoy_concurrency, work, args.quick)
+    relay = not args.no_stream_relay
+    results = measure(
+        args.events, args.runs, args.concurrency, args.envoy_concurrency, work, args.quick, relay
+    )
     print(
-        f"{args.events} delta events per stream, one write each; aggregate over {args.concurrency} streams\n"
+        f"{args.events} delta events per stream, one write each; aggregate over {args.concurrency} streams; "
+        f"stream relay {'on' if relay else 'off'}\n"
     )
     print(table(results))
     if args.json:

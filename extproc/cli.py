@@ -89,6 +89,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         listen_host=args.listen_host,
         admin_host=args.admin_host,
         metrics=args.metrics_addr,
+        relay=args.relay_addr,
     )
     text = dump(render(gateway.build(loaded.config), addrs), args.format)
     if args.output:
@@ -182,6 +183,11 @@ async def _extproc_main(gw: gateway.Gateway, args: argparse.Namespace, config_di
         url = ledger.url_of(gw.config.config.ledger, config_dir, _data_dir(args))
         ctx = admin.AdminContext(gw, config_dir, url, limits)
         runner = await admin.start(ctx, admin_cfg)
+    relay = None
+    if gw.limits.stream_relay and args.relay_listen:  # streams' provider leg (extproc/stream_relay.py)
+        from extproc import stream_relay
+
+        relay = await stream_relay.start(gw, args.relay_listen, reuse_port=getattr(args, "reuseport", False))
     try:
         await task
     except asyncio.CancelledError:
@@ -189,6 +195,9 @@ async def _extproc_main(gw: gateway.Gateway, args: argparse.Namespace, config_di
     finally:
         if runner is not None:
             await runner.cleanup()
+        if relay is not None:
+            await relay[0].cleanup()
+            await relay[1].close()
 
 
 def _start_telemetry(args: argparse.Namespace, gw: gateway.Gateway) -> bool:
@@ -232,6 +241,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         mock_port=None if args.no_mock else args.mock_port,
         extproc_workers=args.extproc_workers,
         metrics_port=args.extproc_metrics_port,
+        relay_port=args.relay_port,
     )
     try:
         stack.start(timeout=60)
@@ -273,6 +283,7 @@ def main(argv: list[str] | None = None) -> None:
         "--extproc-workers", type=int, default=1, help="extproc processes sharing a port (see supervisor.py)"
     )
     p.add_argument("--extproc-metrics-port", type=int, default=9464, help="the sidecar's /metrics port")
+    p.add_argument("--relay-port", type=int, default=9003, help="the sidecar's stream relay port")
 
     p = sub.add_parser("check", help="validate a gateway config")
     p.add_argument("config")
@@ -285,6 +296,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--listen-host", default="0.0.0.0")
     p.add_argument("--admin-host", default="127.0.0.1")
     p.add_argument("--metrics-addr", default="127.0.0.1:9464", help="the extproc sidecar's /metrics")
+    p.add_argument("--relay-addr", default="127.0.0.1:9003", help="the extproc sidecar's stream relay")
     p.add_argument("--format", choices=["yaml", "json"], default="yaml")
     p.add_argument("--output", "-o")
 
@@ -298,6 +310,11 @@ def main(argv: list[str] | None = None) -> None:
             )
             p.add_argument("--metrics-listen", default="127.0.0.1:9464", help="/metrics; '' for none")
             p.add_argument("--envoy-stats", help="Envoy's /stats/prometheus URL, appended to /metrics")
+            p.add_argument(
+                "--relay-listen",
+                default="127.0.0.1:9003",
+                help="the stream relay (with limits.streamRelay; '' for none)",
+            )
             p.add_argument("--data-dir", help="the default ledger.db's folder (default: the config's)")
             p.add_argument(
                 "--no-admin-api", action="store_true", help="do not serve config.adminApi (other workers do)"

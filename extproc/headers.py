@@ -62,3 +62,12 @@ CLIENT_REQUEST_ID = "x-gw-client-request-id"
 # A stream's route timeout, set by the router phase (Envoy's router reads and removes it): streams
 # are bounded by streamMaxDuration, whole answers by the route's requestTimeout.
 UPSTREAM_TIMEOUT = "x-envoy-upstream-rq-timeout-ms"
+
+# The stream relay (extproc/stream_relay.py): the router phase sets RELAY on a stream, with
+# clear_route_cache, so Envoy picks the route's relay twin (render/routes.py; the twin removes the
+# header before the provider leg), and a phase names the upstream the relay must dial in
+# RELAY_UPSTREAM (the relay removes it). Both are x-gw-: no client can send them.
+RELAY = "x-gw-relay"
+RELAY_UPSTREAM = "x-gw-relay-upstream"
+# Endpoint metadata key of a relay twin's endpoints: the upstream phase sets RELAY_UPSTREAM there.
+RELAY_METADATA_KEY = "relay"

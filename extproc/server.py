@@ -123,6 +123,8 @@ def to_proto(kind: str, reply: Reply) -> pb.ProcessingResponse:
         common.body_mutation.body = reply.body
     if reply.metadata:
         resp.dynamic_metadata.update({METADATA_NAMESPACE: reply.metadata})
+    if reply.clear_route_cache:
+        common.clear_route_cache = True
     if reply.response_header_mode == "SEND":
         resp.mode_override.CopyFrom(_WITH_RESPONSE)
     if reply.response_body_mode is not None:

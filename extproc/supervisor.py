@@ -80,11 +80,13 @@ class Stack:
     # More than one: see the module docstring (per-worker state).
     extproc_workers: int = 1
     metrics_port: int | None = None  # extproc's /metrics (Envoy's :15020 routes to it); None: a free port
+    relay_port: int | None = None  # extproc's stream relay (extproc/stream_relay.py); None: a free port
     envoy_concurrency: int | None = None  # Envoy worker threads; None = one per core
     envoy_log_level: str = "warning"
     quiet: bool = False
     backoff: Backoff = field(default_factory=Backoff)  # restarts after an unasked exit
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    relay_used: bool = field(default=False, init=False)  # limits.streamRelay, read by render()
 
     def __post_init__(self) -> None:
         self.watchdog = Watchdog(self._start_child, self._restarted, self._last_line, self.backoff)
@@ -116,10 +118,12 @@ class Stack:
             authz=f"127.0.0.1:{self.authz_port}",
             listen_host="127.0.0.1",
             metrics=f"127.0.0.1:{self._metrics_port()}",
+            relay=f"127.0.0.1:{self._relay_port()}",
         )
         path = self.workdir / "envoy.yaml"
         path.write_text(yaml.safe_dump(envoy_config.render(gw, addrs), sort_keys=False))
         cfg = loaded.config.config
+        self.relay_used = bool(cfg.limits.stream_relay)
         self.readiness_port = cfg.readiness_port
         self.envoy_stats = f"http://127.0.0.1:{cfg.admin_port}/stats/prometheus"
         self.envoy_ports = {bind.port: "Envoy listener" for bind in loaded.config.binds}
@@ -138,6 +142,8 @@ class Stack:
         needed[self.authz_port] = "authz"
         needed[self.extproc_port] = "extproc"
         needed[self._metrics_port()] = "extproc metrics"
+        if self.relay_used:
+            needed[self._relay_port()] = "extproc stream relay"
         if self.mock_port:
             needed[self.mock_port] = "mock provider"
         return needed
@@ -156,6 +162,7 @@ class Stack:
         extproc = [*py, "extproc", "--config", self.config_path, "--listen", f"127.0.0.1:{self.extproc_port}"]
         metrics = f"127.0.0.1:{self._metrics_port()}"
         extproc += ["--metrics-listen", metrics, "--envoy-stats", self.envoy_stats]
+        extproc += ["--relay-listen", f"127.0.0.1:{self._relay_port()}" if self.relay_used else ""]
         # SO_REUSEPORT only among these workers: a single one must own its port outright.
         env = None
         if workers > 1:
@@ -193,6 +200,11 @@ class Stack:
         if self.metrics_port is None:
             self.metrics_port = ports.free_port()
         return self.metrics_port
+
+    def _relay_port(self) -> int:
+        if self.relay_port is None:
+            self.relay_port = ports.free_port()
+        return self.relay_port
 
     def _multiproc_dir(self) -> Path:
         """This run's prometheus-client multiprocess directory, emptied: samples of an earlier

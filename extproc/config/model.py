@@ -125,6 +125,10 @@ class Limits(Strict):
     # bounded by silence between chunks and by its whole length, not by ``requestTimeout``.
     stream_idle_timeout: Duration = Field("300s", alias="streamIdleTimeout")
     stream_max_duration: Duration = Field("1h", alias="streamMaxDuration")
+    # Streams' provider leg through the stream relay (extproc/stream_relay.py), so a provider
+    # connection cut after the headers (FIN, RST) ends the client's stream with an error event
+    # instead of a reset (README, "When a provider cuts a stream").
+    stream_relay: bool = Field(True, alias="streamRelay")
 
 
 # Limits that are durations: each must parse (semantic_problems).

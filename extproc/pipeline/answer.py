@@ -25,6 +25,9 @@ from extproc.gateway import Upstream
 from extproc.pipeline import stream_errors
 from extproc.translate import anthropic, openai
 from extproc.translate import usage as usage_mod
+from extproc.translate.messages_common import TRUNCATED
+
+_TRUNCATED = TRUNCATED.encode()
 
 
 def usage_format(up: Upstream, api: str, model: str) -> str | None:
@@ -57,6 +60,7 @@ class ResponseReader:
         # provider's content-length and content-encoding cannot stay.
         self.rewrites = False
         self.ended = False  # the client's stream has had its last event
+        self.truncated = False  # the provider's body ended before its last event (an error event went out)
 
     # --- headers ---------------------------------------------------------
 
@@ -150,7 +154,11 @@ class ResponseReader:
             return self._sent(stream.finish())
         out = stream.feed(data) if data else b""
         if end:
-            out += stream.finish()
+            out = self._sent(out)
+            tail = stream.finish()
+            # The translators end a body that stopped early with their "ended early" error event.
+            self.truncated = not self.ended and _TRUNCATED in tail
+            out += tail
             self.settle()
         return self._sent(out)
 

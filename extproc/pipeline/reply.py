@@ -31,6 +31,8 @@ class Reply:
     # gateway may end a stream before the provider does (stream_errors.py).
     streamed: bool = False
     end_of_stream: bool = False
+    # Envoy matches the route again after this reply's header changes (a stream's relay twin).
+    clear_route_cache: bool = False
 
 
 def error_reply(api: str, err: GatewayError) -> Reply:

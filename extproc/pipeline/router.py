@@ -33,7 +33,7 @@ from extproc import contracts
 from extproc import headers as h
 from extproc.errors import GatewayError
 from extproc.gateway import Gateway, ResolvedRoute, Upstream
-from extproc.pipeline import client_request, encoding, outbound, trace_context
+from extproc.pipeline import client_request, encoding, outbound, stream_route, trace_context
 from extproc.pipeline.answer import ResponseReader
 from extproc.pipeline.attempts import attempts_of
 from extproc.pipeline.exchange import Exchange, new_request_id
@@ -47,6 +47,12 @@ from extproc.pipeline.stream_errors import ANTHROPIC_TIMEOUT
 
 log = logging.getLogger("gateway.router")
 
+# A stream whose body ended before its last event (a provider that stopped early, or a provider
+# connection cut after the headers, which the stream relay ends cleanly).
+TRUNCATED_RECORD = (
+    "the provider's stream ended before its last event: its connection was closed or reset, "
+    "or it stopped early"
+)
 _UPSTREAM_ID = re.compile(r'key: "upstream"\s+value \{\s*string_value: "([^"]+)"')
 _LLM_APIS = frozenset({"completions", "messages", "embeddings"})
 
@@ -86,6 +92,7 @@ class RouterProcessor:
         # A stream's clock (monotonic seconds): when the request went to the provider, when the
         # provider last sent something, and the route's limits (request, idle, maximum).
         self.clock = StreamClock()
+        self.route_name = ""  # the Envoy route that matched: a stream's relay twin is named by it
 
     # 1 -------------------------------------------------------------------
 
@@ -98,6 +105,7 @@ class RouterProcessor:
         trace_parent: str | None = None,
     ) -> Reply:
         path = headers.get(":path", "/")
+        self.route_name = route_name
         self.api = client_request.api_of_path(path)
         route = self.gw.routes_by_id.get(route_name.split("#", 1)[0])
         if route is None:
@@ -185,6 +193,8 @@ class RouterProcessor:
                 reply.remove_headers.append("content-encoding")
         if ex.stream:
             self._start_stream_clock(ex, reply)
+            if self.gw.limits.stream_relay:
+                stream_route.via_relay(reply, self.route_name, direct)
         return reply
 
     def _start_stream_clock(self, ex: Exchange, reply: Reply) -> None:
@@ -305,6 +315,8 @@ class RouterProcessor:
             reader.settle()
             ex.usage, ex.response_model = reader.usage, reader.response_model
             outcome = "ok" if ex.status < 400 else "provider_error"
+            if reader.truncated:  # the client got an error event: the answer is not whole
+                outcome, ex.error = "stream_cut", TRUNCATED_RECORD
             await self._finish(ex, ex.status, outcome)
         return reply
 

@@ -15,11 +15,13 @@ from __future__ import annotations
 import orjson
 
 from extproc import contracts
+from extproc import headers as h
 from extproc.errors import GatewayError
 from extproc.gateway import Gateway, Upstream
 from extproc.pipeline import outbound
 from extproc.pipeline.reply import Reply
 from extproc.pipeline.router import forward_of, upstream_of_metadata
+from extproc.pipeline.stream_route import is_relay_endpoint
 from extproc.telemetry import runtime, tracing
 from extproc.telemetry.attempt_span import AttemptSpan
 
@@ -34,6 +36,7 @@ class UpstreamProcessor:
         self.headers: dict[str, str] = {}
         self.span: AttemptSpan | None = None
         self.tracestate = ""
+        self.relayed = False  # this attempt goes to the stream relay, which must know the upstream
 
     async def request_headers(
         self,
@@ -55,6 +58,7 @@ class UpstreamProcessor:
                 500, f"the router phase left no usable routing decision ({exc})", code="gateway_internal"
             ) from None
         self.upstream, self.api = up, contracts.client_api_name(self.decision.client_api)
+        self.relayed = is_relay_endpoint(host_metadata)
         self.method, self.headers = headers.get(":method", "POST"), headers
         self.span = AttemptSpan.begin(runtime.current().tracer, metadata, attempt, up, self.api)
         self.tracestate = metadata.get(tracing.TRACESTATE_KEY, "")
@@ -75,6 +79,8 @@ class UpstreamProcessor:
         out = await outbound.build(
             self.upstream, self.api, self.method, path, parsed, body, self.headers, forward
         )
+        if self.relayed:
+            out.set_headers[h.RELAY_UPSTREAM] = self.upstream.id
         if self.span is not None:
             out.set_headers.update(self.span.headers(self.tracestate))
             self.span.method, self.span.path = self.method, out.attempt.path

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from extproc.gateway import Gateway
-from extproc.render.clusters import admin_cluster, backend_cluster, sidecar_cluster
+from extproc.render.clusters import admin_cluster, backend_cluster, relay_cluster, sidecar_cluster
 from extproc.render.common import (
     AUTHZ_CLUSTER,
     EXTPROC_CLUSTER,
@@ -51,6 +51,12 @@ def render(gw: Gateway, addrs: SidecarAddresses | None = None) -> Json:
     clusters += [
         backend_cluster(b, gw, direct=r.direct_upstream is not None) for r in gw.routes for b in r.backends
     ]
+    if gw.limits.stream_relay:  # streams' provider leg (render/routes.py, extproc/stream_relay.py)
+        clusters += [
+            relay_cluster(b, gw, r.direct_upstream is not None, addrs.relay)
+            for r in gw.routes
+            for b in r.backends
+        ]
     listeners = [gateway_listener(gw, p, addrs.listen_host) for p in ports]
     listeners += [readiness_listener(gw, addrs.listen_host), metrics_listener(gw, addrs.listen_host)]
     return {

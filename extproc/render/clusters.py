@@ -10,10 +10,11 @@ from __future__ import annotations
 import ipaddress
 
 from extproc.gateway import Gateway, ResolvedBackend, Upstream
-from extproc.headers import METADATA_NAMESPACE
+from extproc.headers import METADATA_NAMESPACE, RELAY_METADATA_KEY
 from extproc.render.common import (
     ADMIN_CLUSTER,
     Json,
+    relay_cluster_name,
     seconds,
     socket_address,
     split_hostport,
@@ -214,4 +215,41 @@ def backend_cluster(backend: ResolvedBackend, gw: Gateway, direct: bool) -> Json
         },
         "typed_extension_protocol_options": {_HTTP_OPTIONS: _protocol_options(gw, direct)},
         "transport_socket_matches": socket_matches,
+    }
+
+
+def relay_cluster(backend: ResolvedBackend, gw: Gateway, direct: bool, relay: str) -> Json:
+    """The backend's twin for streams (render/routes.py picks it): the same endpoints, priorities
+    and metadata, so failover and the upstream phase work unchanged, but every endpoint is the
+    stream relay (extproc/stream_relay.py) in plain HTTP/1.1; the relay dials the provider, TLS
+    verified, named by the phase in ``x-gw-relay-upstream``. Endpoints share one address; each
+    is still its own host to Envoy (its own pool, health, retry predicate)."""
+    host, port = split_hostport(relay)
+    priorities: dict[int, list[Json]] = {}
+    for up in backend.upstreams:
+        priorities.setdefault(up.priority, []).append(
+            {
+                "endpoint": {"address": socket_address(host, port), "hostname": up.authority},
+                "metadata": {
+                    "filter_metadata": {METADATA_NAMESPACE: {"upstream": up.id, RELAY_METADATA_KEY: "1"}}
+                },
+            }
+        )
+    options = _protocol_options(gw, direct)
+    # Shorter than the relay's keep-alive (300 s), so Envoy never reuses a connection the relay
+    # is closing (a reset before the response: no retry on a single-provider route).
+    options["common_http_protocol_options"] = {"idle_timeout": "60s"}
+    name = relay_cluster_name(backend.cluster)
+    return {
+        "name": name,
+        "type": "STRICT_DNS",
+        "dns_lookup_family": "V4_PREFERRED",
+        "connect_timeout": "1s",
+        "per_connection_buffer_limit_bytes": 64 * 1024 * 1024,
+        "circuit_breakers": circuit_breakers(gw.limits.max_connections),
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"priority": p, "lb_endpoints": eps} for p, eps in sorted(priorities.items())],
+        },
+        "typed_extension_protocol_options": {_HTTP_OPTIONS: options},
     }

@@ -11,6 +11,11 @@ TYPE_URL = "type.googleapis.com/"
 EXTPROC_CLUSTER = "gw_extproc"
 AUTHZ_CLUSTER = "gw_authz"
 ADMIN_CLUSTER = "gw_admin"
+RELAY_SUFFIX = "_relay"  # a backend cluster's twin whose endpoints are the stream relay
+
+
+def relay_cluster_name(cluster: str) -> str:
+    return cluster + RELAY_SUFFIX
 
 
 @dataclass(frozen=True)
@@ -22,6 +27,7 @@ class SidecarAddresses:
     listen_host: str = "0.0.0.0"
     admin_host: str = "127.0.0.1"
     metrics: str = "127.0.0.1:9464"  # the extproc sidecar's /metrics (extproc --metrics-listen)
+    relay: str = "127.0.0.1:9003"  # the extproc sidecar's stream relay (extproc --relay-listen)
 
 
 def seconds(value: float) -> str:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from extproc.config.model import Cors, RouteMatch, parse_duration
 from extproc.gateway import Gateway, ResolvedRoute
+from extproc.headers import RELAY
 from extproc.render import ratelimit
-from extproc.render.common import Json, seconds, typed
+from extproc.render.common import Json, relay_cluster_name, seconds, typed
 from extproc.render.filters import CORS, EXT_AUTHZ, authz_per_route
 
 
@@ -99,7 +100,7 @@ def _retry_policy(route: ResolvedRoute) -> Json | None:
     return policy
 
 
-def _route_action(route: ResolvedRoute, gw: Gateway) -> Json:
+def _route_action(route: ResolvedRoute, gw: Gateway, relay: bool = False) -> Json:
     request = route.timeout_seconds(gw.request_timeout)
     action: Json = {"timeout": seconds(request)}
     # Backstop for the stream limits (README, "Stream timeouts"): the router phase ends a stalled
@@ -114,11 +115,15 @@ def _route_action(route: ResolvedRoute, gw: Gateway) -> Json:
         action["host_rewrite_literal"] = route.host_rewrite
     else:
         action["auto_host_rewrite"] = True
+
+    def cluster(name: str) -> str:
+        return relay_cluster_name(name) if relay else name
+
     if len(route.backends) == 1:
-        action["cluster"] = route.backends[0].cluster
+        action["cluster"] = cluster(route.backends[0].cluster)
     else:
         action["weighted_clusters"] = {
-            "clusters": [{"name": b.cluster, "weight": b.weight} for b in route.backends],
+            "clusters": [{"name": cluster(b.cluster), "weight": b.weight} for b in route.backends],
         }
     retry = _retry_policy(route)
     if retry:
@@ -132,21 +137,42 @@ def _envoy_routes(route: ResolvedRoute, gw: Gateway) -> list[Json]:
     Each entry is built afresh: shared dicts would be dumped as YAML aliases."""
     out = []
     for i, match in enumerate(route.matches or [RouteMatch()]):
-        per_filter: Json = {EXT_AUTHZ: authz_per_route(route, gw)}
-        if route.policies.cors:
-            per_filter[CORS] = _cors_policy(route.policies.cors)
-        limit = ratelimit.per_route(route)
-        if limit is not None:
-            per_filter[ratelimit.LOCAL_RATELIMIT] = limit
-        out.append(
-            {
-                "name": route.id if i == 0 else f"{route.id}#{i}",
-                "match": _envoy_match(match),
-                "route": _route_action(route, gw),
-                "typed_per_filter_config": per_filter,
-            }
-        )
+        out.append(_envoy_route(route, gw, _envoy_match(match), route.id if i == 0 else f"{route.id}#{i}"))
     return out
+
+
+def _relay_twins(route: ResolvedRoute, gw: Gateway) -> list[Json]:
+    """With ``limits.streamRelay``, each Envoy route has a relay twin (``<name>#relay``) to the
+    backends' relay clusters (clusters.py). The router phase picks it for a stream by setting
+    ``x-gw-relay: <name>`` and having Envoy match again (clear_route_cache). The twins match on
+    that header alone, and come first in their virtual host: by then the router phase may have
+    rewritten ``:path`` to the provider's (single-provider routes), which no route's own match
+    would take. No client can send the header (it is removed at the listener), and the twin
+    removes it before the provider leg."""
+    out = []
+    for i, _ in enumerate(route.matches or [RouteMatch()]):
+        name = route.id if i == 0 else f"{route.id}#{i}"
+        match = {"prefix": "/", "headers": [{"name": RELAY, "string_match": {"exact": name}}]}
+        twin = _envoy_route(route, gw, match, f"{name}#relay", relay=True)
+        # (x-forwarded-proto: kept by the router phase for this match, see pipeline/router.py)
+        twin["request_headers_to_remove"] = [RELAY, "x-forwarded-proto"]
+        out.append(twin)
+    return out
+
+
+def _envoy_route(route: ResolvedRoute, gw: Gateway, match: Json, name: str, relay: bool = False) -> Json:
+    per_filter: Json = {EXT_AUTHZ: authz_per_route(route, gw)}
+    if route.policies.cors:
+        per_filter[CORS] = _cors_policy(route.policies.cors)
+    limit = ratelimit.per_route(route)
+    if limit is not None:
+        per_filter[ratelimit.LOCAL_RATELIMIT] = limit
+    return {
+        "name": name,
+        "match": match,
+        "route": _route_action(route, gw, relay),
+        "typed_per_filter_config": per_filter,
+    }
 
 
 def virtual_hosts(gw: Gateway, port: int, stat_prefix: str) -> list[Json]:
@@ -156,9 +182,13 @@ def virtual_hosts(gw: Gateway, port: int, stat_prefix: str) -> list[Json]:
     listeners does not matter; within a host, routes keep the config's order. Anything no route
     matches is a JSON 404 (the local reply mapper formats the NR reply)."""
     hosts: dict[str, list[Json]] = {}
+    twins: dict[str, list[Json]] = {}
     for route in gw.routes:
         if route.port == port:
             hosts.setdefault(route.hostname or "*", []).extend(_envoy_routes(route, gw))
+            if gw.limits.stream_relay:
+                twins.setdefault(route.hostname or "*", []).extend(_relay_twins(route, gw))
+    hosts = {domain: [*twins.get(domain, []), *routes] for domain, routes in hosts.items()}
     return [
         {
             "name": stat_prefix if domain == "*" else domain,

@@ -10,7 +10,16 @@ from . import common as c
 from . import messages_common as m
 from .anthropic_response import ERROR_STATUS, FINISH_REASONS, _usage
 from .base import Json, openai_error_type
-from .sse import DONE, JSONEventTranslator, RawEvents, SSEDecoder, SSEEvent, error_frame, truncated_frames
+from .sse import (
+    DONE,
+    JSONEventTranslator,
+    RawEvents,
+    SSEDecoder,
+    SSEEvent,
+    complete_tail,
+    error_frame,
+    truncated_frames,
+)
 from .usage import Usage, from_anthropic, set_counters
 
 # ---------------------------------------------------------------- stream
@@ -162,9 +171,7 @@ class AnthropicStreamObserver:
         return b"".join(raws)
 
     def finish(self) -> bytes:
-        raw = self._raw.flush()
-        if raw and not raw.endswith((b"\n", b"\r")):
-            raw += b"\n\n"  # the provider stopped mid-line: end that event before ours
+        raw = complete_tail(self._raw.flush())
         self._read(self._sse.feed(raw) + self._sse.flush())
         if self.done:
             return raw

@@ -8,7 +8,7 @@ import orjson
 
 from . import common as c
 from .base import Json, openai_error, openai_error_type
-from .sse import DONE, RawEvents, SSEDecoder, SSEEvent, truncated_frames
+from .sse import DONE, RawEvents, SSEDecoder, SSEEvent, complete_tail, truncated_frames
 from .usage import Usage, from_openai
 
 
@@ -102,8 +102,7 @@ class ChatStream:
 
     def finish(self) -> bytes:
         raw = self._raw.flush()
-        if raw and not raw.endswith((b"\n", b"\r")):
-            raw += b"\n\n"  # the provider stopped mid-line: end that event before ours
+        raw = complete_tail(raw)
         out = self._filtered(raw, self._sse.feed(raw) + self._sse.flush()) if raw else b""
         if self.done:
             return out

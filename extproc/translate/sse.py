@@ -126,6 +126,33 @@ class RawEvents:
         return rest
 
 
+def complete_tail(raw: bytes) -> bytes:
+    """What a passthrough stream may still send of the bytes after its last blank line, at its end.
+
+    Some servers end their last event without the blank line (``data: [DONE]`` and EOF): such an
+    event is complete all the same and goes on, ended. An event the body ends inside (a provider
+    connection cut mid-body, which the stream relay ends cleanly) is not dispatched, as the SSE
+    spec says of an event the stream ends in: the client never gets half a JSON document before
+    the gateway's error event. Complete means it has data, and each ``data`` is ``[DONE]`` or a
+    JSON document."""
+    if not raw:
+        return raw
+    if not raw.endswith((b"\n", b"\r")):
+        raw += b"\n\n"  # the provider stopped mid-line: end that event before ours
+    decoder = SSEDecoder()
+    events = decoder.feed(raw + b"\n\n") + decoder.flush()
+    if not events:
+        return b""  # an event name, a comment or a field cut before its data: nothing whole
+    for event in events:
+        if event.data == b"[DONE]":
+            continue
+        try:
+            orjson.loads(event.data)
+        except orjson.JSONDecodeError:
+            return b""
+    return raw
+
+
 class SSETranslator(ABC):
     """``feed``/``finish`` for a stream translator reading provider SSE.
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -246,6 +247,7 @@ def launch(tmp: Path, config: dict, mock: Mock, envoy_patch: Callable[[dict], No
         authz_port=free_port(),
         mock_port=None,
         quiet=True,
+        envoy_log_level=os.environ.get("GW_ENVOY_LOG", "warning"),
     )
     stack.start(timeout=30)
     port = config["binds"][0]["port"]

@@ -7,9 +7,11 @@ and both client APIs (OpenAI chat completions, Anthropic Messages) are covered.
 - A stream that keeps delivering outlives ``requestTimeout``; a non-streamed answer does not.
 - Silence between chunks past ``streamIdleTimeout``, or a stream past ``streamMaxDuration``: the
   client gets an error event in its stream format and a cleanly ended body.
-- A provider that hangs up (FIN) or resets (RST) after the headers: Envoy resets the client's
-  stream (no HTTP response is left to give; the README says why), so no client mistakes the
-  truncated answer for a complete one, and the usage record says ``stream_cut``.
+- A provider that hangs up (FIN) or resets (RST) after the headers: the stream relay (the
+  extproc sidecar's, ``limits.streamRelay``) ends Envoy's body cleanly, and the client gets the
+  events so far (whole ones only), then the error event in its format and a clean end; the
+  official SDKs raise their API error there; the usage record says ``stream_cut``. Without the
+  relay Envoy can only reset the client's stream (the README says why).
 - OpenAI-format streams end with ``data: [DONE]``, after an in-band error too, passthrough and
   translated alike.
 """
@@ -23,7 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import httpx
+import openai
 import pytest
 
 from tests.e2e.conftest import (
@@ -35,6 +39,7 @@ from tests.e2e.conftest import (
     VERTEX_TOKEN,
     Gateway,
     Mock,
+    failover_route,
     launch,
     listener_config,
     provider_route,
@@ -135,6 +140,8 @@ def streams(tmp_path_factory: pytest.TempPathFactory, mock: Mock) -> Iterator[St
             timeout={"streamIdleTimeout": "0.5s", "streamMaxDuration": "1s"},
         )
     )
+    # Several providers: the upstream phase names each attempt's upstream for the stream relay.
+    routes.append(failover_route("failover", "/failover", relay.host, f"127.0.0.1:{mock.port}"))
     config = listener_config(
         routes,
         requestTimeout=f"{REQUEST_TIMEOUT}s",
@@ -144,6 +151,20 @@ def streams(tmp_path_factory: pytest.TempPathFactory, mock: Mock) -> Iterator[St
     )
     try:
         with running([], lambda: launch(tmp_path_factory.mktemp("streams"), config, mock)) as gw:
+            yield Streams(gw, relay)
+    finally:
+        relay.close()
+
+
+@pytest.fixture(scope="module")
+def unrelayed(tmp_path_factory: pytest.TempPathFactory, mock: Mock) -> Iterator[Streams]:
+    """``limits.streamRelay: false``: streams' provider leg goes from Envoy straight to the provider."""
+    relay = Relay(mock.port)
+    config = listener_config(
+        _routes(relay.host), requestTimeout=f"{REQUEST_TIMEOUT}s", sidecarTimeout="2s", streamRelay=False
+    )
+    try:
+        with running([], lambda: launch(tmp_path_factory.mktemp("streams-unrelayed"), config, mock)) as gw:
             yield Streams(gw, relay)
     finally:
         relay.close()
@@ -227,6 +248,14 @@ def assert_error_ending(api: str, got: Received, code: str) -> dict:
     assert name == "error" and body["type"] == "error", events[-2:]
     assert body["error"]["message"] and body["error"]["type"] in ("api_error", "timeout_error")
     return body["error"]  # type: ignore[no-any-return]
+
+
+def _is_json(data: str) -> bool:
+    try:
+        json.loads(data)
+    except ValueError:
+        return False
+    return True
 
 
 def assert_complete(api: str, got: Received) -> None:
@@ -330,24 +359,93 @@ def test_a_routes_timeout_policy_sets_its_own_stream_limits(streams: Streams, re
 
 @pytest.mark.parametrize("kind", ["fin", "rst"])
 @pytest.mark.parametrize(("provider", "api"), CASES)
-def test_a_cut_provider_connection_never_looks_like_a_complete_stream(
+def test_a_cut_provider_connection_ends_with_an_error_event(
     streams: Streams, relay: Relay, provider: str, api: str, kind: str
 ) -> None:
-    """After the headers Envoy can only reset the client's stream (no response is left to give):
-    the client's HTTP library reports the body incomplete, at once, and the record says stream_cut."""
-    relay.fault = Fault(kind, 300)
+    """The provider's connection closes (FIN) or resets (RST) after the headers and some events:
+    the stream relay ends Envoy's body cleanly and the client's stream ends with the error event
+    in its format when the cut happens (not at a timeout), never looking complete; the record
+    says stream_cut."""
+    relay.fault = Fault(kind, 700)  # past the first events of every format
     path, body = request(provider, api)
     got = stream(streams.gw, path, body, PACED)
-    assert got.status == 200 and got.error is not None, got
-    assert "incomplete" in got.error or "reset" in got.error.lower() or "closed" in got.error
-    # Seen at once, not after a timeout: Envoy resets the stream when the provider's connection
-    # goes, then closes the client's connection within its delayed-close time (1 s).
-    assert got.seconds < MAX, got.seconds
-    if got.body:  # whatever came is whole events, never a terminal one
-        assert got.body.endswith(b"\n\n") and b"[DONE]" not in got.body and b"message_stop" not in got.body
+    error = assert_error_ending(api, got, "stream_truncated")
+    assert "ended early" in error["message"]
+    assert got.seconds < MAX, got.seconds  # ended by the cut (stream_truncated), not a timer
+    events = sse(got.body)
+    assert len(events) > (2 if api == "chat" else 1), events  # events came before the cut
+    assert not any(name == "message_stop" for name, _ in events), events[-3:]
+    for _, data in events:  # every event whole: never half a JSON document before the error
+        assert data == "[DONE]" or _is_json(data), events
     record = usage_record(streams.gw, got.request_id)
-    assert record["outcome"] == "stream_cut" and record["http_status_code"] == 200
+    assert record["outcome"] == "stream_cut" and record["http_status_code"] == 200, record
     assert relay.cuts
+
+
+@pytest.mark.parametrize("kind", ["fin", "rst"])
+@pytest.mark.parametrize(("provider", "api"), CASES)
+def test_the_official_sdks_raise_at_a_cut_providers_error_event(
+    streams: Streams, relay: Relay, provider: str, api: str, kind: str
+) -> None:
+    """What an application sees: the events before the cut, then the SDK's API error (not a
+    connection error, and not a stream that just stops)."""
+    relay.fault = Fault(kind, 700)
+    body = request(provider, api)[1]
+    base = f"{streams.gw.url}/{provider}"
+    got: list[object] = []
+    if api == "chat":
+        client = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0, timeout=15)
+        with pytest.raises(openai.APIError) as raised:
+            for chunk in client.chat.completions.create(**body, extra_headers=PACED):
+                got.append(chunk)
+        assert not isinstance(raised.value, openai.APIConnectionError), raised.value
+    else:
+        messages = anthropic.Anthropic(base_url=base, api_key="unused", max_retries=0, timeout=15)
+        body = {k: v for k, v in body.items() if k != "stream"}
+        with pytest.raises(anthropic.APIError) as raised:  # noqa: SIM117 (the error is raised inside)
+            with messages.messages.stream(**body, extra_headers=PACED) as events:
+                for event in events:
+                    got.append(event)
+        assert not isinstance(raised.value, anthropic.APIConnectionError), raised.value
+    assert "ended early" in str(raised.value), raised.value
+    assert got, "no event arrived before the cut"
+
+
+@pytest.mark.parametrize("kind", ["fin", "rst"])
+@pytest.mark.parametrize("api", APIS)
+def test_a_cut_on_a_failover_route_ends_with_an_error_event(
+    streams: Streams, relay: Relay, api: str, kind: str
+) -> None:
+    """The primary (Anthropic, through the test relay) cuts after its headers: too late to fail
+    over (the client has the 200), so the stream ends with the error event in the client's format."""
+    relay.fault = Fault(kind, 700)
+    if api == "chat":
+        path, body = "/failover/v1/chat/completions", {"model": "any", "stream": True, "messages": []}
+    else:
+        path = "/failover/v1/messages"
+        body = {"model": "any", "max_tokens": 64, "stream": True, "messages": []}
+    body["messages"] = [{"role": "user", "content": PROMPT}]
+    got = stream(streams.gw, path, body, PACED)
+    assert_error_ending(api, got, "stream_truncated")
+    record = usage_record(streams.gw, got.request_id)
+    assert record["outcome"] == "stream_cut" and record["provider"] == "primary", record
+    assert relay.cuts
+
+
+@pytest.mark.parametrize("kind", ["fin", "rst"])
+@pytest.mark.parametrize(("provider", "api"), [("openai", "chat"), ("bedrock", "messages")])
+def test_without_the_stream_relay_a_cut_resets_the_clients_stream(
+    unrelayed: Streams, provider: str, api: str, kind: str
+) -> None:
+    """What ``streamRelay: false`` trades the relay's cost for: Envoy can only reset the client's
+    stream, which no HTTP client mistakes for a complete body; the record still says stream_cut."""
+    unrelayed.relay.fault = Fault(kind, 700)
+    path, body = request(provider, api)
+    got = stream(unrelayed.gw, path, body, PACED)
+    assert got.status == 200 and got.error is not None, got
+    assert b"[DONE]" not in got.body and b"message_stop" not in got.body and b"ended early" not in got.body
+    record = usage_record(unrelayed.gw, got.request_id)
+    assert record["outcome"] == "stream_cut" and record["http_status_code"] == 200
 
 
 # --- 3. stream endings -----------------------------------------------------------------------------

@@ -42,7 +42,8 @@ CONFIG = "/etc/gateway/gateway.yaml"
 COMMANDS = {
     "extproc": [
         "python", "-m", "extproc", "extproc", "--config", CONFIG, "--listen", "0.0.0.0:9001",
-        "--metrics-listen", "0.0.0.0:9464", "--envoy-stats", "http://envoy:15020/metrics/envoy",
+        "--metrics-listen", "0.0.0.0:9464", "--relay-listen", "0.0.0.0:9003",
+        "--envoy-stats", "http://envoy:15020/metrics/envoy",
         "--data-dir", "/home/gateway",
     ],
     "authz": ["python", "-m", "extproc", "authz", "--config", CONFIG, "--listen", "0.0.0.0:9002"],
@@ -62,6 +63,8 @@ COMMANDS = {
         "/etc/envoy/envoy.yaml",
         "--metrics-addr",
         "extproc:9464",
+        "--relay-addr",  # the stream relay, streams' provider leg (extproc/stream_relay.py)
+        "extproc:9003",
     ],
     "envoy": ["envoy", "-c", "/etc/envoy/envoy.yaml"],
 }

@@ -173,8 +173,10 @@ def _hcm(rendered: dict) -> dict:
     return rendered["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
 
 
-def _envoy_routes(rendered: dict) -> list[dict]:
-    return [r for vh in _hcm(rendered)["route_config"]["virtual_hosts"] for r in vh["routes"]]
+def _envoy_routes(rendered: dict, twins: bool = False) -> list[dict]:
+    """The Envoy routes, without the streams' relay twins unless asked (``<name>#relay``)."""
+    routes = [r for vh in _hcm(rendered)["route_config"]["virtual_hosts"] for r in vh["routes"]]
+    return [r for r in routes if twins or not r["name"].endswith("#relay")]
 
 
 def test_backend_and_sidecar_clusters_do_not_cap_retries_at_envoys_default() -> None:
@@ -316,8 +318,8 @@ def test_listener_hostnames_are_virtual_hosts() -> None:
     assert [
         (v["domains"], [r["name"] for r in v["routes"]]) for v in hcm["route_config"]["virtual_hosts"]
     ] == [
-        (["*"], ["plain", "plain#1"]),
-        (["api.example.com"], ["tls"]),
+        (["*"], ["plain#relay", "plain#1#relay", "plain", "plain#1"]),  # the relay twins first
+        (["api.example.com"], ["tls#relay", "tls"]),
     ]
     assert hcm["strip_any_host_port"] is True
 
@@ -398,3 +400,67 @@ def test_stream_limits_have_envoy_backstops_and_the_router_phase_may_set_a_strea
     assert route["idle_timeout"] == f"{idle:.3f}s"
     ext_proc = next(f for f in _hcm(rendered)["http_filters"] if f["name"] == "envoy.filters.http.ext_proc")
     assert ext_proc["typed_config"]["mutation_rules"]["allow_envoy"] is True
+
+
+# --- the stream relay (extproc/stream_relay.py; README "When a provider cuts a stream") ---------------
+
+
+def test_each_route_has_a_relay_twin_first_matched_only_by_the_router_phases_header() -> None:
+    _, rendered = _default()
+    for vh in _hcm(rendered)["route_config"]["virtual_hosts"]:
+        names = [r["name"] for r in vh["routes"]]
+        twins = [n for n in names if n.endswith("#relay")]
+        assert names[: len(twins)] == twins, "twins come first: the path may be the provider's by then"
+        plain = {r["name"]: r for r in vh["routes"] if not r["name"].endswith("#relay")}
+        assert sorted(t.removesuffix("#relay") for t in twins) == sorted(plain)
+        for twin in vh["routes"][: len(twins)]:
+            name = twin["name"].removesuffix("#relay")
+            assert twin["match"] == {
+                "prefix": "/",
+                "headers": [{"name": "x-gw-relay", "string_match": {"exact": name}}],
+            }
+            assert twin["request_headers_to_remove"] == ["x-gw-relay", "x-forwarded-proto"]
+            action, base = twin["route"], plain[name]["route"]
+            clusters = action.get("weighted_clusters", {}).get("clusters") or [{"name": action["cluster"]}]
+            base_clusters = base.get("weighted_clusters", {}).get("clusters") or [{"name": base["cluster"]}]
+            assert [c["name"] for c in clusters] == [c["name"] + "_relay" for c in base_clusters]
+            assert {k: v for k, v in action.items() if k not in ("cluster", "weighted_clusters")} == {
+                k: v for k, v in base.items() if k not in ("cluster", "weighted_clusters")
+            }  # the same timeouts, retries (failover) and host rewrite
+            assert twin["typed_per_filter_config"] == plain[name]["typed_per_filter_config"]
+
+
+def test_a_relay_cluster_is_its_backend_with_every_endpoint_at_the_relay_in_plain_http() -> None:
+    _, rendered = _default()
+    clusters = {c["name"]: c for c in rendered["static_resources"]["clusters"]}
+    relayed = [n for n in clusters if n.endswith("_relay")]
+    assert relayed
+    for name in relayed:
+        relay, base = clusters[name], clusters[name.removesuffix("_relay")]
+        assert "transport_socket_matches" not in relay  # plain HTTP to the relay; it does the TLS
+        levels = relay["load_assignment"]["endpoints"]
+        assert [e["priority"] for e in levels] == [
+            e["priority"] for e in base["load_assignment"]["endpoints"]
+        ]
+        for level, base_level in zip(levels, base["load_assignment"]["endpoints"], strict=True):
+            for ep, base_ep in zip(level["lb_endpoints"], base_level["lb_endpoints"], strict=True):
+                assert ep["endpoint"]["address"] == {
+                    "socket_address": {"address": "127.0.0.1", "port_value": 9003}
+                }
+                assert ep["endpoint"]["hostname"] == base_ep["endpoint"]["hostname"]  # the Host header
+                ours = ep["metadata"]["filter_metadata"]["io.llm_gateway"]
+                assert ours == {**base_ep["metadata"]["filter_metadata"]["io.llm_gateway"], "relay": "1"}
+        options = relay["typed_extension_protocol_options"][
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+        ]
+        assert options["common_http_protocol_options"] == {"idle_timeout": "60s"}
+
+
+def test_without_the_stream_relay_nothing_of_it_is_rendered() -> None:
+    raw = yaml.safe_load(CONFIGS[0].read_text())
+    raw.setdefault("config", {}).setdefault("limits", {})["streamRelay"] = False
+    from extproc.config.loader import parse_text
+
+    rendered = render(gateway.build(parse_text(yaml.safe_dump(raw)).config))
+    assert not [r for r in _envoy_routes(rendered, twins=True) if r["name"].endswith("#relay")]
+    assert not [c for c in rendered["static_resources"]["clusters"] if c["name"].endswith("_relay")]

@@ -28,7 +28,9 @@ def test_the_blog_config_is_enforced_by_envoy_after_authz_before_the_sidecar(tmp
     names = [f["name"] for f in hcm(rendered)["http_filters"]]
     assert names.index(LOCAL_RATELIMIT) == names.index("envoy.filters.http.ext_authz") + 1
     assert names[names.index(LOCAL_RATELIMIT) + 1] == "envoy.filters.http.ext_proc"
-    (route,) = hcm(rendered)["route_config"]["virtual_hosts"][0]["routes"]
+    routes = hcm(rendered)["route_config"]["virtual_hosts"][0]["routes"]
+    twin, route = routes  # the stream relay's twin first (render/routes.py): the same per-route config
+    assert twin["typed_per_filter_config"] == route["typed_per_filter_config"]
     limit = route["typed_per_filter_config"][LOCAL_RATELIMIT]
     assert limit["token_bucket"] == {"max_tokens": 10, "tokens_per_fill": 10, "fill_interval": "60.000s"}
     assert limit["local_rate_limit_per_downstream_connection"] is False  # one bucket per process

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from extproc.translate.sse import DONE, SSEDecoder, data_frame, error_frame
+from extproc.translate.sse import DONE, SSEDecoder, complete_tail, data_frame, error_frame
 
 from .conformance_util import every_byte
 
@@ -46,3 +46,21 @@ def test_frames() -> None:
     assert error_frame("boom", "server_error", "x") == (
         b'data: {"error":{"message":"boom","type":"server_error","param":null,"code":"x"}}\n\n'
     )
+
+
+@pytest.mark.parametrize(
+    ("tail", "kept"),
+    [
+        (b"data: [DONE]", b"data: [DONE]\n\n"),  # a last event without its blank line: whole
+        (b'data: {"a":1}\n', b'data: {"a":1}\n'),
+        (b'data: {"a":1', b""),  # the body ended inside the JSON (a cut connection)
+        (b"event: content_blo", b""),  # inside the event name, before any data
+        (b"event: message_delta\ndata: {", b""),
+        (b": ping", b""),  # a comment alone: nothing to dispatch
+        (b"", b""),
+    ],
+)
+def test_an_event_the_stream_ends_inside_is_not_passed_on(tail: bytes, kept: bytes) -> None:
+    """Passthrough streams' end (README "When a provider cuts a stream"): no half event reaches a
+    client before the gateway's error event."""
+    assert complete_tail(tail) == kept
