@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from extproc.config.guardrails import GuardSpec, Rejection
+from extproc.guardrails.masker import DEFAULT_MAX_HOLD
 from extproc.pipeline.stage import Denied
 
 if TYPE_CHECKING:
@@ -91,7 +92,7 @@ class Guard:
     kind = "guard"
     # Characters a streamed answer may be held back while a finding is undecided: the route's
     # promptGuard.streamMaxHold (set by extproc/guardrails/__init__.py's build).
-    max_hold = 4096
+    max_hold = DEFAULT_MAX_HOLD
 
     def __init__(self, spec: GuardSpec) -> None:
         self.spec = spec
