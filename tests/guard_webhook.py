@@ -3,7 +3,8 @@
 ``POST /request`` gets ``{"body": {"messages": [...]}}``, ``POST /response`` gets
 ``{"body": {"choices": [{"message": ...}]}}``; it answers ``{"action": ...}``:
 
-- text with ``reject-me``: Reject, ``{"body": ..., "status_code": 422, "reason": ...}``;
+- text with ``reject-me`` or the phrase ``hurt them``: Reject,
+  ``{"body": ..., "status_code": 422, "reason": ...}``;
 - text with ``slow-please``: waits 2 s, then Pass (to trip a timeout);
 - text with ``break-me``: HTTP 500;
 - text with an email address: Mask, every address replaced by ``[REDACTED]``;
@@ -38,8 +39,9 @@ def _texts(phase: str, body: dict[str, Any]) -> list[str]:
 def decide(phase: str, body: dict[str, Any]) -> dict[str, Any]:
     texts = _texts(phase, body)
     joined = " ".join(texts)
-    if "reject-me" in joined:
-        return {"action": {"body": REJECT_BODY, "status_code": 422, "reason": "reject-me"}}
+    for phrase in ("reject-me", "hurt them"):
+        if phrase in joined.lower():
+            return {"action": {"body": REJECT_BODY, "status_code": 422, "reason": phrase}}
     if EMAIL.search(joined):
         masked = [EMAIL.sub("[REDACTED]", t) for t in texts]
         if phase == "request":

@@ -1,7 +1,7 @@
 """``bedrockGuardrails``: an AWS Bedrock guardrail (ApplyGuardrail) as a request or response guard.
 
 agentgateway's fields, plus this project's ``endpointUrl``, ``failureMode``, ``timeout`` and
-``streamBatch`` (as a webhook's)::
+``streamBatch`` and ``streamOverlap`` (every remote guard's, extproc/config/stream_window.py)::
 
     - bedrockGuardrails:
         guardrailIdentifier: gr-abc123        # or the guardrail's ARN
@@ -25,6 +25,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from extproc.config.base import Duration, Strict, parse_duration
+from extproc.config.stream_window import StreamWindowFields
 
 # ApplyGuardrail's own patterns (the AWS API reference): an id or the guardrail's ARN; a number or DRAFT.
 _IDENTIFIER = re.compile(
@@ -35,13 +36,14 @@ _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-[0-9]+$")
 
 
 class AWSKeys(Strict):
-    access_key_id: str = Field(alias="accessKeyId", min_length=1)
-    secret_access_key: str = Field(alias="secretAccessKey", min_length=1)
-    session_token: str | None = Field(None, alias="sessionToken")
+    # Literals or $ENV_VAR: never in the model's repr (a logged config, an error's context).
+    access_key_id: str = Field(alias="accessKeyId", min_length=1, repr=False)
+    secret_access_key: str = Field(alias="secretAccessKey", min_length=1, repr=False)
+    session_token: str | None = Field(None, alias="sessionToken", repr=False)
 
 
 class BedrockAuth(Strict):
-    key: str | None = None  # a Bedrock API key (bearer), as a Bedrock provider's backendAuth.key
+    key: str | None = Field(None, repr=False)  # a Bedrock API key (bearer), as a provider's backendAuth.key
     aws: AWSKeys | None = None
 
     @model_validator(mode="after")
@@ -55,7 +57,7 @@ class BedrockPolicies(Strict):
     backend_auth: BedrockAuth | None = Field(None, alias="backendAuth")
 
 
-class BedrockGuardrails(Strict):
+class BedrockGuardrails(StreamWindowFields):
     guardrail_identifier: str = Field(alias="guardrailIdentifier")
     guardrail_version: str = Field(alias="guardrailVersion")
     region: str
@@ -65,7 +67,7 @@ class BedrockGuardrails(Strict):
     endpoint_url: str | None = Field(None, alias="endpointUrl")
     failure_mode: Literal["failClosed", "failOpen"] = Field("failClosed", alias="failureMode")
     timeout: Duration | None = None  # as a webhook's: agentgateway's 10 s, within limits.sidecarTimeout
-    stream_batch: int = Field(512, alias="streamBatch", ge=1)  # characters of a stream per call
+    # streamBatch, streamOverlap: a streamed answer in overlapping windows (stream_window.py).
 
     @field_validator("guardrail_version", mode="before")
     @classmethod

@@ -27,6 +27,7 @@ from pydantic import AliasChoices, Discriminator, Field, Tag, field_validator, m
 from extproc.config.base import Duration, Strict, parse_duration
 from extproc.config.bedrock_guardrails import BedrockGuardrails
 from extproc.config.model_armor import GoogleModelArmor
+from extproc.config.stream_window import StreamWindowFields
 
 Scope = Literal["systemPrompt", "messages", "toolInput", "toolOutput"]
 DEFAULT_SCOPE: tuple[Scope, ...] = ("systemPrompt", "messages")
@@ -158,16 +159,14 @@ class HeaderMatch(Strict):
         return v.strip().lower()
 
 
-class Webhook(Strict):
+class Webhook(StreamWindowFields):
     target: Target
     forward_header_matches: list[HeaderMatch] = Field([], alias="forwardHeaderMatches")
     headers: dict[str, str] = {}  # header (or :path, :method, :authority) -> CEL expression
     failure_mode: Literal["failClosed", "failOpen"] = Field("failClosed", alias="failureMode")
     # Unset: agentgateway's 10 s, or less when config.limits.sidecarTimeout is shorter.
     timeout: Duration | None = None
-    # Characters of a streamed answer per webhook call (extension): the webhook sees the answer
-    # in pieces of about this size.
-    stream_batch: int = Field(512, alias="streamBatch", ge=1)
+    # streamBatch, streamOverlap (extension): a streamed answer in overlapping windows (stream_window.py).
 
     @field_validator("target", mode="before")
     @classmethod
@@ -204,7 +203,7 @@ class KeyFile(Strict):
 
 
 class KeyAuth(Strict):
-    key: str | KeyFile  # a literal, $ENV_VAR, or {file: path}
+    key: str | KeyFile = Field(repr=False)  # a literal, $ENV_VAR, or {file: path}: never in a repr
 
 
 class ModerationPolicies(Strict):
@@ -255,7 +254,7 @@ class PresidioFallback(Strict):
     regex: RegexFallback
 
 
-class Presidio(Strict):
+class Presidio(StreamWindowFields):
     """Microsoft Presidio's analyzer and anonymizer services (this project's extension).
 
     ``fallback: regex`` stands the regex builtins in for the configured entities that have one
@@ -274,11 +273,7 @@ class Presidio(Strict):
     fallback: Literal["regex"] | PresidioFallback | None = None
     failure_mode: Literal["failClosed", "failOpen"] = Field("failClosed", alias="failureMode")
     timeout: Duration | None = None  # for both calls of one check, as a webhook's
-    # A streamed answer is analyzed in pieces of about streamBatch characters, each with
-    # streamOverlap characters of the text around it, so an entity of up to streamOverlap
-    # characters cut between two pieces is still found.
-    stream_batch: int = Field(256, alias="streamBatch", ge=1)
-    stream_overlap: int = Field(64, alias="streamOverlap", ge=0)
+    # streamBatch, streamOverlap: a streamed answer in overlapping windows (stream_window.py).
 
     @field_validator("action", mode="before")
     @classmethod

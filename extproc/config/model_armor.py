@@ -3,7 +3,8 @@
 agentgateway's ``{templateId, projectId, location}`` (location defaults to ``us-central1``, and
 the endpoint is then ``modelarmor.{location}.rep.googleapis.com``), plus this project's
 ``failureMode`` and ``timeout`` (as a webhook's), ``streamBatch``, ``streamOverlap``,
-``credentials`` and ``endpoint``::
+``credentials`` and ``endpoint``; agentgateway's ``policies`` load but only implicit GCP auth
+applies (``GoogleModelArmor.policies``)::
 
     googleModelArmor:
       projectId: my-project
@@ -26,11 +27,12 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
 from extproc.config.base import Duration, Strict, parse_duration
+from extproc.config.stream_window import StreamWindowFields
 
 DEFAULT_LOCATION = "us-central1"
 # Resource ids go into the template's resource name (and its routing header): no slashes.
@@ -81,19 +83,21 @@ class CredentialsFile(Strict):
     file: str  # a service account key or an external account (workload identity federation) file
 
 
-class GoogleModelArmor(Strict):
+class GoogleModelArmor(StreamWindowFields):
     template_id: str = Field(alias="templateId")
     project_id: str = Field(alias="projectId")
     location: str = DEFAULT_LOCATION
     failure_mode: Literal["failClosed", "failOpen"] = Field("failClosed", alias="failureMode")
     timeout: Duration | None = None  # unset: 10 s, or less when config.limits.sidecarTimeout is shorter
-    # Characters of a streamed answer per sanitizeModelResponse call, as a webhook's streamBatch.
-    stream_batch: int = Field(512, alias="streamBatch", ge=16)
-    # Characters of each streamed window checked again with the next one: a finding up to this long
-    # that falls across two windows is seen whole (agentgateway: 1 KiB windows, 256 B overlap).
-    stream_overlap: int = Field(128, alias="streamOverlap", ge=0)
+    # streamBatch, streamOverlap: a streamed answer in overlapping windows (stream_window.py).
     credentials: CredentialsFile | None = None  # unset: Application Default Credentials
     endpoint: str | None = None  # unset: modelarmor.{location}.rep.googleapis.com:443
+    # agentgateway's backend policies for its connection to Model Armor ("for GCP authentication,
+    # defaults to implicit GCP auth"): backendAuth, backendTLS, http, tcp, health, backendTunnel,
+    # header modifiers, transformations. Accepted so agentgateway configs load; only
+    # ``backendAuth: {gcp: {}}`` (implicit GCP auth, what this guard does anyway) applies, the rest
+    # is named in a warning when the guard is built (``ignored_policies``).
+    policies: dict[str, Any] | None = Field(None, repr=False)  # may hold keys: never in a repr
 
     @field_validator("template_id", "project_id", "location")
     @classmethod
@@ -116,13 +120,23 @@ class GoogleModelArmor(Strict):
             parse_endpoint(v)
         return v
 
-    @model_validator(mode="after")
-    def _overlap(self) -> GoogleModelArmor:
-        if self.stream_overlap >= self.stream_batch:
-            raise ValueError(
-                f"streamOverlap ({self.stream_overlap}) must be less than streamBatch ({self.stream_batch})"
-            )
-        return self
+    @field_validator("policies")
+    @classmethod
+    def _policies(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        for name, value in (v or {}).items():
+            if value is not None and not isinstance(value, dict | list):
+                raise ValueError(f"policies.{name}: an object, as agentgateway's backend policies are")
+        return v
+
+    def ignored_policies(self) -> list[str]:
+        """The policies this guard does not apply (all but implicit GCP auth), as dotted names."""
+        out: list[str] = []
+        for name, value in (self.policies or {}).items():
+            if name == "backendAuth" and isinstance(value, dict):
+                out += [f"backendAuth.{k}" for k in value if k != "gcp"]
+            elif value is not None:
+                out.append(name)
+        return out
 
     @property
     def template(self) -> str:

@@ -22,7 +22,7 @@ from extproc.config.ratelimit import BudgetsPolicy, LocalRateLimit, RateLimitsPo
 class KeyAuth(Strict):
     """``backendAuth.key``: a literal or ``$ENV_VAR``, resolved by the sidecar."""
 
-    key: str
+    key: str = Field(repr=False)  # never in the model's repr (a logged config, an error's context)
 
 
 class Retry(Strict):

@@ -34,8 +34,8 @@ class VertexProvider(Strict):
 class BedrockProvider(Strict):
     model: str | None = None
     region: str = "us-east-1"
-    # agentgateway's fields, refused until the gateway applies them: a guardrail the operator
-    # configured must never be silently skipped.
+    # agentgateway's fields for the guardrail Bedrock's Converse API applies itself, refused until
+    # the gateway sends them: a guardrail the operator configured must never be silently skipped.
     guardrail_identifier: str | None = Field(None, alias="guardrailIdentifier")
     guardrail_version: str | None = Field(None, alias="guardrailVersion")
 
@@ -44,7 +44,10 @@ class BedrockProvider(Strict):
     def _no_guardrails(cls, v: str | None) -> str | None:
         if v is not None:
             raise ValueError(
-                "Bedrock guardrails are not supported yet; remove the field (a later release adds them)"
+                "a guardrail on the Bedrock provider (Converse's guardrailConfig) is not supported; "
+                "check requests and answers with a Bedrock guardrail through "
+                "policies.ai.promptGuard.bedrockGuardrails instead ({guardrailIdentifier, "
+                "guardrailVersion, region}; README: AWS Bedrock Guardrails)"
             )
         return v
 

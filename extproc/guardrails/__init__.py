@@ -28,10 +28,13 @@ KINDS: dict[str, type[Guard]] = {
 
 def build_guard(spec: GuardSpec, max_hold: int) -> Guard:
     if spec.kind == "regex":
-        return RegexGuard(spec, max_hold)
-    if spec.kind == "presidio":  # its regex fallback holds a stream as a regex guard does
-        return PresidioGuard(spec, max_hold)
-    return KINDS[spec.kind](spec)
+        guard: Guard = RegexGuard(spec, max_hold)
+    elif spec.kind == "presidio":  # its regex fallback holds a stream as a regex guard does
+        guard = PresidioGuard(spec, max_hold)
+    else:
+        guard = KINDS[spec.kind](spec)
+    guard.max_hold = max_hold  # what a remote guard's stream window may hold (overlap.py)
+    return guard
 
 
 def build(config: PromptGuard) -> tuple[list[Guard], list[Guard]]:

@@ -1,11 +1,12 @@
 """What every guard is: a check of texts that allows, masks or rejects, and a filter for streams.
 
-A guard kind (regex, webhook, openAIModeration; Bedrock, Model Armor and Presidio later) is one
-``Guard`` subclass, built once per route from its ``GuardSpec`` and shared by the route's
+A guard kind (regex, webhook, openAIModeration, googleModelArmor, bedrockGuardrails, presidio) is
+one ``Guard`` subclass, built once per route from its ``GuardSpec`` and shared by the route's
 requests. ``check`` sees the texts of one phase in order (a request's texts of the guard's
 scope, or an answer's choices) and returns a ``Verdict``; ``stream`` returns a per-request
-``StreamFilter`` for a streamed answer's text. A guard without a stream filter of its own gets
-``BufferedFilter``: its text is checked in batches with ``check``.
+``StreamFilter`` for a streamed answer's text. The regex guard has its own exact window; every
+other guard (the remote ones) gets extproc/guardrails/overlap.py's: overlapping windows of
+``streamBatch`` characters, each checked whole with ``check``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from extproc.config.guardrails import GuardSpec, Rejection
+from extproc.guardrails.masker import DEFAULT_MAX_HOLD
 from extproc.pipeline.stage import Denied
 
 if TYPE_CHECKING:
@@ -88,6 +90,9 @@ class StreamFilter:
 
 class Guard:
     kind = "guard"
+    # Characters a streamed answer may be held back while a finding is undecided: the route's
+    # promptGuard.streamMaxHold (set by extproc/guardrails/__init__.py's build).
+    max_hold = DEFAULT_MAX_HOLD
 
     def __init__(self, spec: GuardSpec) -> None:
         self.spec = spec
@@ -100,33 +105,9 @@ class Guard:
         raise NotImplementedError
 
     def stream(self, ex: Exchange) -> StreamFilter:
-        return BufferedFilter(self, ex, batch=512)
+        from extproc.guardrails.overlap import OverlapWindow  # it builds on this module
 
-
-class BufferedFilter(StreamFilter):
-    """A guard checked on batches of about ``batch`` characters of a streamed answer (webhooks)."""
-
-    def __init__(self, guard: Guard, ex: Exchange, batch: int) -> None:
-        super().__init__()
-        self.guard, self.ex, self.batch = guard, ex, batch
-        self.pending = ""
-
-    async def feed(self, text: str) -> str:
-        self.pending += text
-        return await self._check() if len(self.pending) >= self.batch else ""
-
-    async def flush(self) -> str:
-        return await self._check() if self.pending else ""
-
-    async def _check(self) -> str:
-        text, self.pending = self.pending, ""
-        verdict = await self.guard.check("response", [TextItem("assistant", "messages", text)], self.ex)
-        merge(self.verdict, verdict)
-        if verdict.blocks:
-            raise StreamRejected(verdict)
-        if verdict.texts and verdict.texts[0] is not None:
-            return verdict.texts[0]
-        return text
+        return OverlapWindow.of(self, ex)
 
 
 _RANK = {ALLOW: 0, FAIL_OPEN: 1, MASK: 2, FAIL_CLOSED: 3, REJECT: 4}

@@ -1,8 +1,9 @@
 """The ``bedrockGuardrails`` guard: AWS Bedrock's ApplyGuardrail through boto3's real client.
 
 Requests are checked as ``source: INPUT`` (the texts of the guard's scope, one content block
-each), answers as ``source: OUTPUT`` (each choice's text; a stream in batches of about
-``streamBatch`` characters, cut between words so an address is not split between two calls).
+each), answers as ``source: OUTPUT`` (each choice's text; a stream in overlapping windows of
+``streamBatch`` characters, extproc/guardrails/overlap.py, so a finding split between two calls
+is seen whole).
 extproc/guardrails/bedrock_reply.py reads the answer: a block rejects with the guardrail's
 message, an anonymization replaces the texts. Masked outputs that cannot be placed (not one per
 text) are asked for again one text at a time, in parallel; still unplaceable, they reject.
@@ -31,9 +32,7 @@ from extproc.gateway import resolve_secret
 from extproc.guardrails.base import (
     ALLOW,
     FAIL_OPEN,
-    BufferedFilter,
     Guard,
-    StreamFilter,
     TextItem,
     Verdict,
     merge,
@@ -142,9 +141,6 @@ class BedrockGuard(Guard):
                 self._client = make_client(self.config, self.timeout)
             return self._client
 
-    def stream(self, ex: Exchange) -> StreamFilter:
-        return WordBatchFilter(self, ex, batch=self.config.stream_batch)
-
     def _apply(self, source: str, texts: list[str], deadline: float) -> Any:
         """In a pool thread: one ApplyGuardrail call, unless its caller has given up on it."""
         if time.monotonic() >= deadline:
@@ -220,26 +216,3 @@ def _combined(verdicts: list[Verdict]) -> Verdict:
     if out.action == ALLOW:
         out.texts = None
     return out
-
-
-class WordBatchFilter(BufferedFilter):
-    """A streamed answer checked in batches of about ``batch`` characters, cut after a space.
-
-    A batch that reaches its size is sent up to its last whitespace and the rest waits for the
-    next one, so a word (an email address, a card number without spaces) is never split
-    between two calls; a run without whitespace is cut at twice the size.
-    """
-
-    async def feed(self, text: str) -> str:
-        self.pending += text
-        if len(self.pending) < self.batch:
-            return ""
-        cut = max(self.pending.rfind(c) for c in " \t\n\r") + 1
-        if cut <= 0 and len(self.pending) < 2 * self.batch:
-            return ""
-        if cut <= 0:
-            cut = len(self.pending)
-        rest, self.pending = self.pending[cut:], self.pending[:cut]
-        out = await self._check()
-        self.pending = rest
-        return out

@@ -1,7 +1,8 @@
 """The Google Model Armor guard: a template's ``sanitizeUserPrompt`` on requests, ``sanitizeModelResponse``
 on answers, through Google's own client (``google-cloud-modelarmor``, its asyncio gRPC transport).
 
-- One call per text (each message of the guard's scope, each choice of an answer), concurrently:
+- One call per text (each message of the guard's scope, each choice of an answer), concurrently
+  but at most ``MAX_CALLS`` at once per check (a long conversation does not fan out unbounded):
   a de-identified text then replaces exactly the text it came from.
 - A filter that matched (``filterMatchState`` MATCH_FOUND) rejects with the guard's rejection; the
   message names the filters (``rai:dangerous``, ``pi_and_jailbreak``, ``sdp``, ...). The one
@@ -10,9 +11,9 @@ on answers, through Google's own client (``google-cloud-modelarmor``, its asynci
 - ``invocationResult`` FAILURE (no filter could run), an RPC error, no answer within ``timeout``
   or no credentials: ``failureMode`` decides, failClosed (503) by default. PARTIAL (some filters
   skipped, e.g. for a language) is decided on the filters that ran, and recorded as the reason.
-- Streamed answers are checked in overlapping windows of about ``streamBatch`` characters, each
-  ``streamOverlap`` characters or more checked again with the next one (extproc/guardrails/overlap.py),
-  so a phrase or an address that falls across two calls is still seen whole by one of them.
+- Streamed answers are checked in overlapping windows of ``streamBatch`` characters, each one's
+  last ``streamOverlap`` characters or more checked again with the next (extproc/guardrails/overlap.py,
+  every remote guard's), so a phrase or an address that falls across two calls is seen whole.
 
 Credentials: Application Default Credentials (or ``credentials.file``) through extproc/gcp_auth.py,
 whose token cache Vertex shares: tokens are fetched in a worker thread and renewed ahead of
@@ -37,14 +38,12 @@ from extproc.guardrails.base import (
     FAIL_OPEN,
     MASK,
     Guard,
-    StreamFilter,
     TextItem,
     Verdict,
     rejected,
     unavailable,
 )
 from extproc.guardrails.http import call_timeout
-from extproc.guardrails.overlap import OverlapWindow
 
 if TYPE_CHECKING:
     from google.cloud import modelarmor_v1
@@ -54,6 +53,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("gateway.guardrails")
 
 KIND = "googleModelArmor"
+MAX_CALLS = 8  # sanitize calls in flight for one check (one request's texts, or one answer's choices)
 # What a rejected text becomes in the logged prompt when SDP found sensitive data in it but gave
 # no de-identified text: a log line never shows it.
 SENSITIVE = "<SENSITIVE_DATA>"
@@ -172,6 +172,14 @@ class ModelArmorGuard(Guard):
         )
         self.fail_open = config.failure_mode == "failOpen"
         self.tokens = None if self.endpoint.plaintext else tokens_for(config.credentials)
+        ignored = config.ignored_policies()
+        if ignored:
+            log.warning(
+                "googleModelArmor %s: policies %s not applied: this gateway calls Model Armor through "
+                "Google's client, with Application Default Credentials (or credentials.file) over TLS",
+                config.template,
+                ", ".join(ignored),
+            )
         # The client's modules take most of a second to import: here, at startup, not on the event
         # loop inside the first request's timeout (the later imports in this module are lookups).
         import google.api_core.exceptions
@@ -200,9 +208,6 @@ class ModelArmorGuard(Guard):
             transport = ModelArmorGrpcAsyncIOTransport(host=target, channel=channel)
             self._client, self._loop = ma.ModelArmorAsyncClient(transport=transport), loop
         return self._client
-
-    def stream(self, ex: Exchange) -> StreamFilter:
-        return OverlapWindow(self, ex, self.config.stream_batch, self.config.stream_overlap)
 
     async def check(self, phase: str, items: list[TextItem], ex: Exchange) -> Verdict:
         from google.api_core import exceptions as api_exceptions
@@ -233,10 +238,16 @@ class ModelArmorGuard(Guard):
     ) -> list[modelarmor_v1.SanitizationResult]:
         if len(texts) == 1:
             return [await self._sanitize(phase, texts[0], metadata, deadline)]
+        slots = asyncio.Semaphore(MAX_CALLS)
+
+        async def one(text: str) -> modelarmor_v1.SanitizationResult:
+            async with slots:
+                return await self._sanitize(phase, text, metadata, deadline)
+
         try:
             # A task group: the first failure cancels the other calls.
             async with asyncio.TaskGroup() as group:
-                calls = [group.create_task(self._sanitize(phase, t, metadata, deadline)) for t in texts]
+                calls = [group.create_task(one(t)) for t in texts]
         except BaseExceptionGroup as errors:
             raise errors.exceptions[0] from None
         return [c.result() for c in calls]

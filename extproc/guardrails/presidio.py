@@ -3,13 +3,17 @@
 Each text is analyzed (``entities``, ``scoreThreshold``, ``language``); a text with findings is
 masked with the anonymizer's answer for it (``anonymizers``: Presidio's operators), or, with
 ``action: reject``, the request or answer is rejected with the guard's rejection (the logged
-prompt shows ``<ENTITY>`` in their place). A streamed answer goes through
-extproc/guardrails/presidio_stream.py.
+prompt shows ``<ENTITY>`` in their place). A streamed answer goes through every remote guard's
+overlapping window (extproc/guardrails/overlap.py) as ``PresidioWindow``: the analyzer says where
+its findings are, so a window is let go up to the start of any entity it would split, with the
+last ``streamOverlap`` characters let go as context, and the anonymizer masks what goes.
 
 When Presidio cannot be asked (unreachable, too slow, an error or an unreadable answer), a
 ``fallback`` regex guard decides instead, as the blog's gateway does: a warning says so, the
 decision carries ``fallback: regex`` (the usage record, ``guardrail_fallbacks_total``). Without
-one, ``failureMode`` decides: failClosed (503, the default) or failOpen.
+one, ``failureMode`` decides: failClosed (503, the default) or failOpen. Mid-stream the
+fallback's exact window takes over the rest of the text (or failOpen lets it go unchecked, or
+failClosed ends the stream).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from extproc.config.base import parse_duration
 from extproc.config.guardrails import GuardSpec, Presidio, PresidioFallback, RegexRule
@@ -28,16 +32,19 @@ from extproc.guardrails.base import (
     MASK,
     Guard,
     StreamFilter,
+    StreamRejected,
     TextItem,
     Verdict,
+    merge,
     rejected,
     unavailable,
 )
 from extproc.guardrails.http import GuardCallError, call_timeout
 from extproc.guardrails.masker import DEFAULT_MAX_HOLD
+from extproc.guardrails.overlap import OverlapWindow, Reading, Span, StandIn
 from extproc.guardrails.presidio_api import Entity, PresidioAPI, kinds, placeholders
-from extproc.guardrails.presidio_stream import PresidioFilter
-from extproc.guardrails.regex_guard import RegexGuard
+from extproc.guardrails.regex_guard import RegexFilter, RegexGuard
+from extproc.guardrails.stream import PassThrough
 
 if TYPE_CHECKING:
     from extproc.pipeline.exchange import Exchange
@@ -146,4 +153,48 @@ class PresidioGuard(Guard):
         return unavailable("presidio", why)
 
     def stream(self, ex: Exchange) -> StreamFilter:
-        return PresidioFilter(self, ex)
+        return PresidioWindow.of(self, ex)
+
+
+class PresidioWindow(OverlapWindow):
+    """A streamed text through Presidio: the analyzer finds where, the anonymizer masks what goes."""
+
+    context = True  # the analyzer sees the text before each window (context words, word boundaries)
+    guard: PresidioGuard
+    deadline = 0.0  # the current window's: its analyzer and anonymizer calls share one budget
+
+    async def read(self, text: str, start: int) -> Reading:
+        self.deadline = self.guard.deadline()  # one budget for a window's two calls
+        try:
+            found = await self.guard.api.analyze(text, self.deadline)
+        except GuardCallError as exc:
+            self._unavailable(str(exc))
+        # Relative to the new text; one found in the context only is not acted on again.
+        return Reading(Verdict(ALLOW), spans=[e.shifted(-start) for e in found if e.end > start])
+
+    async def settle(self, piece: str, found: list[Span]) -> str:
+        guard = self.guard
+        entities = [e for e in found if isinstance(e, Entity)]
+        if guard.reject:
+            verdict = rejected(guard.spec.rejection, matched=kinds(entities))
+            merge(self.verdict, verdict)
+            raise StreamRejected(verdict)
+        try:
+            out, applied = await guard.api.anonymize(piece, entities, self.deadline)
+        except GuardCallError as exc:
+            self._unavailable(str(exc))
+        merge(self.verdict, Verdict(MASK, matched=applied))
+        return out
+
+    def _unavailable(self, why: str) -> NoReturn:
+        """Presidio failed on the held text: the fallback or the failure mode has the rest."""
+        guard = self.guard
+        if guard.fallback is not None:
+            guard.log_fallback("response", why)
+            self.verdict.fallback, self.verdict.reason = "regex", why
+            raise StandIn(RegexFilter(guard.fallback), fallback="regex")
+        verdict = guard.failed(why)
+        merge(self.verdict, verdict)
+        if verdict.action != FAIL_OPEN:
+            raise StreamRejected(verdict)
+        raise StandIn(PassThrough())  # failOpen: the rest of the text goes as it comes

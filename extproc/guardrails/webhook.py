@@ -11,6 +11,8 @@
   text and ``status_code``), and anything else is Pass.
 - No answer in ``timeout``, an HTTP error or an unreadable reply: ``failureMode`` decides,
   ``failClosed`` (the default: 503) or ``failOpen`` (the request goes on, recorded as such).
+- A streamed answer goes to ``/response`` in overlapping windows (``streamBatch``,
+  ``streamOverlap``: extproc/guardrails/overlap.py), so a phrase split between two calls is seen whole.
 """
 
 from __future__ import annotations
@@ -29,9 +31,7 @@ from extproc.guardrails.base import (
     FAIL_OPEN,
     MASK,
     REJECT,
-    BufferedFilter,
     Guard,
-    StreamFilter,
     TextItem,
     Verdict,
     unavailable,
@@ -108,9 +108,6 @@ class WebhookGuard(Guard):
             for m in config.forward_header_matches
         ]
         self.programs = {name.lower(): cel.compile(expr) for name, expr in config.headers.items()}
-
-    def stream(self, ex: Exchange) -> StreamFilter:
-        return BufferedFilter(self, ex, batch=self.config.stream_batch)
 
     async def check(self, phase: str, items: list[TextItem], ex: Exchange) -> Verdict:
         if phase == "request":

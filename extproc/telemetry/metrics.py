@@ -13,7 +13,8 @@ queries keep working with ``config.metrics.prefix: agentgateway``, the default):
 - ``retries_total`` (failed attempts, by the provider that failed), ``failovers_total`` (answers
   that came after a failed attempt, by the provider that answered);
 - ``guardrail_checks_total`` by ``route``, ``phase`` (request, response), ``guard`` (regex, webhook,
-  openAIModeration, ...) and ``action`` (allow, mask, reject, fail_open, fail_closed);
+  openAIModeration, googleModelArmor, bedrockGuardrails, presidio) and ``action`` (allow, mask,
+  reject, fail_open, fail_closed);
 - ``budget_decisions_total`` by ``route`` and ``decision`` (allow, deny, unpriced, fail_open,
   fail_closed): one per request a dollar budget applied to (extproc/pipeline/stages/budget.py).
 - ``quota_used``, ``quota_limit`` (the limit in force: an admin override, else the configured

@@ -227,17 +227,20 @@ def test_an_anonymized_answer_is_masked(
     gw: Gateway, guardrail: GuardrailServer, client: str, provider: str, stream: bool
 ) -> None:
     guardrail.clear()
-    # Batches of 16 characters: a cut at 16 would split the address ("...to b" | "o@example.com").
+    # Windows of 16 characters: a cut at 16 would split the address ("...to b" | "o@example.com").
     pieces = reply_pieces("Please write to b", "o@exa", "mple.com", " today")
     resp = send(gw, client, f"bgmask-{provider}", "hi", stream, pieces)
     assert resp.status_code == 200, resp.text
     assert "o@exa" not in resp.text and "mple.com" not in resp.text
     assert answer_text(client, resp) == "Please write to {EMAIL} today"
     outputs = [c.body for c in guardrail.received if c.body["source"] == "OUTPUT"]
-    sent = "".join(block["text"]["text"] for body in outputs for block in body["content"])
-    assert (
-        sent == "Please write to bo@example.com today"
-    )  # the whole answer was checked, the address in one piece
+    sent = [block["text"]["text"] for body in outputs for block in body["content"]]
+    whole = "Please write to bo@example.com today"
+    if stream:  # overlapping windows: each a piece of the answer, the address whole in one
+        assert len(sent) > 1 and all(t in whole for t in sent) and sent[-1].endswith("today")
+        assert any("bo@example.com" in t for t in sent)
+    else:
+        assert sent == [whole]
     entry = next(g for g in record_of(gw, resp)["guardrails"] if g["phase"] == "response")
     assert entry["action"] == "mask" and entry["matched"] == ["pii:EMAIL"]
 

@@ -187,3 +187,23 @@ def test_webhook_rejects_the_answer(gw: Gateway, client: str) -> None:
     streamed = send(gw, client, "hook-openai", "hi", True, reply_pieces("I will ", "reject-me", " now"))
     assert streamed.status_code == 200 and stream_error(client, streamed)["message"] == REJECT_BODY
     assert "reject-me" not in streamed.text
+
+
+@pytest.mark.parametrize(
+    "pieces",
+    [("Sure, I will reje", "ct-me now."), ("Sure, I will hurt ", "them all.")],
+    ids=["in-a-word", "between-words"],
+)
+@pytest.mark.parametrize("client", CLIENTS)
+def test_webhook_sees_a_phrase_split_between_its_calls(
+    gw: Gateway, webhook: Webhook, client: str, pieces: tuple[str, str]
+) -> None:
+    # streamBatch 16: the first delta fills a window alone. The webhook was sent pieces with
+    # nothing in common, each of which passed; now each window's end is sent again with the next.
+    webhook.received.clear()
+    streamed = send(gw, client, "hook-openai", "hi", True, reply_pieces(*pieces))
+    assert streamed.status_code == 200 and stream_error(client, streamed)["message"] == REJECT_BODY
+    assert pieces[1] not in streamed.text
+    calls = [c for c in webhook.received if c["path"] == "/response"]
+    sent = [c["body"]["body"]["choices"][0]["message"]["content"] for c in calls]
+    assert len(sent) == 2 and pieces[0] == sent[0] and "".join(pieces).endswith(sent[1])

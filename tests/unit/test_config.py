@@ -145,7 +145,11 @@ def test_bedrock_guardrails_are_refused_by_name() -> None:
         "binds[0].listeners[0].routes[0].backends[0].ai.provider.bedrock.guardrailIdentifier",
         "binds[0].listeners[0].routes[0].backends[0].ai.provider.bedrock.guardrailVersion",
     ]
-    assert all("guardrails are not supported yet" in e for e in errs)
+    # Refused still, pointing to the guard that checks texts with a Bedrock guardrail.
+    assert all(
+        "not supported; check requests" in e and "policies.ai.promptGuard.bedrockGuardrails" in e
+        for e in errs
+    )
     assert all(e.startswith("gw.yaml:8:") for e in errs)
 
 

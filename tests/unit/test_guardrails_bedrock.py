@@ -16,8 +16,9 @@ from pydantic import ValidationError
 from extproc.config.guardrails import PromptGuard, Rejection
 from extproc.guardrails import build
 from extproc.guardrails.base import ALLOW, FAIL_CLOSED, FAIL_OPEN, MASK, REJECT, TextItem, Verdict
-from extproc.guardrails.bedrock import BedrockGuard, WordBatchFilter
+from extproc.guardrails.bedrock import BedrockGuard
 from extproc.guardrails.bedrock_reply import InvalidReply, Unplaceable, read_reply
+from extproc.guardrails.overlap import OverlapWindow
 from tests.bedrock_guardrail_server import Guardrail, GuardrailServer, assess
 
 KEY_ID, SECRET = "AKIDBEDROCKGUARD01", "bedrock-guard-secret"
@@ -359,25 +360,20 @@ def test_a_call_queued_past_its_deadline_is_not_made(server: GuardrailServer) ->
 # --- streams ----------------------------------------------------------------------------------------
 
 
-class Recorder(BedrockGuard):
-    def __init__(self) -> None:
-        self.seen: list[str] = []
-
-    async def check(self, phase: str, items: list[TextItem], ex: Any) -> Verdict:
-        self.seen.append(items[0].text)
-        return Verdict(ALLOW)
-
-
-def test_stream_batches_are_cut_between_words() -> None:
-    guard = Recorder()
-    stream = WordBatchFilter(guard, None, batch=10)  # type: ignore[arg-type]
+def test_a_stream_goes_through_the_shared_window(server: GuardrailServer) -> None:
+    # Every remote kind's window (tests/unit/test_guardrails_overlap.py has the properties).
+    guard = make_guard(
+        server, "response", guardrailIdentifier="grmask", guardrailVersion="DRAFT", streamBatch=16
+    )
+    stream = guard.stream(None)  # type: ignore[arg-type]
+    assert isinstance(stream, OverlapWindow) and (stream.batch, stream.overlap) == (16, 4)
 
     async def run(pieces: list[str]) -> str:
         out = "".join([await stream.feed(p) for p in pieces])
         return out + await stream.flush()
 
+    server.clear()
     text = asyncio.run(run(["write to bo@exa", "mple.com today, ", "x" * 25, " end"]))
-    assert text == "write to bo@example.com today, " + "x" * 25 + " end"
-    assert guard.seen[0] == "write to "  # the address waits for its end
-    assert "bo@example.com " in guard.seen[1]
-    assert all(len(s) <= 30 for s in guard.seen)
+    assert text == "write to {EMAIL} today, " + "x" * 25 + " end"
+    sent = [c.body["content"][0]["text"]["text"] for c in server.received]
+    assert len(sent) > 1 and any("bo@example.com" in s for s in sent)

@@ -201,3 +201,64 @@ def test_a_mistake_in_block_style_names_its_own_line() -> None:
     (error,) = errors_of(fragment)
     line = next(i for i, ln in enumerate(with_policies(fragment).splitlines(), 1) if "passport" in ln)
     assert error.startswith(f"gw.yaml:{line}: ") and "unknown builtin 'passport'" in error
+
+
+def test_literal_keys_never_show_in_a_config_repr() -> None:
+    from extproc.config.providers import NamedProvider
+
+    pg = PromptGuard.model_validate(
+        {
+            "request": [
+                {
+                    "bedrockGuardrails": {
+                        "guardrailIdentifier": "gr1",
+                        "guardrailVersion": "1",
+                        "region": "us-east-1",
+                        "policies": {
+                            "backendAuth": {
+                                "aws": {
+                                    "accessKeyId": "AKIDLITERAL0001",
+                                    "secretAccessKey": "aws-secret-literal",
+                                    "sessionToken": "aws-session-literal",
+                                }
+                            }
+                        },
+                    }
+                },
+                {
+                    "bedrockGuardrails": {
+                        "guardrailIdentifier": "gr2",
+                        "guardrailVersion": "1",
+                        "region": "us-east-1",
+                        "policies": {"backendAuth": {"key": "bedrock-api-key-literal"}},
+                    }
+                },
+                {"openAIModeration": {"auth": {"key": "sk-moderation-literal"}}},
+            ]
+        }
+    )
+    provider = NamedProvider.model_validate(
+        {
+            "name": "p",
+            "provider": {"openAI": {}},
+            "backendAuth": {"key": "sk-provider-literal"},
+            "policies": {"backendAuth": {"key": "sk-policy-literal"}},
+        }
+    )
+    shown = repr(pg) + str(pg) + repr(provider) + str(provider)
+    for secret in (
+        "AKIDLITERAL0001",
+        "aws-secret-literal",
+        "aws-session-literal",
+        "bedrock-api-key-literal",
+        "sk-moderation-literal",
+        "sk-provider-literal",
+        "sk-policy-literal",
+    ):
+        assert secret not in shown
+    # The values are still there for the code that uses them.
+    auth = pg.request_specs()[0].config.auth
+    assert (
+        auth.aws.secret_access_key == "aws-secret-literal"
+        and provider.backend_auth.key == "sk-provider-literal"
+    )

@@ -206,6 +206,52 @@ def test_the_client_sends_one_call_per_text_to_the_template(server: ModelArmorSe
     assert "authorization" not in call["metadata"]  # plaintext: no credentials
 
 
+def test_a_long_conversation_makes_at_most_eight_calls_at_once() -> None:
+    from extproc.guardrails import model_armor
+
+    class Counting(ModelArmorGuard):
+        in_flight = most = 0
+
+        async def _sanitize(self, *args: Any) -> Any:
+            Counting.in_flight += 1
+            Counting.most = max(Counting.most, Counting.in_flight)
+            await asyncio.sleep(0.01)
+            Counting.in_flight -= 1
+            return ma.SanitizationResult()
+
+    spec = GuardSpec(
+        "request",
+        "googleModelArmor",
+        GoogleModelArmor.model_validate(config(endpoint="http://127.0.0.1:9")),
+        Rejection(),
+    )
+    g = Counting(spec)
+    assert check(g, *[f"message {n}" for n in range(30)]).action == "allow"  # type: ignore[arg-type]
+    assert Counting.most == model_armor.MAX_CALLS == 8
+
+
+def test_agentgateways_policies_load_and_what_is_not_applied_is_named(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    policies = {
+        "backendAuth": {"gcp": {}, "key": "literal-key-123"},
+        "backendTLS": {"insecure": True},
+        "http": {"requestTimeout": "5s"},
+    }
+    armor = GoogleModelArmor.model_validate(config(policies=policies))
+    assert armor.ignored_policies() == ["backendAuth.key", "backendTLS", "http"]
+    assert "literal-key-123" not in repr(armor)
+    with caplog.at_level("WARNING", logger="gateway.guardrails"):
+        guard("request", policies=policies)
+    assert "policies backendAuth.key, backendTLS, http not applied" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="gateway.guardrails"):
+        guard("request", policies={"backendAuth": {"gcp": {}}})  # implicit GCP auth: what it does
+    assert "not applied" not in caplog.text
+    with pytest.raises(ValueError, match=r"policies\.backendTLS: an object"):
+        GoogleModelArmor.model_validate(config(policies={"backendTLS": "yes"}))
+
+
 def test_blank_texts_are_not_sent(server: ModelArmorServer) -> None:
     server.received.clear()
     assert check(guard(endpoint=server.endpoint), "  ", "").action == "allow" and server.received == []
@@ -296,25 +342,36 @@ def test_windows_are_cut_after_a_space_in_their_last_half(text: str, upto: int, 
 
 
 @pytest.mark.parametrize(
-    ("window", "masked", "cut", "out"),
+    ("window", "masked", "want", "out"),
     [
         ("hi there", "hi there", 3, (3, "hi ")),
-        ("hi there bo@x.com ok", "hi there [EMAIL] ok", 3, (3, "hi ")),  # before the first finding
-        ("hi there bo@x.com ok", "hi there [EMAIL] ok", 12, (9, "hi there ")),  # up to its last space
+        # Unchanged text goes only well before the first rewrite (overlap 8): a finding starts at
+        # most that far before its first changed character.
+        ("hi there you all bo@x.com ok", "hi there you all [EMAIL] ok", 3, (3, "hi ")),
+        ("hi there you all bo@x.com ok", "hi there you all [EMAIL] ok", 20, (9, "hi there ")),
+        ("hi there bo@x.com ok", "hi there [EMAIL] ok", 12, (1, "h")),
+        # A masker that keeps a finding's start: the number is not cut after "(555) ".
+        ("call (555) 123-4567 now", "call (555) ***-**** now", 15, (3, "cal")),
         (
             "bo@x.com and a@b.io, and on and on",
             "[EMAIL] and [EMAIL], and on and on",
             5,
             (19, "[EMAIL] and [EMAIL]"),
         ),
+        (  # through the last finding, then unchanged text up to what the window lets go
+            "bo@x.com and a@b.io, and on and on",
+            "[EMAIL] and [EMAIL], and on and on",
+            24,
+            (24, "[EMAIL] and [EMAIL], and"),
+        ),
         ("bo@x.com and a@b.co", "[EMAIL] and [EMAIL]", 5, (0, "")),  # the last one may go on: wait
         ("bo@x.com and a@b.co" + "." * 30, "[EMAIL] and [EMAIL]" + "." * 30, 5, (19, "[EMAIL] and [EMAIL]")),
     ],
 )
 def test_a_masked_window_goes_without_originals_or_unfinished_findings(
-    window: str, masked: str, cut: int, out: tuple[int, str]
+    window: str, masked: str, want: int, out: tuple[int, str]
 ) -> None:
-    assert masked_prefix(window, masked, cut, overlap=8, max_hold=64) == out
+    assert masked_prefix(window, masked, want, overlap=8, max_hold=64) == out
 
 
 def test_a_masked_window_goes_whole_past_the_most_it_may_hold() -> None:
@@ -380,6 +437,7 @@ def test_a_streamed_answer_through_the_real_client(server: ModelArmorServer) -> 
     )
     assert len(server.texts("SanitizeModelResponse")) > 1
     assert isinstance(g.stream(None), OverlapWindow)  # type: ignore[arg-type]
+    # every remote kind's window: tests/unit/test_guardrails_overlap.py
 
 
 def test_overlap_must_be_less_than_the_batch() -> None:

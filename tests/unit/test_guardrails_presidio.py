@@ -16,9 +16,9 @@ from pydantic import ValidationError
 from extproc.config.guardrails import PromptGuard
 from extproc.guardrails import build, http
 from extproc.guardrails.base import MASK, REJECT, StreamRejected, TextItem
+from extproc.guardrails.overlap import cut_point
 from extproc.guardrails.presidio import PresidioGuard, fallback_config
 from extproc.guardrails.presidio_api import Entity
-from extproc.guardrails.presidio_stream import cut_point
 from extproc.ports import free_port
 from tests.presidio_server import PresidioServer
 
@@ -127,6 +127,7 @@ def test_cut_point_never_splits_an_entity() -> None:
     assert cut_point(found, 7) == 2  # inside B, which overlaps A: before both
     assert cut_point(found, 10) == 10
     assert cut_point(found, 6) == 2
+    assert cut_point(found, 3, forward=True) == 9  # past the most it may hold: after both
 
 
 # --- whole texts ---------------------------------------------------------------------------------
@@ -203,21 +204,21 @@ async def streamed(g: PresidioGuard, text: str, cuts: list[int]) -> str:
 def test_a_stream_in_any_chunks_is_masked_as_the_whole_text(
     presidio: tuple[str, str], text: str, cuts: list[int]
 ) -> None:
-    g = guard(presidio, "response", streamBatch=8, streamOverlap=24)
+    g = guard(presidio, "response", streamBatch=32, streamOverlap=24)
     whole = check(g, text)
     expected = whole.texts[0] if whole.texts and whole.texts[0] is not None else text
     assert run(streamed(g, text, cuts)) == expected
 
 
 def test_a_stream_reject_stops_at_the_entity(presidio: tuple[str, str]) -> None:
-    g = guard(presidio, "response", action="reject", streamBatch=8, streamOverlap=24)
+    g = guard(presidio, "response", action="reject", streamBatch=32, streamOverlap=24)
     with pytest.raises(StreamRejected) as rejected:
         run(streamed(g, "hello there, write to jane.roe@exa" + "mple.org soon", [20, 34]))
     assert rejected.value.verdict.matched == ["EMAIL_ADDRESS"]
 
 
 def test_a_stream_falls_back_when_presidio_is_down(presidio: tuple[str, str]) -> None:
-    g = guard((f"127.0.0.1:{free_port()}", presidio[1]), "response", fallback="regex", streamBatch=8)
+    g = guard((f"127.0.0.1:{free_port()}", presidio[1]), "response", fallback="regex", streamBatch=16)
     f = g.stream(None)  # type: ignore[arg-type]
 
     async def go() -> str:
