@@ -28,7 +28,7 @@ _KEY_HASH = re.compile(r"^sha256:[0-9a-f]{64}$")
 class ApiKeyEntry(Strict):
     """An inline key: the key itself (``key``, a literal or ``$ENV_VAR``) or its hash."""
 
-    key: str | None = None
+    key: str | None = Field(None, repr=False)  # never in a repr (a logged config, an error)
     key_hash: str | None = Field(None, alias="keyHash")
     # Free-form; ``id``, ``user``, ``group``/``groups`` and ``team`` are read as the identity.
     metadata: dict[str, Any] = {}
@@ -284,7 +284,7 @@ class OpenFgaPolicy(Strict):
     group_tuple: str | None = Field("team:{group}#member", alias="groupTuple")
     cache_ttl: Duration = Field("10s", alias="cacheTtl")
     timeout: Duration = "1s"
-    api_token: str | None = Field(None, alias="apiToken")  # a literal or $ENV_VAR
+    api_token: str | None = Field(None, alias="apiToken", repr=False)  # a literal or $ENV_VAR
 
     @model_validator(mode="after")
     def _templates(self) -> OpenFgaPolicy:

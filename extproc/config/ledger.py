@@ -44,7 +44,7 @@ class AdminApiConfig(Strict):
     # container with the port left unpublished (or published on 127.0.0.1 only).
     host: str = "127.0.0.1"
     # A literal or $ENV_VAR. Unset or empty: the admin API is not served (and that is logged).
-    token: str | None = None
+    token: str | None = Field(None, repr=False)
 
 
 def problems(
