@@ -228,3 +228,25 @@ def gateway_stack(config: dict, work: Path, envoy_concurrency: int, workers: int
         extproc_workers=workers,
         envoy_concurrency=envoy_concurrency,
     )
+
+
+def added_p50(config: dict, work: Path, duration: int, base: str, measured: str, script: Path) -> dict:
+    """One gateway for ``config``, wrk at concurrency 1 and 16 on two of its routes (``/{name}``),
+    and what ``measured`` adds to ``base``'s p50: the same Envoy, sidecars and upstream for both."""
+    from bench import measure  # measure imports nothing of ours; kept local to keep this module light
+
+    work.mkdir(parents=True, exist_ok=True)
+    stack = gateway_stack(config, work, 1)
+    stack.start(timeout=30)
+    port = config["binds"][0]["port"]
+    out: dict = {}
+    try:
+        for name in (base, measured):
+            url = f"http://127.0.0.1:{port}/{name}/v1/chat/completions"
+            measure.wrk(url, 4, 1, script)  # warm-up
+            out[name] = {f"c{c}": measure.wrk(url, c, duration, script) for c in (1, 16)}
+    finally:
+        stack.stop()
+    for c in ("c1", "c16"):
+        out[f"added_p50_ms_{c}"] = round(out[measured][c]["p50_ms"] - out[base][c]["p50_ms"], 3)
+    return out

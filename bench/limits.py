@@ -110,25 +110,6 @@ async def _stage(config_path: Path, requests: int) -> dict[str, Any]:
     }
 
 
-def _gateway(config: dict[str, Any], work: Path, duration: int) -> dict[str, Any]:
-    work.mkdir(parents=True, exist_ok=True)
-    stack = envoys.gateway_stack(config, work, 1)
-    stack.start(timeout=30)
-    port = config["binds"][0]["port"]
-    script = measure.wrk_script(envoys.REQUEST, work)
-    out: dict[str, Any] = {}
-    try:
-        for name in ("open", "limited"):
-            url = f"http://127.0.0.1:{port}/{name}/v1/chat/completions"
-            measure.wrk(url, 4, 1, script)
-            out[name] = {f"c{c}": measure.wrk(url, c, duration, script) for c in (1, 16)}
-    finally:
-        stack.stop()
-    for c in ("c1", "c16"):
-        out[f"added_p50_ms_{c}"] = round(out["limited"][c]["p50_ms"] - out["open"][c]["p50_ms"], 3)
-    return out
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--requests", type=int, default=5000)
@@ -161,8 +142,11 @@ def main() -> int:
             if not args.skip_gateway:
                 measure.ensure_wrk()
                 for name, config in configs.items():
-                    results.setdefault("gateway", {})[name] = _gateway(
-                        config, work / f"gw-{name}", args.duration
+                    gw_work = work / f"gw-{name}"
+                    gw_work.mkdir(parents=True, exist_ok=True)
+                    script = measure.wrk_script(envoys.REQUEST, gw_work)
+                    results.setdefault("gateway", {})[name] = envoys.added_p50(
+                        config, gw_work, args.duration, "open", "limited", script
                     )
         finally:
             if upstream is not None:
