@@ -26,60 +26,15 @@ from pydantic import AliasChoices, Discriminator, Field, Tag, field_validator, m
 
 from extproc.config.base import Duration, Strict, parse_duration
 from extproc.config.bedrock_guardrails import BedrockGuardrails
+from extproc.config.guard_parts import RegexRule, Rejection, Target, lower_word
 from extproc.config.model_armor import GoogleModelArmor
+from extproc.config.presidio import Presidio
 from extproc.config.stream_window import StreamWindowFields
 
 Scope = Literal["systemPrompt", "messages", "toolInput", "toolOutput"]
 DEFAULT_SCOPE: tuple[Scope, ...] = ("systemPrompt", "messages")
 RESPONSE_SCOPE: tuple[Scope, ...] = ("messages",)  # an answer's text; toolInput adds its tool calls
-DEFAULT_BODY = "The request was rejected due to inappropriate content"
 _CEL_VARIABLES = frozenset({"request", "jwt", "llmRequest"})
-
-
-def _lower(v: Any) -> Any:
-    return v.strip().lower() if isinstance(v, str) else v
-
-
-class HeaderModifier(Strict):
-    """Headers of a rejection answer: ``set``/``add`` as a map or a list of {name, value}."""
-
-    add: dict[str, str] = {}
-    set: dict[str, str] = {}
-    remove: list[str] = []
-
-    @field_validator("add", "set", mode="before")
-    @classmethod
-    def _pairs(cls, v: Any) -> Any:
-        if isinstance(v, list):
-            return {str(p.get("name")): str(p.get("value", "")) for p in v if isinstance(p, dict)}
-        return v
-
-
-class Rejection(Strict):
-    body: str = DEFAULT_BODY
-    status: int = Field(403, ge=400, le=599)
-    headers: HeaderModifier | None = None
-
-
-class RegexRule(Strict):
-    builtin: str | None = None
-    pattern: str | None = None
-    name: str | None = None
-    # This project's extension: the text a match becomes (default ``<NAME>``).
-    replacement: str | None = None
-
-    @model_validator(mode="after")
-    def _one(self) -> RegexRule:
-        from extproc.guardrails import patterns
-
-        if (self.builtin is None) == (self.pattern is None):
-            raise ValueError("a rule is either {builtin: name} or {pattern: regex, name: NAME}")
-        if self.builtin is not None:
-            patterns.builtin(self.builtin)
-        else:
-            assert self.pattern is not None
-            patterns.check_pattern(self.pattern)
-        return self
 
 
 class LegacyReject(Strict):
@@ -107,7 +62,7 @@ class RegexGuard(Strict):
     @field_validator("action", mode="before")
     @classmethod
     def _action(cls, v: Any) -> Any:
-        return _lower(v)
+        return lower_word(v)
 
     @property
     def verb(self) -> str:
@@ -120,17 +75,6 @@ class RegexGuard(Strict):
         if isinstance(self.action, LegacyAction) and self.action.reject is not None:
             return self.action.reject.response
         return None
-
-
-class Target(Strict):
-    host: str
-
-    @field_validator("host")
-    @classmethod
-    def _host(cls, v: str) -> str:
-        if not re.match(r"^(https?://)?[A-Za-z0-9.\-\[\]:]+(/.*)?$", v):
-            raise ValueError(f"{v!r}: use host:port (or an http:// or https:// URL)")
-        return v
 
 
 class HeaderValueMatch(Strict):
@@ -231,94 +175,6 @@ class OpenAIModeration(Strict):
         if self.policies is not None and self.policies.backend_auth is not None:
             return self.policies.backend_auth.key
         return None
-
-
-_OPERATORS = frozenset({"replace", "redact", "mask", "hash", "encrypt", "keep"})
-# Presidio's entity -> the regex builtin that stands in for it when Presidio cannot be reached.
-PRESIDIO_BUILTINS = {
-    "EMAIL_ADDRESS": "email",
-    "PHONE_NUMBER": "phoneNumber",
-    "CREDIT_CARD": "creditCard",
-    "US_SSN": "ssn",
-}
-
-
-class RegexFallback(Strict):
-    """The regex rules a Presidio guard uses while Presidio is unreachable (its action: the guard's)."""
-
-    rules: list[RegexRule] = Field(min_length=1)
-    replacement: str | None = None
-
-
-class PresidioFallback(Strict):
-    regex: RegexFallback
-
-
-class Presidio(StreamWindowFields):
-    """Microsoft Presidio's analyzer and anonymizer services (this project's extension).
-
-    ``fallback: regex`` stands the regex builtins in for the configured entities that have one
-    (email, phone, card, SSN), each masked as Presidio would (its ``anonymizers`` replace value, or
-    ``<ENTITY>``); ``fallback: {regex: {rules: [...]}}`` names the rules.
-    """
-
-    analyzer_url: str = Field(alias="analyzerUrl")
-    anonymizer_url: str | None = Field(None, alias="anonymizerUrl")  # needed to mask
-    language: str = "en"
-    entities: list[str] = []  # none: every entity the analyzer recognizes
-    score_threshold: float | None = Field(None, alias="scoreThreshold", ge=0, le=1)
-    # The anonymizer's operators by entity (or DEFAULT), sent as they are: {type: replace, new_value}.
-    anonymizers: dict[str, dict[str, Any]] = {}
-    action: Literal["mask", "reject"] = "mask"
-    fallback: Literal["regex"] | PresidioFallback | None = None
-    failure_mode: Literal["failClosed", "failOpen"] = Field("failClosed", alias="failureMode")
-    timeout: Duration | None = None  # for both calls of one check, as a webhook's
-    # streamBatch, streamOverlap: a streamed answer in overlapping windows (stream_window.py).
-
-    @field_validator("action", mode="before")
-    @classmethod
-    def _action(cls, v: Any) -> Any:
-        return _lower(v)
-
-    @field_validator("analyzer_url", "anonymizer_url")
-    @classmethod
-    def _url(cls, v: str | None) -> str | None:
-        if v is not None:
-            Target(host=v)
-        return v
-
-    @field_validator("timeout")
-    @classmethod
-    def _timeout(cls, v: Duration | None) -> Duration | None:
-        if v is not None:
-            parse_duration(v)
-        return v
-
-    @field_validator("anonymizers")
-    @classmethod
-    def _operators(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        for entity, operator in v.items():
-            kind = operator.get("type")
-            if kind not in _OPERATORS:
-                known = ", ".join(sorted(_OPERATORS))
-                raise ValueError(f"anonymizers.{entity}: type {kind!r} is not one of {known}")
-        return v
-
-    @model_validator(mode="after")
-    def _coherent(self) -> Presidio:
-        if self.action == "mask" and self.anonymizer_url is None:
-            raise ValueError("action mask needs anonymizerUrl (the anonymizer writes the masked text)")
-        if self.fallback == "regex" and not self.fallback_builtins():
-            raise ValueError(
-                f"fallback: regex has no builtin for {', '.join(self.entities)}: "
-                f"list rules ({{regex: {{rules: [...]}}}}) or use entities {', '.join(PRESIDIO_BUILTINS)}"
-            )
-        return self
-
-    def fallback_builtins(self) -> list[tuple[str, str]]:
-        """(builtin, Presidio entity) pairs that ``fallback: regex`` checks."""
-        wanted = self.entities or list(PRESIDIO_BUILTINS)
-        return [(PRESIDIO_BUILTINS[e], e) for e in wanted if e in PRESIDIO_BUILTINS]
 
 
 _MODERATION = AliasChoices("openAIModeration", "openaiModeration")

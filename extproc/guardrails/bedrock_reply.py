@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from extproc.config.guardrails import DEFAULT_BODY, Rejection
+from extproc.config.guard_parts import DEFAULT_BODY, Rejection
 from extproc.guardrails.base import ALLOW, MASK, Verdict, rejected
 
 BLOCKED, ANONYMIZED = "BLOCKED", "ANONYMIZED"

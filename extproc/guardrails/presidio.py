@@ -24,8 +24,10 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, NoReturn
 
 from extproc.config.base import parse_duration
-from extproc.config.guardrails import GuardSpec, Presidio, PresidioFallback, RegexRule
+from extproc.config.guard_parts import RegexRule
+from extproc.config.guardrails import GuardSpec
 from extproc.config.guardrails import RegexGuard as RegexConfig
+from extproc.config.presidio import Presidio, PresidioFallback
 from extproc.guardrails.base import (
     ALLOW,
     FAIL_OPEN,

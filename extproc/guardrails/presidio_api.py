@@ -17,7 +17,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
-from extproc.config.guardrails import Presidio
+from extproc.config.presidio import Presidio
 from extproc.guardrails.http import GuardCallError, post_json
 
 
