@@ -47,7 +47,7 @@ from extproc import cli
 from extproc.pipeline import stages
 from extproc.pipeline.stages.usage_record import UsageRecord
 _for_route = stages.for_route
-stages.for_route = lambda route: [s for s in _for_route(route) if not isinstance(s, UsageRecord)]
+stages.for_route = lambda *a, **k: [s for s in _for_route(*a, **k) if not isinstance(s, UsageRecord)]
 sys.argv = ["extproc", *sys.argv[1:]]
 cli.main()
 """

@@ -1,7 +1,9 @@
 """The per-request usage log: one JSON object per line on stdout, written off the event loop.
 
 The request path only puts the encoded line on a queue; a background thread writes
-it, so a slow terminal, pipe or disk never stalls a request. Operational logs go to
+it, so a slow terminal, pipe or disk never stalls a request. The thread takes every line
+queued by then and writes them with one call (one syscall for many lines under load,
+not a write and a flush per line). Operational logs go to
 stderr, so stdout carries nothing but these records.
 """
 
@@ -16,18 +18,27 @@ from typing import Any, BinaryIO
 import orjson
 
 _STOP = b""
+_BATCH = 256  # lines per write at most
 _queue: queue.SimpleQueue[bytes] | None = None
 _thread: threading.Thread | None = None
 
 
 def _drain(q: queue.SimpleQueue[bytes], out: BinaryIO) -> None:
-    while True:
+    stop = False
+    while not stop:
+        lines: list[bytes] = []
         line = q.get()
-        if line is _STOP:
-            return
+        while True:
+            if line is _STOP:
+                stop = True
+                break
+            lines.append(line)
+            if q.empty() or len(lines) >= _BATCH:
+                break
+            line = q.get_nowait()
         try:
-            out.write(line)
-            if q.empty():
+            if lines:
+                out.write(b"".join(lines))
                 out.flush()
         except (OSError, ValueError):  # a closed or broken stdout must not kill the writer
             pass

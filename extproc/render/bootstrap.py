@@ -14,7 +14,7 @@ from extproc.render.common import (
 )
 from extproc.render.listeners import gateway_listener, metrics_listener, readiness_listener
 from extproc.render.telemetry import metrics_cluster
-from extproc.render.tracing import otlp_cluster
+from extproc.render.tracing import otlp_cluster, runtime_layers
 
 
 def overload_manager(max_connections: int) -> Json:
@@ -59,9 +59,13 @@ def render(gw: Gateway, addrs: SidecarAddresses | None = None) -> Json:
         ]
     listeners = [gateway_listener(gw, p, addrs.listen_host) for p in ports]
     listeners += [readiness_listener(gw, addrs.listen_host), metrics_listener(gw, addrs.listen_host)]
-    return {
+    bootstrap = {
         "node": {"id": "llm-gateway", "cluster": "llm-gateway"},
         "admin": {"address": socket_address(addrs.admin_host, admin_port)},
         "static_resources": {"listeners": listeners, "clusters": clusters},
         "overload_manager": overload_manager(limit),
     }
+    layers = runtime_layers(gw)
+    if layers:
+        bootstrap["layered_runtime"] = layers
+    return bootstrap

@@ -5,7 +5,8 @@ per span: about 80 us a span, on the extproc sidecar's one core. This writes the
 directly, and a repeated attribute (most are: operation, provider, model, route) from a cache,
 for about half the CPU. It covers what this gateway's spans hold: one resource and scope for
 all, string, bool, int, float and string-list attributes, a status, no events or links.
-The result is parsed back into the generated message (in C, microseconds) for the SDK's exporter.
+The gRPC exporter sends these bytes as they are (tracing.exporter_for); ``request`` parses them
+into the generated message for whoever needs the object.
 
 Field numbers: opentelemetry-proto's trace/v1/trace.proto, common/v1/common.proto.
 """

@@ -46,6 +46,12 @@ CREDENTIAL_HEADERS = frozenset(
 )
 
 _known: tuple[str, ...] = ()
+# Masked texts by text: most of what is masked per request repeats (paths, models, routes, error
+# messages), and three regular expressions over each cost microseconds a call. Bounded (cleared when
+# full) and emptied when the known secrets change.
+_CACHE_MAX = 4096
+_CACHE_TEXT_MAX = 512  # longer texts (a provider's error body) are masked each time
+_cache: dict[str, str] = {}
 
 
 def set_known_secrets(secrets: Iterable[str | None]) -> None:
@@ -53,9 +59,21 @@ def set_known_secrets(secrets: Iterable[str | None]) -> None:
     global _known
     # Longest first: a key that contains another is replaced whole.
     _known = tuple(sorted({s for s in secrets if s and len(s) >= 6}, key=len, reverse=True))
+    _cache.clear()
 
 
 def mask(text: str) -> str:
+    if len(text) > _CACHE_TEXT_MAX:
+        return _mask(text)
+    done = _cache.get(text)
+    if done is None:
+        if len(_cache) >= _CACHE_MAX:
+            _cache.clear()
+        done = _cache[text] = _mask(text)
+    return done
+
+
+def _mask(text: str) -> str:
     for secret in _known:
         if secret in text:
             text = text.replace(secret, MASK)

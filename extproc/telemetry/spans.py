@@ -58,11 +58,15 @@ def chat_name(ex: Exchange) -> str:
 def _params(body: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, name in _PARAMS.items():
-        value = body.get(key)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            out[name] = value
+        if key in body:
+            value = body[key]
+            t = type(value)  # JSON numbers are exactly int or float; a bool is neither
+            if t is int or t is float:
+                out[name] = value
     for key in _STOP:
         stop = body.get(key)
+        if stop is None:
+            continue
         if isinstance(stop, str):
             out["gen_ai.request.stop_sequences"] = [stop]
         elif isinstance(stop, list) and all(isinstance(s, str) for s in stop):

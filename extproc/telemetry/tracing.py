@@ -32,6 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import grpc
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
@@ -56,6 +57,7 @@ DIRECT_HEADER = TRACE_DIRECT_HEADER
 # Upstream phase -> router phase on an answer: ``<span id hex>-<start ns>-<attempt number>``.
 ATTEMPT_HEADER = TRACE_ATTEMPT_HEADER
 
+_EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 SERVICE_NAME = "gateway-extproc"  # OTEL_SERVICE_NAME overrides it
 SCOPE = InstrumentationScope("llm-gateway")
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
@@ -210,14 +212,30 @@ def exporter_for(cfg: TracingConfig, resource: Resource | None = None) -> SpanEx
         scheme = "https" if target.secure else "http"
         return HttpExporter(endpoint=f"{scheme}://{target.host}:{target.port}{target.path}", timeout=5)
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
     encoder = otlp_wire.Encoder(resource, SCOPE)
+
+    class RawStub:
+        """TraceService's Export taking the request already encoded: no parse into the generated
+        message and serialisation back (the same bytes, twice the work)."""
+
+        def __init__(self, channel: grpc.Channel) -> None:
+            self.Export = channel.unary_unary(
+                _EXPORT_METHOD,
+                request_serializer=None,  # bytes as they are
+                response_deserializer=ExportTraceServiceResponse.FromString,
+            )
 
     class Exporter(GrpcExporter):
         """The SDK's gRPC exporter (batching, retries, TLS) with the gateway's own encoder."""
 
+        def _initialize_channel_and_stub(self) -> None:
+            super()._initialize_channel_and_stub()
+            self._client = RawStub(self._channel)
+
         def _translate_data(self, data: Any) -> Any:
-            return encoder.request(data)
+            return encoder.encode(data)
 
     return Exporter(endpoint=f"{target.host}:{target.port}", insecure=not target.secure, timeout=5)
 

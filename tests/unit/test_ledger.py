@@ -81,6 +81,31 @@ def test_the_writer_writes_every_row_once_and_flushes_on_stop(tmp_path: Path) ->
     assert value(m.written) == 100
 
 
+def test_a_full_batch_is_written_without_waiting_for_the_flush_interval(tmp_path: Path) -> None:
+    """The writer thread is woken by a batch's first row and by a full batch, not per row: a full
+    batch must not linger for flushInterval, and a lone row must not wait for more."""
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    w = LedgerWriter(lambda: open_store(url), batch_size=10, flush_interval=30, metrics=metrics()).start()
+    try:
+        for i in range(10):
+            w.submit(record(i))
+        deadline = time.monotonic() + 5
+        while count(url) < 10 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert count(url) == 10
+    finally:
+        w.stop(timeout=5)
+    lone = LedgerWriter(lambda: open_store(url), batch_size=10, flush_interval=0.05, metrics=metrics()).start()
+    try:
+        lone.submit(record(99))
+        deadline = time.monotonic() + 5
+        while count(url) < 11 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert count(url) == 11
+    finally:
+        lone.stop(timeout=5)
+
+
 class CommitThenFail:
     """A store whose first write commits and then fails, as when the connection drops after COMMIT."""
 

@@ -106,6 +106,19 @@ def test_known_secrets_and_credential_shapes_are_masked() -> None:
     redact.set_known_secrets([])
 
 
+def test_a_masked_text_remembered_is_masked_again_when_the_known_secrets_change() -> None:
+    """mask() remembers its results (texts repeat from request to request); a secret learnt later
+    (a reload) must not find the old, unmasked result."""
+    redact.set_known_secrets([])
+    text = "upstream said: token hunter2-the-key"
+    assert redact.mask(text) == text
+    redact.set_known_secrets(["hunter2-the-key"])
+    assert redact.mask(text) == "upstream said: token [REDACTED]"
+    long = "x" * 600 + " hunter2-the-key"  # past the remembered length: masked each time
+    assert redact.mask(long).endswith("[REDACTED]")
+    redact.set_known_secrets([])
+
+
 def test_request_headers_for_cel_hide_credentials() -> None:
     headers = {":path": "/x", "authorization": "Bearer abc", "x-api-key": "k", "x-team": "red", "x-gw-user": "u"}
     assert redact.safe_headers(headers) == {"authorization": "[REDACTED]", "x-api-key": "[REDACTED]", "x-team": "red"}

@@ -247,6 +247,7 @@ def test_without_tracing_nothing_is_rendered(monkeypatch: pytest.MonkeyPatch) ->
     bootstrap = render(gateway.build(parse_text(CONFIG).config))
     text = dump(bootstrap)
     assert "gw_otlp" not in text and "envoy.tracers" not in text and "envoy.filters.http.header_mutation" not in text
+    assert "layered_runtime" not in bootstrap  # Envoy's default runtime
     opts = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
     upstream = [
         f["typed_config"] for c in _clusters(bootstrap).values()
@@ -274,6 +275,9 @@ def test_tracing_renders_envoys_tracer_collector_and_attempt_context(tmp_path: P
     group = clusters[gw.routes_by_id["fo"].backends[0].cluster]
     ext_proc = group["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]["http_filters"][0]
     assert "upstream.request_attempt_count" in ext_proc["typed_config"]["request_attributes"]
+    # Envoy's tracer exports in batches of 512 spans (or every 5 s), not every 5 spans (its default).
+    static, admin = bootstrap["layered_runtime"]["layers"]
+    assert static["static_layer"] == {"tracing.opentelemetry.min_flush_spans": 512} and "admin_layer" in admin
     out = tmp_path / "envoy.yaml"
     out.write_text(dump(bootstrap))
     proc = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(out)], capture_output=True, text=True)
