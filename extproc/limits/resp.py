@@ -140,6 +140,10 @@ class _Link(asyncio.Protocol):
         else:
             self._watch = self.loop.call_at(deadline, self._check)
 
+    def eof_received(self) -> None:
+        # Broken from now on, not once the transport has closed: no command is written after it.
+        self.fail(ConnectionError("Redis closed the connection"))
+
     def connection_lost(self, exc: Exception | None) -> None:
         why = f"connection to Redis lost: {exc}" if exc else "Redis closed the connection"
         self.fail(ConnectionError(why))
