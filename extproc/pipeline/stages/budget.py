@@ -82,7 +82,7 @@ class BudgetStage(Stage):
             [direct] if direct is not None else [u for b in route.backends for u in b.upstreams]
         )
         self._settling: set[asyncio.Task[None]] = set()
-        self._names: dict[tuple[int, str], tuple[str, str, tuple[str, ...]]] = {}
+        self._names: dict[tuple[Budget, str], tuple[str, str, tuple[str, ...]]] = {}
         self._names_of: BudgetFile | None = None
 
     async def on_request(self, ex: Exchange) -> None:
@@ -128,7 +128,7 @@ class BudgetStage(Stage):
         if file is not self._names_of:
             self._names.clear()
             self._names_of = file
-        key = (id(budget), value)  # the file holds its budgets: an id is not reused while it is current
+        key = (budget, value)
         found = self._names.get(key)
         if found is None:
             if len(self._names) >= _NAMES_KEPT:  # callers come and go: start again, not grow
