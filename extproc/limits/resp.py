@@ -18,7 +18,8 @@ catch the same ``RedisError``. Faults:
 - a script Redis does not know (``NOSCRIPT``, after a restart or ``SCRIPT FLUSH``) is sent again
   whole (``EVAL``), which also loads it.
 
-RESP2 only (no ``HELLO``): replies are what the scripts return, arrays of bulk strings.
+RESP2 only (no ``HELLO``): replies are what the scripts return, arrays of bulk strings. The wire
+format is hiredis' (its packer and parser); only the multiplexing is this module's.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
+import hiredis
 from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection, parse_url
 from redis.exceptions import ConnectionError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeout
@@ -37,54 +39,15 @@ from redis.exceptions import TimeoutError as RedisTimeout
 Arg = str | bytes | int | float
 
 
-class Incomplete(Exception):
-    """The buffer ends inside a reply: wait for more bytes."""
-
-
-def parse(buf: bytes | bytearray, pos: int) -> tuple[Any, int]:
-    """One RESP2 reply starting at ``pos``: (the value, where the next one starts). Error replies
-    are ``ResponseError`` values, not raised (an array may hold one). Raises ``Incomplete``."""
-    end = buf.find(b"\r\n", pos)
-    if end < 0:
-        raise Incomplete
-    kind = buf[pos]
-    line = buf[pos + 1 : end]
-    pos = end + 2
-    if kind == 36:  # $ bulk string
-        n = int(line)
-        if n < 0:
-            return None, pos
-        if len(buf) < pos + n + 2:
-            raise Incomplete
-        return bytes(buf[pos : pos + n]), pos + n + 2
-    if kind == 42:  # * array
-        n = int(line)
-        if n < 0:
-            return None, pos
-        items = []
-        for _ in range(n):
-            item, pos = parse(buf, pos)
-            items.append(item)
-        return items, pos
-    if kind == 58:  # : integer
-        return int(line), pos
-    if kind == 43:  # + simple string
-        return bytes(line), pos
-    if kind == 45:  # - error
-        return ResponseError(line.decode("utf-8", "replace")), pos
-    raise ConnectionError(f"Redis sent a reply of unknown type {chr(kind)!r}")
-
-
 def pack(args: Sequence[Arg]) -> bytes:
-    """A command as RESP2 bulk strings."""
-    out = [b"*%d\r\n" % len(args)]
-    for a in args:
-        if isinstance(a, str):
-            a = a.encode()
-        elif not isinstance(a, bytes):
-            a = repr(a).encode()
-        out.append(b"$%d\r\n%s\r\n" % (len(a), a))
-    return b"".join(out)
+    """A command as RESP2 bulk strings (hiredis' packer)."""
+    return hiredis.pack_command(tuple(args))
+
+
+def reader() -> hiredis.Reader:
+    """Replies from a stream of bytes (hiredis' parser): ``gets()`` is False until one is whole;
+    an error reply is a ``ResponseError`` value, not raised (an array may hold one)."""
+    return hiredis.Reader(replyError=ResponseError)
 
 
 class _Link(asyncio.Protocol):
@@ -94,7 +57,7 @@ class _Link(asyncio.Protocol):
         self.timeout = timeout
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
-        self.buf = bytearray()
+        self.replies = reader()
         self.pending: deque[tuple[asyncio.Future[Any], float]] = deque()
         self.broken: Exception | None = None
         self._watch: asyncio.TimerHandle | None = None
@@ -113,21 +76,17 @@ class _Link(asyncio.Protocol):
         return fut
 
     def data_received(self, data: bytes) -> None:
-        buf = self.buf
-        buf += data
-        pos = 0
         try:
+            self.replies.feed(data)
             while self.pending:
-                value, pos = parse(buf, pos)
+                value = self.replies.gets()
+                if value is False:  # the rest of the reply is still on its way
+                    break
                 fut = self.pending.popleft()[0]
                 if not fut.done():
                     fut.set_result(value)
-        except Incomplete:
-            pass
         except Exception as exc:  # a reply this client cannot read: the stream is lost
             self.fail(ConnectionError(f"unreadable reply from Redis: {exc}"))
-            return
-        del buf[:pos]
 
     def _check(self) -> None:
         """One timer per connection, not one per command: the oldest command's deadline."""

@@ -12,7 +12,7 @@ import pytest
 from redis.exceptions import ConnectionError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeout
 
-from extproc.limits.resp import Incomplete, RespClient, Script, pack, parse
+from extproc.limits.resp import RespClient, Script, pack, reader
 from tests.redis_server import RedisServer, start_redis
 
 REPLIES = [
@@ -29,14 +29,18 @@ REPLIES = [
 
 @pytest.mark.parametrize(("wire", "value"), REPLIES)
 def test_a_reply_is_read_whole_and_never_from_a_piece(wire: bytes, value: object) -> None:
-    assert parse(wire + b"+next\r\n", 0) == (value, len(wire))
     for cut in range(len(wire)):
-        with pytest.raises(Incomplete):
-            parse(wire[:cut], 0)
+        r = reader()
+        r.feed(wire[:cut])
+        assert r.gets() is False
+        r.feed(wire[cut:] + b"+next\r\n")
+        assert r.gets() == value and r.gets() == b"next"
 
 
 def test_an_error_reply_is_a_value_and_a_command_is_bulk_strings() -> None:
-    got, _ = parse(b"-NOSCRIPT No matching script\r\n", 0)
+    r = reader()
+    r.feed(b"-NOSCRIPT No matching script\r\n")
+    got = r.gets()
     assert isinstance(got, ResponseError) and str(got) == "NOSCRIPT No matching script"
     assert pack(["GET", b"k", 3, 1.5]) == b"*4\r\n$3\r\nGET\r\n$1\r\nk\r\n$1\r\n3\r\n$3\r\n1.5\r\n"
 
@@ -104,19 +108,14 @@ class FakeRedis:
         assert self.server is not None
         self.server.close()
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve(self, stream: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
         number = self.connections
-        buf = b""
+        commands = reader()  # a command is an array of bulk strings: read as a reply would be
         try:
-            while data := await reader.read(65536):
-                buf += data
-                while True:
-                    try:
-                        command, pos = parse(buf, 0)
-                    except Incomplete:
-                        break
-                    buf = buf[pos:]
+            while data := await stream.read(65536):
+                commands.feed(data)
+                while (command := commands.gets()) is not False:
                     self.commands.append(command)
                     await self.handler(command, writer, number)
         except ConnectionError:
