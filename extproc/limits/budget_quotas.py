@@ -29,10 +29,15 @@ def quota_id(budget: Budget) -> str:
     return f"budget/{budget.scope}/{budget.period}"
 
 
-def counter(budget: Budget, value: str, cost: int, now: float) -> Counter:
+def counter_name(budget: Budget, value: str) -> str:
+    """The counter's name for this caller, whatever the period (its override's, after ``ovr:``)."""
+    return f"budget:{budget.scope}={value}:{budget.period}"
+
+
+def counter(budget: Budget, value: str, cost: int, now: float, name: str | None = None) -> Counter:
     """The counter of ``budget`` for the caller's ``value`` in the period ``now`` falls in."""
     period = period_of(budget.period, budget.tz, now)
-    name = f"budget:{budget.scope}={value}:{budget.period}"
+    name = name or counter_name(budget, value)
     return Counter(f"{name}:{period.name}", budget.limit, cost, window_end=period.end, override=f"ovr:{name}")
 
 

@@ -137,13 +137,19 @@ def file_limit_id(domain: str, match: Match) -> str:
     return f"rateLimits/{domain}/{match.limit.path}"
 
 
-def file_counter(domain: str, match: Match, now: float, cost: int) -> Counter:
+def file_counter_name(domain: str, match: Match) -> str:
+    """A policy-file limit's counter name for these values, whatever the window (the stage
+    remembers it per caller: it is the same for every request)."""
+    return f"rl:{domain}_" + "_".join(f"{k}_{v}" for k, v in match.entries)
+
+
+def file_counter(domain: str, match: Match, now: float, cost: int, name: str | None = None) -> Counter:
     """The counter of a policy-file limit for the request's (or the subject's) values now.
 
     The window's start is part of its key; the override key is the same name without it."""
     lim = match.limit
     start = int(now // lim.window) * lim.window
-    name = f"rl:{domain}_" + "_".join(f"{k}_{v}" for k, v in match.entries)
+    name = name or file_counter_name(domain, match)
     return Counter(
         f"{name}_{start}",
         lim.requests_per_unit,

@@ -2,9 +2,11 @@
 
 Each call is one Lua script, which Redis runs atomically: reading every counter, deciding, and
 charging all of them happen with no other client in between, so three replicas sharing one Redis
-enforce the configured number, not three times it. One round trip per request (EVALSHA; redis-py
-loads the script again after a Redis restart). The clock is the caller's, passed in: replicas
-need synchronized clocks (NTP) for windows to agree on their starts.
+enforce the configured number, not three times it. One round trip per request (EVALSHA; the script
+is sent again after a Redis restart), on the one connection every request of the process shares
+(resp.py: no pool, pipelined); admin writes (reset, overrides) go through redis.asyncio. The clock
+is the caller's, passed in: replicas need synchronized clocks (NTP) for windows to agree on their
+starts.
 
 Keys: ``keyPrefix`` + the caller's key. Windows expire a minute after they end; a bucket expires
 once it would be full again (a missing bucket is a full one); override records never expire
@@ -24,6 +26,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError, RedisError
 
+from extproc.limits.resp import RespClient, Script
 from extproc.limits.store import Counter, Peek, Reservation, StoreUnavailable, apply_override, state_of
 
 log = logging.getLogger("gateway.limits")
@@ -166,9 +169,10 @@ class RedisStore:
             retry_on_timeout=False,
             max_connections=256,
         )
-        self._reserve = self.client.register_script(RESERVE)
-        self._adjust = self.client.register_script(ADJUST)
-        self._peek = self.client.register_script(PEEK)
+        # The scripts' calls, one per request: on one shared connection (resp.py), whose faults
+        # are handled alike (one retry on a broken connection, never on a timeout).
+        self.fast = RespClient(url, timeout)
+        self._reserve, self._adjust, self._peek = Script(RESERVE), Script(ADJUST), Script(PEEK)
         self.healthy = True
 
     def _keys(self, counters: Sequence[Counter]) -> tuple[list[str], list[int]]:
@@ -193,7 +197,7 @@ class RedisStore:
                 for c, i in zip(counters, index, strict=True)
             ]
         )
-        got = await self._call(lambda: self._reserve(keys=keys, args=[repr(now), spec]))
+        got = await self._call(lambda: self.fast.evalsha(self._reserve, keys, (repr(now), spec)))
         n = len(counters)
         taken = got[0] in (b"1", "1")
         for c, over in zip(counters, got[n + 1 :], strict=True):
@@ -209,14 +213,14 @@ class RedisStore:
             return
         spec = orjson.dumps([[c.limit, c.rate, int(d)] for c, d in pairs])
         keys = [self.prefix + c.key for c, _ in pairs]
-        await self._call(lambda: self._adjust(keys=keys, args=[repr(now), spec]))
+        await self._call(lambda: self.fast.evalsha(self._adjust, keys, (repr(now), spec)))
 
     async def peek(self, counters: Sequence[Counter], now: float) -> list[Peek]:
         if not counters:
             return []
         keys, index = self._keys(counters)
         spec = orjson.dumps([[c.limit, c.rate, i] for c, i in zip(counters, index, strict=True)])
-        got = await self._call(lambda: self._peek(keys=keys, args=[repr(now), spec]))
+        got = await self._call(lambda: self.fast.evalsha(self._peek, keys, (repr(now), spec)))
         out = []
         for i, c in enumerate(counters):
             level, over = got[2 * i], got[2 * i + 1]
@@ -250,6 +254,7 @@ class RedisStore:
         return result
 
     async def close(self) -> None:
+        await self.fast.close()
         await self.client.aclose()
 
 

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import prometheus_client as prom
@@ -82,6 +83,16 @@ OVERFLOW = "__overflow__"
 _OPERATION = {"completions": "chat", "messages": "chat", "embeddings": "embeddings"}
 
 
+@dataclass(slots=True)
+class _QuotaSeries:
+    """The gauges of one quota for one subject, and the limit they were last set to."""
+
+    used: Any
+    limit: Any
+    remaining: Any
+    last_limit: float | None = None
+
+
 def multiprocess_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 
@@ -94,6 +105,7 @@ class GatewayMetrics:
         self._keys: set[tuple[str, ...]] = set()
         self._overflowed = False
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        self._quota: dict[tuple[str, ...], _QuotaSeries] = {}  # a quota's labels -> its gauges
         common = (*COMMON, *extra)
         ns = prefix
 
@@ -188,22 +200,32 @@ class GatewayMetrics:
         return (OVERFLOW, OVERFLOW), tuple(OVERFLOW for _ in extras)
 
     def observe_quota(self, labels: tuple[str, ...], used: float, limit: float) -> None:
-        """One quota for one subject, as a decision or an admin change just found it."""
-        key = ("\0quota", *labels)
-        if key not in self._keys:
-            if len(self._keys) >= self.limit:
-                if not self._overflowed:
-                    self._overflowed = True
-                    log.warning(
-                        "metrics: %d distinct label sets reached (config.metrics.cardinalityLimit); "
-                        "quotas of new subjects are not exported from now on", self.limit
-                    )  # fmt: skip
-                return
-            self._keys.add(key)
-        child = self._child
-        child(self.quota_used, labels).set(used)
-        child(self.quota_limit, labels).set(limit)
-        child(self.quota_remaining, labels).set(max(0.0, limit - used))
+        """One quota for one subject, as a decision or an admin change just found it. Every
+        decision sets them: its three gauges are found with one lookup, and the limit (which
+        seldom changes) is set only when it did."""
+        series = self._quota.get(labels)
+        if series is None:
+            key = ("\0quota", *labels)
+            if key not in self._keys:
+                if len(self._keys) >= self.limit:
+                    if not self._overflowed:
+                        self._overflowed = True
+                        log.warning(
+                            "metrics: %d distinct label sets reached (config.metrics.cardinalityLimit); "
+                            "quotas of new subjects are not exported from now on", self.limit
+                        )  # fmt: skip
+                    return
+                self._keys.add(key)
+            child = self._child
+            series = self._quota[labels] = _QuotaSeries(
+                child(self.quota_used, labels), child(self.quota_limit, labels),
+                child(self.quota_remaining, labels),
+            )  # fmt: skip
+        series.used.set(used)
+        series.remaining.set(max(0.0, limit - used))
+        if series.last_limit != limit:
+            series.limit.set(limit)
+            series.last_limit = limit
 
     def quota_series(self) -> list[tuple[str, ...]]:
         """The label sets of the quota gauges this process exports."""

@@ -289,3 +289,15 @@ def test_quota_gauges_count_against_the_cardinality_limit() -> None:
     one = {"quota": "q", "period": "hour", "unit": "requests", "api_key_id": "", "user_id": "c",
            "group_id": "", "model": "", "route": ""}  # fmt: skip
     assert metrics.registry.get_sample_value("agentgateway_quota_used", one) is None
+
+
+def test_a_quotas_gauges_follow_every_decision_and_a_changed_limit() -> None:
+    metrics = GatewayMetrics()
+    labels = managed.gauge_labels("q", "hour", "requests", [("user_id", "a")])
+    one = {"quota": "q", "period": "hour", "unit": "requests", "api_key_id": "", "user_id": "a",
+           "group_id": "", "model": "", "route": ""}  # fmt: skip
+    got = metrics.registry.get_sample_value
+    for used, limit in ((1, 5), (2, 5), (2, 8), (9, 8), (0, 5)):
+        metrics.observe_quota(labels, used, limit)
+        assert (got("agentgateway_quota_used", one), got("agentgateway_quota_limit", one)) == (used, limit)
+        assert got("agentgateway_quota_remaining", one) == max(0, limit - used)

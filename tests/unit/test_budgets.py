@@ -401,6 +401,27 @@ def test_an_edited_file_is_in_force_after_a_reload(tmp_path: Path) -> None:
     asyncio.run(run())
 
 
+def test_a_reloaded_file_names_its_own_counters_for_a_caller_seen_before(tmp_path: Path) -> None:
+    stage, _ = stage_with(tmp_path, ONE_CENT_A_DAY)
+
+    async def run() -> list[str]:
+        scopes = []
+        for period in ("day", "month"):
+            text = f"budgets:\n  - {{group_id: marketing, period: {period}, usd: 0.01}}\n"
+            (tmp_path / "budgets.yaml").write_text(text)
+            assert period == "day" or await stage.policy.refresh()
+            ex = exchange(stage)
+            await stage.on_request(ex)
+            await settle(stage, ex, USED)
+            scopes.append(ex.response_headers["x-budget-scope"])
+        return scopes
+
+    assert asyncio.run(run()) == ["group_id=marketing day", "group_id=marketing month"]
+    assert spent(stage) == {
+        "budget:group_id=marketing:day:2027-01-15": 223, "budget:group_id=marketing:month:2027-01-01": 223,
+    }  # fmt: skip
+
+
 def test_the_test_clock_adds_the_offset_in_its_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import time
 

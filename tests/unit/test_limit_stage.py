@@ -398,3 +398,35 @@ def test_the_429_body_is_the_clients_api_error_shape() -> None:
     # The second bucket gets 1 token back a minute: 6000 s to fill.
     assert openai.headers["x-ratelimit-limit"] == "1, 1;w=60, 100;w=6000"
     assert openai.headers["retry-after"] == "60"
+
+
+def test_remembered_names_follow_a_reloaded_file_and_many_callers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from extproc.limits.policy_file import parse_policy
+    from extproc.pipeline.stages import ratelimit
+    from extproc.telemetry import runtime
+
+    monkeypatch.setattr(ratelimit, "_NAMES_KEPT", 2)  # three callers: names are forgotten and redone
+    gw = policy_gw(tmp_path, PER_IDENTITY)
+    stage, clock = stage_of(gw, tmp_path)
+    assert stage.policy is not None
+
+    async def main() -> list[int]:
+        out = []
+        for key in ["a", "b", "c", "a", "b", "c", "a", "a"]:
+            try:
+                await call(stage, exchange(gw, identity={"api_key_id": key}))
+                out.append(200)
+            except Denied:
+                out.append(429)
+        assert len(stage._names) <= 2  # kept to the bound, not one entry per caller ever seen
+        # The same limit path per hour now: a's gauge is the hour's, not the remembered minute's.
+        stage.policy.current = parse_policy(PER_IDENTITY.replace("unit: minute", "unit: hour"), "rl.yaml")
+        clock.now += 3600  # the next hour (this hour's key is the first minute's: the same start)
+        await call(stage, exchange(gw, identity={"api_key_id": "a"}))
+        return out
+
+    assert asyncio.run(main()) == [200] * 7 + [429]
+    periods = {s[1] for s in runtime.current().metrics.quota_series() if s[0] == "rateLimits/llm/api_key_id"}
+    assert periods == {"minute", "hour"}

@@ -46,6 +46,8 @@ from extproc.translate.usage import Usage
 log = logging.getLogger("gateway.limits")
 
 _ANSWERED = ("ok", "stream_cut")
+# Callers whose budgets' names are kept (BudgetStage._named): more are forgotten and redone.
+_NAMES_KEPT = 10_000
 
 
 @dataclass(slots=True)
@@ -80,6 +82,8 @@ class BudgetStage(Stage):
             [direct] if direct is not None else [u for b in route.backends for u in b.upstreams]
         )
         self._settling: set[asyncio.Task[None]] = set()
+        self._names: dict[tuple[Budget, str], tuple[str, str, tuple[str, ...]]] = {}
+        self._names_of: BudgetFile | None = None
 
     async def on_request(self, ex: Exchange) -> None:
         if ex.llm is None:  # models lists, passthrough: nothing is generated or priced
@@ -93,27 +97,48 @@ class BudgetStage(Stage):
             ex.budget = {"decision": "unpriced"}
             raise budget_reply.unpriced(values.model_of(ex) or "")
         now = self.clock()
-        counters = [budget_quotas.counter(b, value, cost, now) for b, value in budgets]
+        named = [self._named(file, b, value) for b, value in budgets]
+        counters = [
+            budget_quotas.counter(b, v, cost, now, n[0]) for (b, v), n in zip(budgets, named, strict=True)
+        ]
         try:
             got = await self.store.reserve(counters, now)
         except StoreUnavailable as exc:
             self._unavailable(ex, exc)
             return
         states = [
-            BudgetState(b.describe(v), c.limit, s.remaining, s.reset, s.fits, cost)
-            for (b, v), c, s in zip(budgets, counters, got.states, strict=True)
+            BudgetState(n[1], c.limit, s.remaining, s.reset, s.fits, cost)
+            for n, c, s in zip(named, counters, got.states, strict=True)
         ]
         record: dict[str, Any] = {
             "budgets": [s.what for s in states],
             "reserved_usd": cost / 1e6,
         }
-        _observe(budgets, counters, got.states)
+        _observe(named, counters, got.states)
         if not got.taken:
             ex.budget = {"decision": "deny", **record}
             raise budget_reply.refusal(states)
         ex.budget = {"decision": "allow", **record}
         ex.response_headers.update(budget_reply.headers(states))
         ex.stage_state[self.name] = _Held(counters, cost, file.defaults.unpriced)
+
+    def _named(self, file: BudgetFile, budget: Budget, value: str) -> tuple[str, str, tuple[str, ...]]:
+        """A budget's counter name, description and gauge labels for one caller: the same for
+        every request, so worked out once per caller (until the file is reloaded)."""
+        if file is not self._names_of:
+            self._names.clear()
+            self._names_of = file
+        key = (budget, value)
+        found = self._names.get(key)
+        if found is None:
+            if len(self._names) >= _NAMES_KEPT:  # callers come and go: start again, not grow
+                self._names.clear()
+            found = self._names[key] = (
+                budget_quotas.counter_name(budget, value),
+                budget.describe(value),
+                budget_quotas.gauge(budget, value),
+            )
+        return found
 
     def _reservation(self, ex: Exchange, defaults: Defaults) -> int | None:
         """Micro-dollars to hold; None when no provider's model is priced and unpricedUsd is unset."""
@@ -193,9 +218,11 @@ class BudgetStage(Stage):
             await asyncio.gather(*list(self._settling), return_exceptions=True)
 
 
-def _observe(budgets: list[tuple[Budget, str]], counters: list[Counter], states: Sequence[State]) -> None:
+def _observe(
+    named: list[tuple[str, str, tuple[str, ...]]], counters: list[Counter], states: Sequence[State]
+) -> None:
     """The budgets' gauges as this decision found them (the limit in force: an override too)."""
     metrics = runtime.current().metrics
-    for (budget, value), c, state in zip(budgets, counters, states, strict=True):
+    for n, c, state in zip(named, counters, states, strict=True):
         used = c.limit - state.remaining
-        metrics.observe_quota(budget_quotas.gauge(budget, value), used / MICRO, c.limit / MICRO)
+        metrics.observe_quota(n[2], used / MICRO, c.limit / MICRO)

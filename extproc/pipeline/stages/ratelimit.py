@@ -25,6 +25,7 @@ from extproc import tokens
 from extproc.errors import GatewayError
 from extproc.gateway import ResolvedRoute
 from extproc.limits import managed, quota, values
+from extproc.limits.policy_file import Match, PolicyFile
 from extproc.limits.policy_watch import WatchedPolicy
 from extproc.limits.remote import RemoteAnswer, RemoteLimiter, RemoteUnavailable
 from extproc.limits.store import Counter, Reservation, State, Store, StoreUnavailable
@@ -36,6 +37,8 @@ log = logging.getLogger("gateway.limits")
 
 # Outcomes where the provider answered (or may have): with no usage reported, the reservation stays.
 _ANSWERED = ("ok", "client_disconnected", "stream_cut")
+# Callers whose limits' names are kept (RateLimitStage._named): more are forgotten and redone.
+_NAMES_KEPT = 10_000
 
 
 @dataclass(slots=True)
@@ -120,6 +123,8 @@ class RateLimitStage(Stage):
         # Settling with a networked store is sent off the request's path (the answer's last
         # bytes do not wait for it); these are the settlements still in flight.
         self._settling: set[asyncio.Task[None]] = set()
+        self._names: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[str, str, tuple[str, ...]]] = {}
+        self._names_of: PolicyFile | None = None
 
     async def on_request(self, ex: Exchange) -> None:
         now = self.clock()
@@ -166,15 +171,33 @@ class RateLimitStage(Stage):
                 if lim.unlimited:
                     continue
                 cost = _cost(estimate, lim.requests_per_unit) if lim.tokens else 1
+                name, what, gauge = self._named(policy, m)
                 # With its override key: an operator's limit for this subject wins (managed.py).
-                counter = managed.file_counter(policy.domain, m, now, cost)
-                what = f"rateLimits {policy.domain}: {lim.path}"
-                gauge = managed.gauge_labels(
-                    managed.file_limit_id(policy.domain, m), lim.unit, "tokens" if lim.tokens else "requests",
-                    m.entries,
-                )  # fmt: skip
+                counter = managed.file_counter(policy.domain, m, now, cost, name)
                 out.append(_Limit(counter, what, lim.tokens, lim.window, gauge))
         return out
+
+    def _named(self, policy: PolicyFile, m: Match) -> tuple[str, str, tuple[str, ...]]:
+        """A matched limit's counter name, description and gauge labels: the same for every
+        request of one caller, so worked out once per caller (until the file is reloaded)."""
+        if policy is not self._names_of:
+            self._names.clear()
+            self._names_of = policy
+        key = (m.limit.path, m.entries)
+        found = self._names.get(key)
+        if found is None:
+            if len(self._names) >= _NAMES_KEPT:  # callers come and go: start again, not grow
+                self._names.clear()
+            lim = m.limit
+            found = self._names[key] = (
+                managed.file_counter_name(policy.domain, m),
+                f"rateLimits {policy.domain}: {lim.path}",
+                managed.gauge_labels(
+                    managed.file_limit_id(policy.domain, m), lim.unit, "tokens" if lim.tokens else "requests",
+                    m.entries,
+                ),
+            )  # fmt: skip
+        return found
 
     def _quotas(self, ex: Exchange, limits: list[_Limit], got: Reservation) -> list[quota.Quota]:
         """What the client is told: shadow-mode limits count but are never shown (nor refuse)."""
