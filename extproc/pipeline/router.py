@@ -24,16 +24,14 @@ from __future__ import annotations
 
 import inspect
 import logging
-import re
 import time
 
 import orjson
 
-from extproc import contracts
 from extproc import headers as h
 from extproc.errors import GatewayError
 from extproc.gateway import Gateway, ResolvedRoute, Upstream
-from extproc.pipeline import client_request, encoding, outbound, stream_route, trace_context
+from extproc.pipeline import client_request, encoding, outbound, route_decision, stream_route, trace_context
 from extproc.pipeline.answer import ResponseReader
 from extproc.pipeline.attempts import attempts_of
 from extproc.pipeline.exchange import Exchange, new_request_id
@@ -53,28 +51,7 @@ TRUNCATED_RECORD = (
     "the provider's stream ended before its last event: its connection was closed or reset, "
     "or it stopped early"
 )
-_UPSTREAM_ID = re.compile(r'key: "upstream"\s+value \{\s*string_value: "([^"]+)"')
 _LLM_APIS = frozenset({"completions", "messages", "embeddings"})
-
-
-def upstream_of_metadata(gw: Gateway, metadata_text: str) -> Upstream | None:
-    """An endpoint's metadata arrives as protobuf text; it carries our upstream id."""
-    m = _UPSTREAM_ID.search(metadata_text)
-    return gw.upstreams_by_id.get(m.group(1)) if m else None
-
-
-def forward_of(route: ResolvedRoute) -> tuple[str, ...]:
-    ai = route.policies.ai
-    return tuple(ai.forward_headers) if ai is not None else ()
-
-
-def _envoy_keys(ex: Exchange, path: str) -> dict[str, str]:
-    """The plain metadata keys Envoy's access log and local-reply mappers read. The client's own
-    request id goes by metadata too: its header is gone by the time Envoy logs (egress allowlist)."""
-    keys = {h.API: ex.api, h.PATH: path, h.REQUEST_ID: ex.request_id}
-    if ex.client_request_id is not None:
-        keys[h.CLIENT_ID] = ex.client_request_id
-    return keys
 
 
 class RouterProcessor:
@@ -157,7 +134,7 @@ class RouterProcessor:
             raise GatewayError(
                 405, f"{ex.method} is not allowed on {ex.path}; use POST", code="method_not_allowed"
             )
-        reply = self._route_decision(ex)
+        reply = route_decision.reply(ex)
         direct = ex.route.direct_upstream
         if direct is not None:
             await self._egress(reply, ex, direct, None, None, False)
@@ -182,7 +159,7 @@ class RouterProcessor:
         sent = orjson.dumps(ex.llm.body) if ex.llm is not None and ex.llm.changed else None
         if sent is None and decoded:
             sent = body  # the decoded bytes replace the encoded ones Envoy holds
-        reply = self._route_decision(ex)
+        reply = route_decision.reply(ex)
         direct = ex.route.direct_upstream
         if direct is not None:
             await self._egress(reply, ex, direct, parsed, body if sent is None else sent, sent is not None)
@@ -202,26 +179,6 @@ class RouterProcessor:
         router reads it from this header and removes it."""
         reply.set_headers[h.UPSTREAM_TIMEOUT] = str(self.clock.start(ex.route, self.gw))
 
-    def _route_decision(self, ex: Exchange) -> Reply:
-        """What the upstream phase needs (typed), and the plain keys Envoy's access log and error
-        mappers read (``api``, ``path``, ``request_id``)."""
-        path = client_request.rewritten_path(ex.route, ex.path)
-        decision = contracts.RouteDecision(
-            request_id=ex.request_id,
-            client_api=contracts.client_api(ex.api),
-            client_path=path,
-            route_id=ex.route.id,
-            requested_model=ex.request_model or "",
-            stream=ex.stream,
-        )
-        return Reply(
-            metadata={
-                **_envoy_keys(ex, path),
-                contracts.DECISION_KEY: contracts.encode_decision(decision),
-                **trace_context.decision_keys(ex),
-            }
-        )
-
     async def _egress(
         self,
         reply: Reply,
@@ -233,9 +190,9 @@ class RouterProcessor:
     ) -> None:
         """The attempt's path, credentials, headers and body; ``rewritten``: ``body`` is not Envoy's."""
         assert reply.metadata is not None
-        out = await outbound.build(
-            up, ex.api, ex.method, reply.metadata[h.PATH], parsed, body, ex.headers, forward_of(ex.route)
-        )
+        forward = route_decision.forward_of(ex.route)
+        path = reply.metadata[h.PATH]
+        out = await outbound.build(up, ex.api, ex.method, path, parsed, body, ex.headers, forward)
         reply.set_headers.update(out.set_headers)
         trace_context.direct_egress(ex, reply.set_headers, out.attempt.path)
         reply.remove_headers.extend(out.remove_headers)
@@ -258,7 +215,7 @@ class RouterProcessor:
         ex.first_byte = time.monotonic()
         ex.status = int(headers.get(":status", "0"))
         details = attrs.get("response.code_details", "")
-        up = ex.route.direct_upstream or upstream_of_metadata(
+        up = ex.route.direct_upstream or route_decision.upstream_of_metadata(
             self.gw, attrs.get("xds.upstream_host_metadata", "")
         )
         ex.upstream = up
@@ -375,7 +332,7 @@ class RouterProcessor:
             await self._finish(self.ex, err.status, outcome)
             assert reply.immediate is not None
             reply.immediate.headers[h.RESPONSE_REQUEST_ID] = self.ex.request_id
-            reply.metadata = _envoy_keys(self.ex, self.ex.path)
+            reply.metadata = route_decision.envoy_keys(self.ex, self.ex.path)
         return reply
 
     async def close(self) -> None:

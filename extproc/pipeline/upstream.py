@@ -20,7 +20,7 @@ from extproc.errors import GatewayError
 from extproc.gateway import Gateway, Upstream
 from extproc.pipeline import outbound
 from extproc.pipeline.reply import Reply
-from extproc.pipeline.router import forward_of, upstream_of_metadata
+from extproc.pipeline.route_decision import forward_of, upstream_of_metadata
 from extproc.pipeline.stream_route import is_relay_endpoint
 from extproc.telemetry import runtime, tracing
 from extproc.telemetry.attempt_span import AttemptSpan
