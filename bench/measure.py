@@ -18,6 +18,7 @@ import urllib.request
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 PROC = Path("/proc")
 # Side listeners of the gateway's Envoy and the admin interface: not client requests.
@@ -201,3 +202,14 @@ def messages(before: Mapping[str, int], after: Mapping[str, int], authz_cluster:
             else:
                 out.upstream_sent += delta(name)
     return out
+
+
+def median_window(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The window with the median requests/s, whole (its p50, p99 and CPU belong together),
+    with every window's requests/s kept beside it to show the spread."""
+    if not runs:
+        raise ValueError("no windows to choose from")
+    ranked = sorted(runs, key=lambda r: r["rps"])
+    chosen = dict(ranked[(len(ranked) - 1) // 2])
+    chosen["rps_windows"] = [r["rps"] for r in runs]
+    return chosen

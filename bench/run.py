@@ -17,7 +17,7 @@ counted) and gRPC messages per request (deltas of the Envoy's own ext_proc and
 ext_authz counters). Then the streaming benchmark (bench/stream.py) runs. One
 markdown report on stdout, all figures in bench/results/*.json.
 
-    make bench                               # or: .venv/bin/python bench/run.py --duration 10
+    make bench                               # or: .venv/bin/python bench/run.py --duration 8 --rounds 3
     .venv/bin/python bench/run.py --quick    # a smoke run of everything, about a minute
 """
 
@@ -158,23 +158,35 @@ def _end(proc: subprocess.Popen[bytes]) -> None:
 def run_requests(
     args: argparse.Namespace, work: Path
 ) -> tuple[dict[str, dict[str, dict[str, Any]]], dict[str, measure.Messages]]:
-    """Figures per path and level, and the exact messages per path."""
+    """Figures per path and level, and the exact messages per path.
+
+    Every path is warmed before any is measured (a path measured while the others' processes
+    were still starting came out several times slower), then the windows alternate between the
+    paths over ``--rounds`` rounds and each path's median window is reported, so a change in the
+    machine's load falls on every path alike.
+    """
     stop: list[Callable[[], None]] = []
     script = measure.wrk_script(envoys.REQUEST, work)
-    hi = f"c{args.connections}"
+    levels = {"c1": 1, f"c{args.connections}": args.connections}
     try:
         targets = start_paths(args.paths, args, work, stop)
-        results: dict[str, dict[str, dict[str, Any]]] = {}
-        counted: dict[str, measure.Messages] = {}
-        for name, target in targets.items():
+        for target in targets.values():
             wait_ok(target.url)
+        for target in targets.values():
             measure.wrk(target.url, 4, args.warmup, script)  # warm connections and caches
-            results[name] = {
-                "c1": window(target, 1, args.duration, script),
-                hi: window(target, args.connections, args.duration, script),
-            }
-            counted[name] = count_messages(target, args.count)
-            print(f"measured {name}", file=sys.stderr)
+        windows: dict[str, dict[str, list[dict[str, Any]]]] = {
+            name: {level: [] for level in levels} for name in targets
+        }
+        for round_no in range(args.rounds):
+            for name, target in targets.items():
+                for level, connections in levels.items():
+                    windows[name][level].append(window(target, connections, args.duration, script))
+            print(f"round {round_no + 1}/{args.rounds} measured", file=sys.stderr)
+        results = {
+            name: {level: measure.median_window(runs) for level, runs in by_level.items()}
+            for name, by_level in windows.items()
+        }
+        counted = {name: count_messages(target, args.count) for name, target in targets.items()}
         return results, counted
     finally:
         for end in reversed(stop):
@@ -204,7 +216,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--duration", type=int, default=8, help="seconds per measured window")
-    parser.add_argument("--warmup", type=int, default=1, help="seconds of wrk before a path's windows")
+    parser.add_argument("--warmup", type=int, default=2, help="seconds of wrk per path before any window")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="windows per path and level, alternating; the median is reported"
+    )
     parser.add_argument("--connections", type=int, default=16, help="concurrency of the throughput window")
     parser.add_argument("--workers", type=int, default=1, help="extproc worker processes")
     parser.add_argument(
@@ -233,7 +248,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # Every comparison is against Envoy alone, so it is always measured, and first.
     args.paths = ("envoy", *[p for p in ALL_PATHS if p in args.paths and p != "envoy"])
     if args.quick:
-        args.duration, args.warmup = 1, 1  # wrk takes whole seconds
+        args.duration, args.warmup, args.rounds = 1, 1, 1  # wrk takes whole seconds
         args.events, args.runs, args.stream_concurrency = min(args.events, 100), min(args.runs, 3), 2
     return args
 

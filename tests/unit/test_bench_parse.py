@@ -201,3 +201,21 @@ def test_table_puts_ratios_messages_and_verdicts_beside_the_figures() -> None:
     assert "| bare Python ext_proc | 20 | 1.00 | 4.00 | 0.00 | 4.00 | 0.00 | 4.00 |" in report.messages_table(
         counted
     )
+
+
+def test_median_window_is_one_whole_window_with_the_spread_kept() -> None:
+    runs = [
+        {"rps": 900.0, "p50_ms": 1.0, "cpu_ms_per_req": 2.0},
+        {"rps": 300.0, "p50_ms": 9.0, "cpu_ms_per_req": 6.0},  # a window the machine was busy in
+        {"rps": 1000.0, "p50_ms": 0.9, "cpu_ms_per_req": 1.9},
+    ]
+    chosen = measure.median_window(runs)
+    assert (chosen["rps"], chosen["p50_ms"], chosen["cpu_ms_per_req"]) == (900.0, 1.0, 2.0)
+    assert chosen["rps_windows"] == [900.0, 300.0, 1000.0]
+    assert "rps_windows" not in runs[0]  # the inputs are not changed
+
+
+def test_median_window_of_an_even_count_takes_the_lower_middle() -> None:
+    assert measure.median_window([{"rps": 2.0}, {"rps": 1.0}])["rps"] == 1.0
+    with pytest.raises(ValueError):
+        measure.median_window([])
