@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict
 
 Loc = tuple[str | int, ...]
 
@@ -27,7 +28,16 @@ def parse_duration(value: str | int | float) -> float:
     return float(m.group(1)) * scale
 
 
+def _valid_duration(value: str | int | float) -> str | int | float:
+    parse_duration(value)  # raises with the value and the forms it accepts
+    return value
+
+
+# A duration as written in config ("100ms", "15s", "2m", "1h" or seconds). ``Duration`` fields are
+# checked by their model's whole-config pass (so one load reports every error); ``CheckedDuration``
+# fields are checked where they are read, for models with no such pass (guards, limit stores).
 Duration = str | int | float
+CheckedDuration = Annotated[Duration, AfterValidator(_valid_duration)]
 
 # The statuses providers use for "try again elsewhere": rate limits and every 5xx a provider
 # answers when overloaded or failing (529 is Anthropic's overloaded_error). The default for

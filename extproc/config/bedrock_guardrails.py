@@ -24,7 +24,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from extproc.config.base import Duration, Strict, parse_duration
+from extproc.config.base import CheckedDuration, Strict
 from extproc.config.stream_window import StreamWindowFields
 
 # ApplyGuardrail's own patterns (the AWS API reference): an id or the guardrail's ARN; a number or DRAFT.
@@ -66,7 +66,9 @@ class BedrockGuardrails(StreamWindowFields):
     # endpoint, or a test server). Signed for service bedrock in ``region`` all the same.
     endpoint_url: str | None = Field(None, alias="endpointUrl")
     failure_mode: Literal["failClosed", "failOpen"] = Field("failClosed", alias="failureMode")
-    timeout: Duration | None = None  # as a webhook's: agentgateway's 10 s, within limits.sidecarTimeout
+    timeout: CheckedDuration | None = (
+        None  # as a webhook's: agentgateway's 10 s, within limits.sidecarTimeout
+    )
     # streamBatch, streamOverlap: a streamed answer in overlapping windows (stream_window.py).
 
     @field_validator("guardrail_version", mode="before")
@@ -100,13 +102,6 @@ class BedrockGuardrails(StreamWindowFields):
     def _endpoint(cls, v: str | None) -> str | None:
         if v is not None and not re.match(r"^https?://[A-Za-z0-9.\-\[\]:]+(/.*)?$", v):
             raise ValueError(f"{v!r}: use an http:// or https:// URL")
-        return v
-
-    @field_validator("timeout")
-    @classmethod
-    def _timeout(cls, v: Duration | None) -> Duration | None:
-        if v is not None:
-            parse_duration(v)
         return v
 
     @property

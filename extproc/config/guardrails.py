@@ -24,7 +24,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Discriminator, Field, Tag, field_validator, model_validator
 
-from extproc.config.base import Duration, Strict, parse_duration
+from extproc.config.base import CheckedDuration, Strict
 from extproc.config.bedrock_guardrails import BedrockGuardrails
 from extproc.config.guard_parts import RegexRule, Rejection, Target, lower_word
 from extproc.config.model_armor import GoogleModelArmor
@@ -109,20 +109,13 @@ class Webhook(StreamWindowFields):
     headers: dict[str, str] = {}  # header (or :path, :method, :authority) -> CEL expression
     failure_mode: Literal["failClosed", "failOpen"] = Field("failClosed", alias="failureMode")
     # Unset: agentgateway's 10 s, or less when config.limits.sidecarTimeout is shorter.
-    timeout: Duration | None = None
+    timeout: CheckedDuration | None = None
     # streamBatch, streamOverlap (extension): a streamed answer in overlapping windows (stream_window.py).
 
     @field_validator("target", mode="before")
     @classmethod
     def _target(cls, v: Any) -> Any:
         return {"host": v} if isinstance(v, str) else v
-
-    @field_validator("timeout")
-    @classmethod
-    def _timeout(cls, v: Duration | None) -> Duration | None:
-        if v is not None:
-            parse_duration(v)
-        return v
 
     @field_validator("headers")
     @classmethod
@@ -159,14 +152,7 @@ class OpenAIModeration(Strict):
     auth: KeyAuth | None = None  # the older shape
     policies: ModerationPolicies | None = None  # agentgateway's current shape
     base_url: str = Field("https://api.openai.com", alias="baseUrl")  # extension: another endpoint
-    timeout: Duration | None = None  # as a webhook's
-
-    @field_validator("timeout")
-    @classmethod
-    def _timeout(cls, v: Duration | None) -> Duration | None:
-        if v is not None:
-            parse_duration(v)
-        return v
+    timeout: CheckedDuration | None = None  # as a webhook's
 
     @property
     def key(self) -> str | KeyFile | None:

@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from extproc.config.base import Duration, Strict, parse_duration
+from extproc.config.base import CheckedDuration, Strict
 from extproc.config.stream_window import StreamWindowFields
 
 DEFAULT_LOCATION = "us-central1"
@@ -88,7 +88,9 @@ class GoogleModelArmor(StreamWindowFields):
     project_id: str = Field(alias="projectId")
     location: str = DEFAULT_LOCATION
     failure_mode: Literal["failClosed", "failOpen"] = Field("failClosed", alias="failureMode")
-    timeout: Duration | None = None  # unset: 10 s, or less when config.limits.sidecarTimeout is shorter
+    timeout: CheckedDuration | None = (
+        None  # unset: 10 s, or less when config.limits.sidecarTimeout is shorter
+    )
     # streamBatch, streamOverlap: a streamed answer in overlapping windows (stream_window.py).
     credentials: CredentialsFile | None = None  # unset: Application Default Credentials
     endpoint: str | None = None  # unset: modelarmor.{location}.rep.googleapis.com:443
@@ -104,13 +106,6 @@ class GoogleModelArmor(StreamWindowFields):
     def _id(cls, v: str) -> str:
         if not _ID.match(v):
             raise ValueError(f"{v!r}: use letters, digits and . _ : - (no slashes or spaces)")
-        return v
-
-    @field_validator("timeout")
-    @classmethod
-    def _timeout(cls, v: Duration | None) -> Duration | None:
-        if v is not None:
-            parse_duration(v)
         return v
 
     @field_validator("endpoint")

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from extproc.config.base import Duration, Strict, parse_duration
+from extproc.config.base import CheckedDuration, Strict
 from extproc.config.guard_parts import RegexRule, Target, lower_word
 from extproc.config.stream_window import StreamWindowFields
 
@@ -49,7 +49,7 @@ class Presidio(StreamWindowFields):
     action: Literal["mask", "reject"] = "mask"
     fallback: Literal["regex"] | PresidioFallback | None = None
     failure_mode: Literal["failClosed", "failOpen"] = Field("failClosed", alias="failureMode")
-    timeout: Duration | None = None  # for both calls of one check, as a webhook's
+    timeout: CheckedDuration | None = None  # for both calls of one check, as a webhook's
     # streamBatch, streamOverlap: a streamed answer in overlapping windows (stream_window.py).
 
     @field_validator("action", mode="before")
@@ -62,13 +62,6 @@ class Presidio(StreamWindowFields):
     def _url(cls, v: str | None) -> str | None:
         if v is not None:
             Target(host=v)
-        return v
-
-    @field_validator("timeout")
-    @classmethod
-    def _timeout(cls, v: Duration | None) -> Duration | None:
-        if v is not None:
-            parse_duration(v)
         return v
 
     @field_validator("anonymizers")

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from extproc.config.base import Duration, Strict, parse_duration
+from extproc.config.base import CheckedDuration, Duration, Strict, parse_duration
 
 FailureMode = Literal["failClosed", "failOpen"]
 
@@ -85,19 +85,13 @@ class RemoteRateLimit(Strict):
     domain: str = Field(min_length=1)
     descriptors: list[RemoteDescriptor] = Field(min_length=1)
     failure_mode: FailureMode = Field("failClosed", alias="failureMode")
-    timeout: Duration = "100ms"
+    timeout: CheckedDuration = "100ms"
 
     @field_validator("host")
     @classmethod
     def _host(cls, v: str) -> str:
         if not _HOSTPORT.match(v):
             raise ValueError("host must be host:port")
-        return v
-
-    @field_validator("timeout")
-    @classmethod
-    def _timeout(cls, v: Duration) -> Duration:
-        parse_duration(v)
         return v
 
     @model_validator(mode="after")
@@ -114,13 +108,7 @@ class RedisStore(Strict):
     url: str = Field(pattern=r"^(redis|rediss|unix)://")
     key_prefix: str = Field("llmgw:", alias="keyPrefix")
     # Per command; a Redis that does not answer within it is "unreachable" (failureMode).
-    timeout: Duration = "250ms"
-
-    @field_validator("timeout")
-    @classmethod
-    def _timeout(cls, v: Duration) -> Duration:
-        parse_duration(v)
-        return v
+    timeout: CheckedDuration = "250ms"
 
 
 class RateLimitStore(Strict):

@@ -302,7 +302,9 @@ def test_no_route_needs_authz_yet() -> None:
     assert not any(r.needs_authz for r in gw.routes)
 
 
-_ONE_ROUTE = "binds:\n- port: 3000\n  listeners:\n  - routes:\n    - backends:\n      - ai: {provider: {openAI: {}}}\n"
+_ONE_ROUTE = (
+    "binds:\n- port: 3000\n  listeners:\n  - routes:\n    - backends:\n      - ai: {provider: {openAI: {}}}\n"
+)
 
 
 def test_client_limits_have_bounded_defaults() -> None:
@@ -340,3 +342,17 @@ def test_a_bad_stream_limit_is_a_load_error() -> None:
     assert err.startswith("gw.yaml:3: config.limits.streamIdleTimeout: invalid duration"), err
     (err,) = errors_of(_ONE_ROUTE + "      policies: {timeout: {streamMaxDuration: forever}}\n")
     assert "policies.timeout" in err and "invalid duration" in err, err
+
+
+def test_limit_store_and_remote_rate_limit_timeouts_are_checked() -> None:
+    from pydantic import ValidationError
+
+    from extproc.config.ratelimit import RedisStore, RemoteRateLimit
+
+    with pytest.raises(ValidationError, match="invalid duration 'soon'"):
+        RedisStore.model_validate({"url": "redis://127.0.0.1:6379", "timeout": "soon"})
+    with pytest.raises(ValidationError, match="invalid duration 'later'"):
+        RemoteRateLimit.model_validate(
+            {"domain": "d", "host": "rl:8081", "descriptors": [], "timeout": "later"}
+        )
+    assert RedisStore.model_validate({"url": "redis://127.0.0.1:6379", "timeout": "50ms"}).timeout == "50ms"

@@ -262,3 +262,24 @@ def test_literal_keys_never_show_in_a_config_repr() -> None:
         auth.aws.secret_access_key == "aws-secret-literal"
         and provider.backend_auth.key == "sk-provider-literal"
     )
+
+
+@pytest.mark.parametrize(
+    "guard",
+    [
+        "webhook: {target: 'http://guard.internal:8000', timeout: soon}",
+        "openAIModeration: {timeout: soon}",
+        "googleModelArmor: {templateId: t, projectId: p, location: us-central1, timeout: soon}",
+        "bedrockGuardrails: {guardrailIdentifier: g, guardrailVersion: '1', region: us-east-1, timeout: soon}",
+        "presidio: {analyzerUrl: 'http://presidio:3000', timeout: soon}",
+    ],
+)
+def test_every_remote_guards_timeout_is_checked_and_named_with_its_line(guard: str) -> None:
+    (error,) = errors_of(f"promptGuard:\n  request:\n  - {guard}\n")
+    line = next(
+        i
+        for i, ln in enumerate(with_policies(f"promptGuard:\n  request:\n  - {guard}\n").splitlines(), 1)
+        if "soon" in ln
+    )
+    assert error.startswith(f"gw.yaml:{line}: "), error
+    assert "timeout: invalid duration 'soon'" in error, error
