@@ -5,7 +5,12 @@ Three gateways on one fast upstream (bench/envoys.py), measured in alternating w
 C ...) so a change in the machine's load falls on all of them alike:
 
 - ``off``:     no usage record (no metrics, no log line), no tracing: the extproc sidecar runs
-  with the usage-record stage taken out (a benchmark-only wrapper, ``_WITHOUT_USAGE``);
+  with the usage-record stage taken out (a benchmark-only wrapper, ``_WITHOUT_USAGE``), so the
+  answer is never read (two ext_proc messages fewer per request);
+- ``usage``:   the pipeline's usage record (issue 7's "usage on every path": the answer read, the
+  tokens and cost worked out) exported nowhere: no metrics, no log line, no spans (a
+  benchmark-only wrapper, ``_USAGE_ONLY``). What observability itself costs is ``default`` and
+  the rest against this one; against ``off`` it includes reading the answer at all;
 - ``default``: what every gateway does: metrics and a JSON log line per request, no fields;
 - ``traced``:  ``default`` and tracing with ``randomSampling: true`` to a local OTLP sink
   (Envoy's spans and the gateway's);
@@ -39,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 from bench import envoys, measure  # noqa: E402
 from extproc.supervisor import Stack  # noqa: E402
 
-PATHS = ("off", "default", "traced", "full")
+PATHS = ("off", "usage", "default", "traced", "full")
 # The usage-record stage out of every route: no metrics, no log line (and so no spans either).
 _WITHOUT_USAGE = """
 import sys
@@ -51,6 +56,18 @@ stages.for_route = lambda *a, **k: [s for s in _for_route(*a, **k) if not isinst
 sys.argv = ["extproc", *sys.argv[1:]]
 cli.main()
 """
+# The usage record worked out (cost, record) but written nowhere.
+_USAGE_ONLY = """
+import sys
+from extproc import cli
+from extproc.pipeline.stages import usage_record
+from extproc.telemetry import runtime
+async def _record_only(self, ex):
+    usage_record.record_of(ex, runtime.current().cost_of(ex))
+usage_record.UsageRecord.on_complete = _record_only
+sys.argv = ["extproc", *sys.argv[1:]]
+cli.main()
+"""
 FIELDS = {
     "user_id": "identity.user_id",
     "model": "llm.requestModel",
@@ -59,11 +76,23 @@ FIELDS = {
 }
 
 
-class WithoutUsageStack(Stack):
+class WrappedStack(Stack):
+    """The gateway with its extproc sidecar started through a benchmark-only wrapper script."""
+
+    wrapper = ""
+
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
         if name.startswith("extproc"):
-            argv = [sys.executable, "-c", _WITHOUT_USAGE, *argv[3:]]  # argv[:3]: python -m extproc
+            argv = [sys.executable, "-c", self.wrapper, *argv[3:]]  # argv[:3]: python -m extproc
         super()._spawn(name, argv, env)
+
+
+class WithoutUsageStack(WrappedStack):
+    wrapper = _WITHOUT_USAGE
+
+
+class UsageOnlyStack(WrappedStack):
+    wrapper = _USAGE_ONLY
 
 
 class Sink:
@@ -99,7 +128,7 @@ def gateway(name: str, up: str, sink: Sink, work: Path) -> tuple[Stack, str]:
     (work / name).mkdir(parents=True)
     path = work / name / "gateway.yaml"
     path.write_text(yaml.safe_dump(config))
-    kind = WithoutUsageStack if name == "off" else Stack
+    kind = {"off": WithoutUsageStack, "usage": UsageOnlyStack}.get(name, Stack)
     stack = kind(
         str(path), work / name / "gateway", extproc_port=envoys.free_port(), authz_port=envoys.free_port(),
         mock_port=None, quiet=True, envoy_concurrency=1,
@@ -138,9 +167,10 @@ def measure_all(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         upstream.wait(timeout=5)
         sink.server.stop(grace=0)
     summary = {name: _summary(w) for name, w in windows.items()}
-    base = summary["off"]["rps"]
-    for s in summary.values():
-        s["rps_vs_off_pct"] = round(100 * (s["rps"] - base) / base, 1)
+    for base_name in ("off", "usage"):
+        base = summary[base_name]["rps"]
+        for s in summary.values():
+            s[f"rps_vs_{base_name}_pct"] = round(100 * (s["rps"] - base) / base, 1)
     return {"summary": summary, "windows": windows, "sink": {"exports": sink.calls, "bytes": sink.bytes}}
 
 
@@ -168,11 +198,12 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-obs-") as tmp:
         results = measure_all(args, Path(tmp))
     results["meta"] = {"args": {k: str(v) for k, v in vars(args).items()}, "cpus": os.cpu_count()}
-    print("| gateway | requests/s | vs off | p50 ms | p99 ms | CPU ms/request | of which extproc | envoy |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| gateway | requests/s | vs off | vs usage | p50 ms | p99 ms | CPU ms/request | of which extproc | envoy |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, s in results["summary"].items():
         print(
-            f"| {name} | {s['rps']} | {s['rps_vs_off_pct']:+}% | {s['p50_ms']} | {s['p99_ms']} "
+            f"| {name} | {s['rps']} | {s['rps_vs_off_pct']:+}% | {s['rps_vs_usage_pct']:+}% "
+            f"| {s['p50_ms']} | {s['p99_ms']} "
             f"| {s['cpu_ms_per_req']} | {s['cpu_ms_per_req_extproc']} | {s['cpu_ms_per_req_envoy']} |"
         )
     print(f"\nOTLP sink: {results['sink']['exports']} exports, {results['sink']['bytes']} bytes")
