@@ -121,9 +121,9 @@ def _serve(args: argparse.Namespace, which: str) -> int:
         with contextlib.suppress(KeyboardInterrupt):
             config_dir = Path(args.config).resolve().parent  # policy files are relative to it
             if which == "extproc":
-                asyncio.run(_extproc_main(gw, args, config_dir))
+                grpc_serve.run(_extproc_main(gw, args, config_dir))
             else:
-                asyncio.run(serve(gw, args.listen, config_dir))
+                grpc_serve.run(serve(gw, args.listen, config_dir))
     except grpc_serve.BindError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
