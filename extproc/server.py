@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 from envoy.config.core.v3 import base_pb2
@@ -58,18 +59,42 @@ _INTERNAL = GatewayError(500, "internal gateway error", code="gateway_internal")
 
 
 def _headers(msg: pb.HttpHeaders) -> dict[str, str]:
-    return {h.key: (h.raw_value.decode("latin-1") if h.raw_value else h.value) for h in msg.headers.headers}
+    # Envoy sends raw_value; an empty one (never a non-empty one) decodes falsy and falls back to
+    # value. One attribute read per header, not two: about half the time of the conditional.
+    return {h.key: h.raw_value.decode("latin-1") or h.value for h in msg.headers.headers}
 
 
 def _attributes(req: pb.ProcessingRequest) -> dict[str, str]:
-    attrs = req.attributes.get(_ATTRS)
-    if attrs is None:
+    if _ATTRS not in req.attributes:
         return {}
+    fields = req.attributes[_ATTRS].fields
     out = {}
-    for name, value in attrs.fields.items():
+    for name in fields:
+        value = fields[name]
         kind = value.WhichOneof("kind")
         out[name] = value.string_value if kind == "string_value" else str(int(value.number_value))
     return out
+
+
+def _set_headers(options: Any, headers: dict[str, str]) -> None:
+    """Each header as an OVERWRITE_IF_EXISTS_OR_ADD option, filled in place (building a HeaderValue
+    and copying it into the option costs about twice as much)."""
+    add = options.add
+    for key, value in headers.items():
+        header = add(append_action=_OVERWRITE).header
+        header.key = key
+        header.raw_value = value.encode()
+
+
+def _set_metadata(resp: pb.ProcessingResponse, metadata: dict[str, str]) -> None:
+    """``resp.dynamic_metadata.update({METADATA_NAMESPACE: metadata})``, without the pure-Python
+    Struct.update for the string values the processors write (a third of the time)."""
+    fields = resp.dynamic_metadata.fields[METADATA_NAMESPACE].struct_value.fields
+    for key, value in metadata.items():
+        if isinstance(value, str):
+            fields[key].string_value = value
+        else:
+            resp.dynamic_metadata.fields[METADATA_NAMESPACE].struct_value.update({key: value})
 
 
 def _decision(req: pb.ProcessingRequest) -> dict[str, str]:
@@ -98,21 +123,16 @@ def to_proto(kind: str, reply: Reply) -> pb.ProcessingResponse:
         resp.immediate_response.status.code = imm.status  # type: ignore[assignment]
         resp.immediate_response.body = imm.body
         resp.immediate_response.details = imm.details
-        for key, value in imm.headers.items():
-            resp.immediate_response.headers.set_headers.add(
-                header=base_pb2.HeaderValue(key=key, raw_value=value.encode()), append_action=_OVERWRITE
-            )
+        _set_headers(resp.immediate_response.headers.set_headers, imm.headers)
         if reply.metadata:  # the access log names the request even when the gateway answered it
-            resp.dynamic_metadata.update({METADATA_NAMESPACE: reply.metadata})
+            _set_metadata(resp, reply.metadata)
         return resp
     if kind in ("request_trailers", "response_trailers"):
         getattr(resp, kind).SetInParent()
         return resp
     common = _common(resp, kind)
-    for key, value in reply.set_headers.items():
-        common.header_mutation.set_headers.add(
-            header=base_pb2.HeaderValue(key=key, raw_value=value.encode()), append_action=_OVERWRITE
-        )
+    if reply.set_headers:
+        _set_headers(common.header_mutation.set_headers, reply.set_headers)
     if reply.remove_headers:
         common.header_mutation.remove_headers.extend(reply.remove_headers)
     if reply.streamed:
@@ -122,7 +142,7 @@ def to_proto(kind: str, reply: Reply) -> pb.ProcessingResponse:
     elif reply.body is not None:
         common.body_mutation.body = reply.body
     if reply.metadata:
-        resp.dynamic_metadata.update({METADATA_NAMESPACE: reply.metadata})
+        _set_metadata(resp, reply.metadata)
     if reply.clear_route_cache:
         common.clear_route_cache = True
     if reply.response_header_mode == "SEND":

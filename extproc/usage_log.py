@@ -1,10 +1,10 @@
 """The per-request usage log: one JSON object per line on stdout, written off the event loop.
 
 The request path only puts the encoded line on a queue; a background thread writes
-it, so a slow terminal, pipe or disk never stalls a request. The thread takes every line
-queued by then and writes them with one call (one syscall for many lines under load,
-not a write and a flush per line). Operational logs go to
-stderr, so stdout carries nothing but these records.
+it, so a slow terminal, pipe or disk never stalls a request. Woken by a line, the thread
+lingers a little (``_LINGER``) and then writes every line queued by then with one call: one
+wake-up and one syscall for many lines under load, not a wake-up, a GIL hand-off and a write
+per line. Operational logs go to stderr, so stdout carries nothing but these records.
 """
 
 from __future__ import annotations
@@ -13,12 +13,16 @@ import atexit
 import queue
 import sys
 import threading
+import time
 from typing import Any, BinaryIO
 
 import orjson
 
 _STOP = b""
 _BATCH = 256  # lines per write at most
+# How long the writer waits after a first line for others (seconds): at 400 requests/s, eight
+# lines a wake-up. A record reaches stdout that much later at most.
+_LINGER = 0.02
 _queue: queue.SimpleQueue[bytes] | None = None
 _thread: threading.Thread | None = None
 
@@ -28,6 +32,8 @@ def _drain(q: queue.SimpleQueue[bytes], out: BinaryIO) -> None:
     while not stop:
         lines: list[bytes] = []
         line = q.get()
+        if line is not _STOP:
+            time.sleep(_LINGER)
         while True:
             if line is _STOP:
                 stop = True

@@ -13,6 +13,7 @@ import orjson
 from extproc import schema
 from extproc.errors import GatewayError
 from extproc.gateway import ResolvedRoute
+from extproc.pipeline import route_facts
 
 # Client APIs, by the path's suffix (agentgateway's default route types).
 _SUFFIX_API: tuple[tuple[str, str], ...] = (
@@ -28,17 +29,6 @@ def api_of_path(path: str) -> str:
     return "messages" if path.split("?", 1)[0].rstrip("/").endswith("/messages") else "completions"
 
 
-def _route_tables(route: ResolvedRoute) -> list[dict[str, str]]:
-    tables: list[dict[str, str]] = []
-    if route.policies.ai is not None and route.policies.ai.routes:
-        tables.append(dict(route.policies.ai.routes))
-    for backend in route.backends:
-        table = backend.upstreams[0].routes if backend.upstreams else None
-        if table:
-            tables.append(dict(table))
-    return tables
-
-
 def client_api(route: ResolvedRoute, path: str) -> str:
     """Which API a path speaks: a ``routes`` map wins, then the path's suffix.
 
@@ -47,7 +37,7 @@ def client_api(route: ResolvedRoute, path: str) -> str:
     allows it. Any other path is a 404.
     """
     bare = path.split("?", 1)[0].rstrip("/")
-    tables = _route_tables(route)
+    tables = route_facts.of(route).tables
     for table in tables:
         for suffix, kind in table.items():
             if suffix != "*" and bare.endswith(suffix.rstrip("/")):
@@ -148,14 +138,7 @@ def parse_body(route: ResolvedRoute, api: str, body: bytes) -> dict[str, Any]:
     schema.validate(api, parsed)
     if api in ("completions", "messages") and not parsed["messages"]:
         raise GatewayError(400, "'messages' must be a non-empty array", code="invalid_type", param="messages")
-    if not parsed.get("model") and not _model_from_config(route):
+    # The route supplies a model when every provider names one or its ai policy does.
+    if not parsed.get("model") and not route_facts.of(route).model_from_config:
         raise _missing("model")
     return parsed
-
-
-def _model_from_config(route: ResolvedRoute) -> bool:
-    """Every provider names its model, or the route's ai policy supplies one."""
-    ai = route.policies.ai
-    if ai is not None and ("model" in ai.defaults or "model" in ai.overrides):
-        return True
-    return all(u.model for b in route.backends for u in b.upstreams)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -16,9 +17,35 @@ if TYPE_CHECKING:
     from extproc.translate.usage import Usage
 
 
+# Random bytes for request ids, drawn from the OS 4 KiB at a time: os.urandom releases the GIL,
+# so one call per request let the writer and gRPC poller threads in mid-request every time.
+_POOL_BYTES = 4096
+_pool = b""
+_taken = 0
+_pool_lock = threading.Lock()  # the rejected-request log and the router phase may share it
+
+
 def new_request_id() -> str:
-    """A gateway-made id: 128 random bits, hex. The client's x-request-id is never trusted as the id."""
-    return os.urandom(16).hex()
+    """A gateway-made id: 128 random bits, hex. The client's x-request-id is never trusted as the id.
+
+    Each id is 16 bytes of the OS's CSPRNG never handed out before (the pool is dropped in a
+    forked child, which would otherwise repeat its parent's ids)."""
+    global _pool, _taken
+    with _pool_lock:
+        start = _taken
+        if start + 16 > len(_pool):
+            _pool, start = os.urandom(_POOL_BYTES), 0
+        _taken = start + 16
+        pool = _pool
+    return pool[start : start + 16].hex()
+
+
+def _forget_pool() -> None:
+    global _pool, _taken
+    _pool, _taken = b"", 0
+
+
+os.register_at_fork(after_in_child=_forget_pool)
 
 
 @dataclass

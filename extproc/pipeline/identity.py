@@ -13,6 +13,7 @@ import orjson
 from extproc import contracts
 from extproc.errors import GatewayError
 from extproc.gateway import ResolvedRoute
+from extproc.pipeline import route_facts
 
 _METHODS = {
     contracts.AuthMethod.AUTH_METHOD_API_KEY: "api_key",
@@ -24,7 +25,7 @@ def caller_identity(route: ResolvedRoute, encoded: str | None) -> dict[str, Any]
     """``user_id``, ``api_key_id``, ``group_id`` (the team, else the first group), ``groups``,
     ``labels``, ``auth_method`` and ``allowed_models`` (None: not restricted); {} if anonymous."""
     if encoded is None:
-        if route.needs_authz:
+        if route_facts.of(route).needs_authz:
             raise GatewayError(
                 503, "the caller's identity did not reach the gateway", code="identity_missing"
             )

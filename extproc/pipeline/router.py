@@ -30,8 +30,16 @@ import orjson
 
 from extproc import headers as h
 from extproc.errors import GatewayError
-from extproc.gateway import Gateway, ResolvedRoute, Upstream
-from extproc.pipeline import client_request, encoding, outbound, route_decision, stream_route, trace_context
+from extproc.gateway import Gateway, Upstream
+from extproc.pipeline import (
+    client_request,
+    encoding,
+    outbound,
+    route_decision,
+    route_facts,
+    stream_route,
+    trace_context,
+)
 from extproc.pipeline.answer import ResponseReader
 from extproc.pipeline.attempts import attempts_of
 from extproc.pipeline.exchange import Exchange, new_request_id
@@ -52,6 +60,8 @@ TRUNCATED_RECORD = (
     "or it stopped early"
 )
 _LLM_APIS = frozenset({"completions", "messages", "embeddings"})
+_RESPONSE_NEEDS = Needs.RESPONSE_HEADERS | Needs.RESPONSE_BODY  # enum.Flag's | costs microseconds
+_NO_ROUTE = route_facts.RouteFacts(False, None, (), (), False, ())
 
 
 class RouterProcessor:
@@ -70,6 +80,7 @@ class RouterProcessor:
         # provider last sent something, and the route's limits (request, idle, maximum).
         self.clock = StreamClock()
         self.route_name = ""  # the Envoy route that matched: a stream's relay twin is named by it
+        self.facts = _NO_ROUTE
 
     # 1 -------------------------------------------------------------------
 
@@ -87,6 +98,7 @@ class RouterProcessor:
         route = self.gw.routes_by_id.get(route_name.split("#", 1)[0])
         if route is None:
             raise GatewayError(404, f"no route for {path}", code="route_not_found")
+        self.facts = facts = route_facts.of(route)
         ex = Exchange(
             request_id=new_request_id(),
             route=route,
@@ -112,14 +124,14 @@ class RouterProcessor:
             client_request.require_json(headers)
             # Refused before the body is read; a passthrough body goes on as sent, with its header.
             self.codings = encoding.codings(headers.get("content-encoding"))
-            if self.codings and route.needs_authz:
+            if self.codings and facts.needs_authz:
                 raise encoding.not_on_checked_routes(self.codings)
-        return Reply(response_header_mode="SEND" if self._wants_response(route) else None)
+        return Reply(response_header_mode="SEND" if self._wants_response() else None)
 
-    def _wants_response(self, route: ResolvedRoute) -> bool:
-        if self.pipeline.needs & (Needs.RESPONSE_HEADERS | Needs.RESPONSE_BODY):
+    def _wants_response(self) -> bool:
+        if self.pipeline.needs & _RESPONSE_NEEDS:
             return True
-        return any(outbound.may_translate(u, self.api) for b in route.backends for u in b.upstreams)
+        return self.facts.translates(self.api)
 
     async def _bodyless(self, ex: Exchange) -> Reply:
         if ex.api == "models":
@@ -135,7 +147,7 @@ class RouterProcessor:
                 405, f"{ex.method} is not allowed on {ex.path}; use POST", code="method_not_allowed"
             )
         reply = route_decision.reply(ex)
-        direct = ex.route.direct_upstream
+        direct = self.facts.direct
         if direct is not None:
             await self._egress(reply, ex, direct, None, None, False)
         reply.response_header_mode = "SEND"
@@ -160,7 +172,7 @@ class RouterProcessor:
         if sent is None and decoded:
             sent = body  # the decoded bytes replace the encoded ones Envoy holds
         reply = route_decision.reply(ex)
-        direct = ex.route.direct_upstream
+        direct = self.facts.direct
         if direct is not None:
             await self._egress(reply, ex, direct, parsed, body if sent is None else sent, sent is not None)
         elif sent is not None:
@@ -190,7 +202,7 @@ class RouterProcessor:
     ) -> None:
         """The attempt's path, credentials, headers and body; ``rewritten``: ``body`` is not Envoy's."""
         assert reply.metadata is not None
-        forward = route_decision.forward_of(ex.route)
+        forward = self.facts.forward
         path = reply.metadata[h.PATH]
         out = await outbound.build(up, ex.api, ex.method, path, parsed, body, ex.headers, forward)
         reply.set_headers.update(out.set_headers)
@@ -215,7 +227,7 @@ class RouterProcessor:
         ex.first_byte = time.monotonic()
         ex.status = int(headers.get(":status", "0"))
         details = attrs.get("response.code_details", "")
-        up = ex.route.direct_upstream or route_decision.upstream_of_metadata(
+        up = self.facts.direct or route_decision.upstream_of_metadata(
             self.gw, attrs.get("xds.upstream_host_metadata", "")
         )
         ex.upstream = up
@@ -360,7 +372,7 @@ class RouterProcessor:
         ex.completed = True
         ex.status, ex.outcome, ex.ended = status, outcome, time.monotonic()
         if ex.upstream is None:
-            ex.upstream = ex.route.direct_upstream
+            ex.upstream = self.facts.direct
         for stage in self.stages:
             try:
                 await stage.on_complete(ex)

@@ -84,6 +84,15 @@ _OPERATION = {"completions": "chat", "messages": "chat", "embeddings": "embeddin
 
 
 @dataclass(slots=True)
+class _Series:
+    """One label set's common values and its children, by (metric, the labels after the common ones)."""
+
+    common: tuple[str, ...]
+    extras: tuple[str, ...]  # the added labels as bounded (``__overflow__`` past the limit)
+    children: dict[tuple[int, tuple[str, ...]], Any]
+
+
+@dataclass(slots=True)
 class _QuotaSeries:
     """The gauges of one quota for one subject, and the limit they were last set to."""
 
@@ -106,6 +115,9 @@ class GatewayMetrics:
         self._overflowed = False
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self._quota: dict[tuple[str, ...], _QuotaSeries] = {}  # a quota's labels -> its gauges
+        # observe's label sets by the exchange's raw values: one lookup per request finds the common
+        # labels (bounded) and their children. Bounded: past the limit raw values map to overflow.
+        self._series: dict[tuple[Any, ...], _Series] = {}
         common = (*COMMON, *extra)
         ns = prefix
 
@@ -231,26 +243,54 @@ class GatewayMetrics:
         """The label sets of the quota gauges this process exports."""
         return [key[1:] for key in self._keys if key[0] == "\0quota"]
 
+    def _series_of(self, ex: Exchange, extras: tuple[str, ...]) -> _Series:
+        up = ex.upstream
+        request_model = (up.model if up is not None else None) or ex.request_model or ""
+        key = (
+            ex.route.name,
+            up.name if up is not None else None,
+            up.kind if up is not None else None,
+            ex.api,
+            request_model,
+            ex.response_model or "",
+            extras,
+        )
+        series = self._series.get(key)
+        if series is None:
+            models, bounded = self._bounded((request_model, ex.response_model or ""), extras)
+            common = (
+                ex.route.name,
+                up.name if up is not None else "",
+                _OPERATION.get(ex.api, ex.api),
+                GENAI_PROVIDER_NAME.get(up.kind, up.kind) if up is not None else "",
+                *models,
+                *bounded,
+            )
+            if len(self._series) >= 4 * self.limit + 64:
+                self._series.clear()
+            series = self._series[key] = _Series(common, bounded, {})
+        return series
+
+    def _of(self, series: _Series, metric: Counter | Histogram, labels: tuple[str, ...] = ()) -> Any:
+        """The child of ``metric`` for the series' common labels followed by ``labels``."""
+        key = (id(metric), labels)
+        found = series.children.get(key)
+        if found is None:
+            found = series.children[key] = self._child(metric, (*series.common, *labels))
+        return found
+
     def observe(self, ex: Exchange, cost: Cost, extras: tuple[str, ...]) -> None:
         """One completed exchange: every metric it moves, from the same fields as its log line."""
         up = ex.upstream
-        request_model = (up.model if up is not None else None) or ex.request_model or ""
-        models, extras = self._bounded((request_model, ex.response_model or ""), extras)
-        common = (
-            ex.route.name,
-            up.name if up is not None else "",
-            _OPERATION.get(ex.api, ex.api),
-            GENAI_PROVIDER_NAME.get(up.kind, up.kind) if up is not None else "",
-            *models,
-            *extras,
-        )
-        child = self._child
-        child(self.requests, (*common, ex.api, str(ex.status), ex.outcome)).inc()
+        series = self._series_of(ex, extras)
+        extras = series.extras
+        child, of = self._child, self._of
+        of(series, self.requests, (ex.api, str(ex.status), ex.outcome)).inc()
         for attempt in ex.attempts:
             if attempt.outcome == "retried":
                 child(self.retries, (ex.route.name, attempt.provider, *extras)).inc()
         if len(ex.attempts) > 1 and ex.attempts[-1].outcome == "answered":
-            child(self.failovers, common).inc()
+            of(series, self.failovers).inc()
         for decision in ex.guardrails:
             labels = (ex.route.name, decision["phase"], decision["guard"], decision["action"])
             child(self.guardrails, labels).inc()
@@ -262,27 +302,27 @@ class GatewayMetrics:
             return
         if ex.ended is not None:
             error = "" if ex.outcome == "ok" else ex.outcome
-            child(self.duration, (*common, error)).observe(ex.ended - ex.started)
+            of(series, self.duration, (error,)).observe(ex.ended - ex.started)
         usage = ex.usage
         if usage is not None:
             tokens = self.tokens
-            child(tokens, (*common, "input")).observe(usage.input_tokens)
-            child(tokens, (*common, "output")).observe(usage.output_tokens)
+            of(series, tokens, ("input",)).observe(usage.input_tokens)
+            of(series, tokens, ("output",)).observe(usage.output_tokens)
             for kind, n in (
                 ("input_cache_read", usage.cache_read_tokens),
                 ("input_cache_write", usage.cache_write_tokens),
                 ("output_reasoning", usage.reasoning_tokens),
             ):
                 if n:
-                    child(tokens, (*common, kind)).observe(n)
-            child(self.lookups, (*common, "found" if cost.status == "priced" else "missing")).inc()
+                    of(series, tokens, (kind,)).observe(n)
+            of(series, self.lookups, ("found" if cost.status == "priced" else "missing",)).inc()
             if cost.usd is not None:
-                child(self.cost, common).inc(cost.usd)
+                of(series, self.cost).inc(cost.usd)
         if ex.stream and ex.first_token is not None:
-            child(self.ttft, common).observe(ex.first_token - ex.started)
+            of(series, self.ttft).observe(ex.first_token - ex.started)
             out = usage.output_tokens if usage is not None else 0
             if ex.ended is not None and out > 1:
-                child(self.tpot, common).observe((ex.ended - ex.first_token) / (out - 1))
+                of(series, self.tpot).observe((ex.ended - ex.first_token) / (out - 1))
 
     def observe_rejected(self, route: str, api: str, status: int, extras: tuple[str, ...]) -> None:
         """A request Envoy answered before the pipeline saw it (authz denial, 413, no route)."""
