@@ -130,12 +130,15 @@ class RespClient:
 
     async def call(self, *args: Arg) -> Any:
         """One command's reply; a Redis error reply is raised (``ResponseError``)."""
+        data = pack(args)
+        link = self._link
         try:
-            link = await self._ready()
-            got = await link.send(pack(args))
+            if link is None or link.broken is not None:  # else no await before the command is sent
+                link = await self._ready()
+            got = await link.send(data)
         except ConnectionError:  # once more on a new connection (a restart breaks the old one)
             link = await self._ready()
-            got = await link.send(pack(args))
+            got = await link.send(data)
         if isinstance(got, ResponseError):
             raise got
         return got

@@ -94,7 +94,10 @@ class Env:
         ex.llm = LLMRequest("completions", dict(HI))
         ex.identity = dict(identity)
         ex.upstream = self.stage.route.direct_upstream
-        await self.stage.on_request(ex)
+        try:
+            await self.stage.on_request(ex)
+        finally:
+            await asyncio.sleep(0)  # the decision's gauges are set at the event loop's next turn
         ex.outcome = "ok"
         await self.stage.on_complete(ex)
         return ex

@@ -420,7 +420,7 @@ def test_remembered_names_follow_a_reloaded_file_and_many_callers(
                 out.append(200)
             except Denied:
                 out.append(429)
-        assert len(stage._names) <= 2  # kept to the bound, not one entry per caller ever seen
+        assert len(stage._known) <= 2  # kept to the bound, not one entry per caller ever seen
         # The same limit path per hour now: a's gauge is the hour's, not the remembered minute's.
         stage.policy.current = parse_policy(PER_IDENTITY.replace("unit: minute", "unit: hour"), "rl.yaml")
         clock.now += 3600  # the next hour (this hour's key is the first minute's: the same start)
@@ -430,3 +430,49 @@ def test_remembered_names_follow_a_reloaded_file_and_many_callers(
     assert asyncio.run(main()) == [200] * 7 + [429]
     periods = {s[1] for s in runtime.current().metrics.quota_series() if s[0] == "rateLimits/llm/api_key_id"}
     assert periods == {"minute", "hour"}
+
+
+def test_a_callers_remembered_counter_moves_on_with_the_window(tmp_path: Path) -> None:
+    """The stage keeps each caller's policy-file counter between requests: at a window's end it
+    takes the next window's, the one the admin API finds for that caller (managed.file_counter)."""
+    from extproc.limits import managed
+
+    gw = policy_gw(tmp_path, PER_IDENTITY)
+    store = MemoryStore()
+    stage, clock = stage_of(gw, tmp_path, store=store)
+    assert stage.policy is not None
+    ident = {"api_key_id": "a"}
+
+    async def main() -> list[int]:
+        out = []
+        for step in range(8):  # 3 a minute: four each minute, the fourth refused
+            if step == 4:
+                clock.now += 60
+            try:
+                await call(stage, exchange(gw, identity=ident))
+                out.append(200)
+            except Denied:
+                out.append(429)
+        return out
+
+    assert asyncio.run(main()) == [200, 200, 200, 429] * 2
+    [m] = [m for m in stage.policy.current.match({"api_key_id": "a", "route": "r"})]
+    assert store.windows[managed.file_counter("llm", m, clock.now, 1).key][0] == 3
+
+
+def test_quota_gauges_are_set_just_after_the_decision_off_the_requests_path(tmp_path: Path) -> None:
+    from extproc.telemetry import runtime
+
+    gw = policy_gw(tmp_path, PER_IDENTITY)
+    stage, _ = stage_of(gw, tmp_path)
+    metrics = runtime.current().metrics
+    labels = {"quota": "rateLimits/llm/api_key_id", "period": "minute", "unit": "requests",
+              "api_key_id": "gauged", "user_id": "", "group_id": "", "model": "", "route": ""}  # fmt: skip
+
+    async def main() -> tuple[float | None, float | None]:
+        await stage.on_request(exchange(gw, identity={"api_key_id": "gauged"}))
+        before = metrics.registry.get_sample_value("agentgateway_quota_used", labels)
+        await asyncio.sleep(0)  # the event loop's next turn
+        return before, metrics.registry.get_sample_value("agentgateway_quota_used", labels)
+
+    assert asyncio.run(main()) == (None, 1)

@@ -209,3 +209,57 @@ def test_a_redis_restart_between_requests_costs_no_request(tmp_path: Path) -> No
             server.stop()
 
     asyncio.run(body())
+
+
+def test_redis_a_new_window_expires_a_minute_after_it_ends_and_keeps_that_expiry(redis_server: RedisServer) -> None:
+    """RESERVE looks at a window's expiry only when INCRBY created it: a window settled back to
+    nothing keeps the expiry it was created with (another replica's clock cannot stretch it)."""
+    import time
+
+    async def main() -> None:
+        s = RedisStore(redis_server.url, key_prefix="t:")
+        await s.client.flushdb()
+        try:
+            end = time.time() + 1000  # Redis expires keys by its own clock: a real one here
+            assert (await s.reserve([window("w", end=end)], end - 1000)).taken
+            ttl = await s.client.pttl("t:w")
+            assert abs(ttl - (end + 60 - time.time()) * 1000) < 5000
+            await s.adjust([window("w", end=end)], [-1], end - 1000)  # given back: the key holds 0
+            assert await s.client.get("t:w") == b"0"
+            assert (await s.reserve([window("w", end=end + 5000)], end - 999)).taken
+            assert abs(await s.client.pttl("t:w") - ttl) < 5000  # not 5000 s later
+        finally:
+            await s.close()
+
+    asyncio.run(main())
+
+
+def test_redis_all_or_nothing_holds_across_windows_buckets_overrides_and_shadows(
+    redis_server: RedisServer,
+) -> None:
+    """One RESERVE over every kind of counter a request can touch: a refusal by any enforced one
+    charges none, and the levels and overrides come back per counter, in order."""
+
+    async def main() -> None:
+        s = RedisStore(redis_server.url, key_prefix="t:")
+        await s.client.flushdb()
+        try:
+            await s.set_override("ovr:w2", 3)
+            counters = lambda: [  # noqa: E731 - fresh counters: a reservation writes overrides into them
+                bucket("b", size=10, cost=4),
+                window("w1", limit=100, cost=2),
+                window("w2", limit=50, cost=2, override="ovr:w2", cap=True),
+                window("shadow", limit=1, cost=5, enforce=False),
+            ]
+            first = counters()
+            got = await s.reserve(first, NOW)
+            assert got.taken and first[2].limit == 3  # the override is the limit in force
+            assert [round(st.remaining, 6) for st in got.states] == [6, 98, 1, -4]
+            again = await s.reserve(counters(), NOW)  # w2 has 1 left of 3: nothing is charged
+            assert not again.taken and [st.fits for st in again.states] == [True, True, False, False]
+            assert [round(st.remaining, 6) for st in again.states] == [6, 98, 1, -4]
+            assert await s.client.get("t:w1") == b"2" and await s.client.get("t:shadow") == b"5"
+        finally:
+            await s.close()
+
+    asyncio.run(main())

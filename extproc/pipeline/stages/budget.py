@@ -114,7 +114,8 @@ class BudgetStage(Stage):
             "budgets": [s.what for s in states],
             "reserved_usd": cost / 1e6,
         }
-        _observe(named, counters, got.states)
+        # The gauges just after the decision, off the request's path (the rate limit stage's way).
+        asyncio.get_running_loop().call_soon(_observe, named, counters, got.states)
         if not got.taken:
             ex.budget = {"decision": "deny", **record}
             raise budget_reply.refusal(states)

@@ -37,34 +37,8 @@ log = logging.getLogger("gateway.limits")
 
 # Outcomes where the provider answered (or may have): with no usage reported, the reservation stays.
 _ANSWERED = ("ok", "client_disconnected", "stream_cut")
-# Callers whose limits' names are kept (RateLimitStage._named): more are forgotten and redone.
+# Callers whose limits are kept worked out (RateLimitStage._known_for): more are forgotten and redone.
 _NAMES_KEPT = 10_000
-
-
-@dataclass(slots=True)
-class _Limit:
-    """One counter this request touches, and how to describe it to the client."""
-
-    counter: Counter
-    what: str  # "localRateLimit[0] on route openai", "rateLimits llm: user_id > model"
-    tokens: bool
-    window: float  # seconds the limit is over (a bucket: the time to fill it from empty)
-    gauge: tuple[str, ...] | None = None  # a policy-file limit's quota metric labels
-
-    def quota(self, s: State) -> quota.Quota:
-        c = self.counter
-        return quota.Quota(
-            what=self.what + (" (tokens)" if self.tokens else ""),
-            limit=c.limit,
-            window=self.window,
-            bucket=c.is_bucket,
-            remaining=s.remaining,
-            reset=s.reset,
-            fits=s.fits,
-            retry_after=s.retry_after,
-            cost=c.cost,
-            tokens=self.tokens,
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,8 +49,46 @@ class _Bucket:
     size: int
     rate: float
     tokens: bool
-    what: str
+    what: str  # "localRateLimit[0] on route openai", with " (tokens)" for a token bucket
+    window: float  # seconds to fill it from empty
+    gauge: None = None  # no quota gauges: a bucket counts no subject
+
+
+@dataclass(slots=True)
+class _Known:
+    """A policy-file limit as it counts one caller. Its name, description and gauge labels are
+    the same for every request of that caller, so they are worked out once (until the file is
+    reloaded), and its counter once per window, by ``managed.file_counter`` as the admin API
+    builds it; each request gets a copy with its own cost."""
+
+    match: Match
+    name: str
+    what: str  # "rateLimits llm: user_id > model", with " (tokens)" for a token limit
+    gauge: tuple[str, ...]  # its quota metric labels
+    tokens: bool
     window: float
+    current: Counter | None = None  # this window's counter (its cost is no request's)
+
+    def counter(self, domain: str, now: float, cost: int) -> Counter:
+        c = self.current
+        if c is None or not c.window_end - self.window <= now < c.window_end:
+            c = self.current = managed.file_counter(domain, self.match, now, 1, self.name)
+        return Counter(c.key, c.limit, cost, c.rate, c.window_end, c.enforce, c.override, c.cap)
+
+
+@dataclass(slots=True)
+class _Limit:
+    """One counter this request touches, and what is known of its limit."""
+
+    counter: Counter
+    info: _Bucket | _Known
+
+    def quota(self, s: State) -> quota.Quota:
+        c, info = self.counter, self.info
+        return quota.Quota(
+            info.what, c.limit, info.window, c.is_bucket, s.remaining, s.reset, s.fits, s.retry_after, c.cost,
+            info.tokens,
+        )  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -112,7 +124,7 @@ class RateLimitStage(Stage):
                 b.max_tokens,
                 b.rate,
                 b.type == "tokens",
-                f"localRateLimit[{i}] on route {route.id}",
+                f"localRateLimit[{i}] on route {route.id}" + (" (tokens)" if b.type == "tokens" else ""),
                 b.max_tokens / b.rate,
             )
             for i, b in enumerate(route.policies.local_rate_limit or [])
@@ -123,8 +135,9 @@ class RateLimitStage(Stage):
         # Settling with a networked store is sent off the request's path (the answer's last
         # bytes do not wait for it); these are the settlements still in flight.
         self._settling: set[asyncio.Task[None]] = set()
-        self._names: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[str, str, tuple[str, ...]]] = {}
-        self._names_of: PolicyFile | None = None
+        # Per caller (its policy-file values): the limits that count it.
+        self._known: dict[tuple[tuple[str, str], ...], list[_Known]] = {}
+        self._known_of: PolicyFile | None = None
 
     async def on_request(self, ex: Exchange) -> None:
         now = self.clock()
@@ -138,7 +151,9 @@ class RateLimitStage(Stage):
                 held.limits = []
             else:
                 quotas = self._quotas(ex, held.limits, got)
-                _observe(held.limits, got)
+                # The gauges just after the decision, off the request's path: at the event
+                # loop's next turn, once the request's task has gone on to build its answer.
+                asyncio.get_running_loop().call_soon(_observe, held.limits, got)
                 if not got.taken:
                     raise quota.refusal(quotas)
         if self.remote is not None:
@@ -163,41 +178,28 @@ class RateLimitStage(Stage):
         out = []
         for b in self.buckets:
             cost = _cost(estimate, b.size) if b.tokens else 1
-            out.append(_Limit(Counter(b.key, b.size, cost, b.rate), b.what, b.tokens, b.window))
+            out.append(_Limit(Counter(b.key, b.size, cost, b.rate), b))
         if self.policy is not None:
             policy = self.policy.current
-            for m in policy.match(values.identity_values(ex)):
-                lim = m.limit
-                if lim.unlimited:
-                    continue
-                cost = _cost(estimate, lim.requests_per_unit) if lim.tokens else 1
-                name, what, gauge = self._named(policy, m)
+            for k in self._known_for(policy, values.identity_values(ex)):
+                cost = _cost(estimate, k.match.limit.requests_per_unit) if k.tokens else 1
                 # With its override key: an operator's limit for this subject wins (managed.py).
-                counter = managed.file_counter(policy.domain, m, now, cost, name)
-                out.append(_Limit(counter, what, lim.tokens, lim.window, gauge))
+                out.append(_Limit(k.counter(policy.domain, now, cost), k))
         return out
 
-    def _named(self, policy: PolicyFile, m: Match) -> tuple[str, str, tuple[str, ...]]:
-        """A matched limit's counter name, description and gauge labels: the same for every
-        request of one caller, so worked out once per caller (until the file is reloaded)."""
-        if policy is not self._names_of:
-            self._names.clear()
-            self._names_of = policy
-        key = (m.limit.path, m.entries)
-        found = self._names.get(key)
-        if found is None:
-            if len(self._names) >= _NAMES_KEPT:  # callers come and go: start again, not grow
-                self._names.clear()
-            lim = m.limit
-            found = self._names[key] = (
-                managed.file_counter_name(policy.domain, m),
-                f"rateLimits {policy.domain}: {lim.path}",
-                managed.gauge_labels(
-                    managed.file_limit_id(policy.domain, m), lim.unit, "tokens" if lim.tokens else "requests",
-                    m.entries,
-                ),
-            )  # fmt: skip
-        return found
+    def _known_for(self, policy: PolicyFile, found: dict[str, str]) -> list[_Known]:
+        """The policy-file limits that count this caller (not the ``unlimited`` ones)."""
+        if policy is not self._known_of:
+            self._known.clear()
+            self._known_of = policy
+        key = tuple(found.items())
+        known = self._known.get(key)
+        if known is None:
+            if len(self._known) >= _NAMES_KEPT:  # callers come and go: start again, not grow
+                self._known.clear()
+            known = [_learn(policy, m) for m in policy.match(found) if not m.limit.unlimited]
+            self._known[key] = known
+        return known
 
     def _quotas(self, ex: Exchange, limits: list[_Limit], got: Reservation) -> list[quota.Quota]:
         """What the client is told: shadow-mode limits count but are never shown (nor refuse)."""
@@ -206,7 +208,7 @@ class RateLimitStage(Stage):
             if lim.counter.enforce:
                 out.append(lim.quota(state))
             elif not state.fits:
-                log.info("shadow mode: %s would refuse request %s", lim.what, ex.request_id)
+                log.info("shadow mode: %s would refuse request %s", lim.info.what, ex.request_id)
         return out
 
     def _unavailable(self, ex: Exchange, what: str, exc: Exception, fail_open: bool) -> None:
@@ -225,7 +227,7 @@ class RateLimitStage(Stage):
         used = None if ex.usage is None else ex.usage.total_tokens
         deltas = []
         for lim in held.limits:
-            if not lim.tokens:
+            if not lim.info.tokens:
                 deltas.append(0)
             elif used is not None:
                 deltas.append(used - lim.counter.cost)
@@ -274,8 +276,22 @@ def _observe(limits: list[_Limit], got: Reservation) -> None:
     """The quota metrics of the policy-file limits, as this decision found them."""
     metrics = runtime.current().metrics
     for lim, state in zip(limits, got.states, strict=True):
-        if lim.gauge is not None:
-            metrics.observe_quota(lim.gauge, lim.counter.limit - state.remaining, lim.counter.limit)
+        gauge = lim.info.gauge
+        if gauge is not None:
+            metrics.observe_quota(gauge, lim.counter.limit - state.remaining, lim.counter.limit)
+
+
+def _learn(policy: PolicyFile, m: Match) -> _Known:
+    lim = m.limit
+    unit = "tokens" if lim.tokens else "requests"
+    return _Known(
+        m,
+        managed.file_counter_name(policy.domain, m),
+        f"rateLimits {policy.domain}: {lim.path}" + (" (tokens)" if lim.tokens else ""),
+        managed.gauge_labels(managed.file_limit_id(policy.domain, m), lim.unit, unit, m.entries),
+        lim.tokens,
+        lim.window,
+    )
 
 
 def _cost(estimate: int, limit: int) -> int:
