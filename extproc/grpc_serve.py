@@ -27,14 +27,13 @@ GRPC_OPTIONS = [
     ("grpc.keepalive_permit_without_calls", 1),
 ]
 
-# The sidecars' event loop: asyncio's own, or uvloop with ``GATEWAY_EVENT_LOOP=uvloop``. Measured
+# The sidecars' event loop: uvloop, or asyncio's own with ``GATEWAY_EVENT_LOOP=asyncio``. Measured
 # through the real Envoy (bench/floor.py): grpc.aio wakes the loop once per completed gRPC operation,
 # and on uvloop a do-nothing ext_proc (4 messages a request) spends 15-25% less CPU per request and
 # adds 0.5 ms less p50 at concurrency 1; the gateway about 10% less CPU per request (19 paired
-# windows). Not the default yet: uvloop's transports do not subclass asyncio.Transport, and the limit
-# stores' Redis connection (extproc/limits/resp.py, connection_made) asserts that they do.
+# windows). ``GATEWAY_EVENT_LOOP=asyncio`` goes back to asyncio's own loop.
 EVENT_LOOP_ENV = "GATEWAY_EVENT_LOOP"
-DEFAULT_LOOP = "asyncio"  # becomes "uvloop" once resp.py takes any transport
+DEFAULT_LOOP = "uvloop"
 
 T = TypeVar("T")
 

@@ -1,4 +1,4 @@
-"""The sidecars' event loop: asyncio's own by default, uvloop when asked (extproc/grpc_serve.py)."""
+"""The sidecars' event loop: uvloop by default, asyncio's own when asked (extproc/grpc_serve.py)."""
 
 from __future__ import annotations
 
@@ -14,18 +14,18 @@ async def _loop_module() -> str:
     return grpc_serve.loop_name()
 
 
-def test_asyncio_loop_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_uvloop_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(grpc_serve.EVENT_LOOP_ENV, raising=False)
-    assert grpc_serve.run(_loop_module()) == grpc_serve.DEFAULT_LOOP == "asyncio"
+    assert grpc_serve.run(_loop_module()) == grpc_serve.DEFAULT_LOOP == "uvloop"
 
 
-def test_uvloop_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(grpc_serve.EVENT_LOOP_ENV, "uvloop")
-    assert grpc_serve.run(_loop_module()) == "uvloop"
+def test_asyncio_loop_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(grpc_serve.EVENT_LOOP_ENV, "asyncio")
+    assert grpc_serve.run(_loop_module()) == "asyncio"
 
 
 def test_asyncio_loop_when_uvloop_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(grpc_serve.EVENT_LOOP_ENV, "uvloop")
+    monkeypatch.delenv(grpc_serve.EVENT_LOOP_ENV, raising=False)
     monkeypatch.setitem(sys.modules, "uvloop", None)  # import fails, as on a platform without its wheel
     assert grpc_serve.loop_factory() is None
     assert grpc_serve.run(_loop_module()) == "asyncio"

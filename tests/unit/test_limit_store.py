@@ -25,9 +25,10 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 Body = Callable[[Store], Awaitable[None]]
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "redis-uvloop"])
 def with_store(request: pytest.FixtureRequest, redis_server: RedisServer) -> Callable[[Body], None]:
-    """Runs a test body against a fresh store of each kind, in its own event loop."""
+    """Runs a test body against a fresh store of each kind, in its own event loop: asyncio's, and
+    uvloop's for Redis (the sidecars' loop, whose transports are not asyncio.Transport subclasses)."""
 
     def run(body: Body) -> None:
         async def main() -> None:
@@ -41,6 +42,12 @@ def with_store(request: pytest.FixtureRequest, redis_server: RedisServer) -> Cal
             finally:
                 await s.close()
 
+        if request.param == "redis-uvloop":
+            import uvloop
+
+            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+                runner.run(main())
+            return
         asyncio.run(main())
 
     return run
