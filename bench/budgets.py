@@ -17,7 +17,6 @@ two counters and settles them with the answer's priced usage. Both routes check 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 import tempfile
@@ -32,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench import envoys, measure  # noqa: E402
 from bench.limits import _percentiles  # noqa: E402
+from extproc import grpc_serve  # noqa: E402
 from tests.redis_server import start_redis  # noqa: E402
 
 KEY = "sk-bench-budget-key-0001"
@@ -140,7 +140,7 @@ def main() -> int:
                 configs[name] = config
                 path = work / f"{name}.yaml"
                 path.write_text(yaml.safe_dump(config))
-                results.setdefault("stage", {})[name] = asyncio.run(_stage(path, args.requests))
+                results.setdefault("stage", {})[name] = grpc_serve.run(_stage(path, args.requests))  # the sidecars' loop
             if not args.skip_gateway:
                 measure.ensure_wrk()
                 for name, config in configs.items():

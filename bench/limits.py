@@ -16,7 +16,6 @@ per-model token limit, so each request reserves and settles three counters.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import statistics
 import sys
@@ -31,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import envoys, measure  # noqa: E402
+from extproc import grpc_serve  # noqa: E402
 from tests.redis_server import start_redis  # noqa: E402
 
 POLICY = """\
@@ -138,7 +138,7 @@ def main() -> int:
                 configs[name] = config
                 path = work / f"{name}.yaml"
                 path.write_text(yaml.safe_dump(config))
-                results.setdefault("stage", {})[name] = asyncio.run(_stage(path, args.requests))
+                results.setdefault("stage", {})[name] = grpc_serve.run(_stage(path, args.requests))  # the sidecars' loop
             if not args.skip_gateway:
                 measure.ensure_wrk()
                 for name, config in configs.items():
