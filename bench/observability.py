@@ -8,9 +8,9 @@ C ...) so a change in the machine's load falls on all of them alike:
   with the usage-record stage taken out (a benchmark-only wrapper, ``_WITHOUT_USAGE``), so the
   answer is never read (two ext_proc messages fewer per request);
 - ``usage``:   the pipeline's usage record (issue 7's "usage on every path": the answer read, the
-  tokens and cost worked out) exported nowhere: no metrics, no log line, no spans (a
-  benchmark-only wrapper, ``_USAGE_ONLY``). What observability itself costs is ``default`` and
-  the rest against this one; against ``off`` it includes reading the answer at all;
+  tokens and cost worked out, the ledger's row kept) observed nowhere: no metrics, no log line,
+  no spans (a benchmark-only wrapper, ``_USAGE_ONLY``). What observability itself costs is
+  ``default`` and the rest against this one; against ``off`` it includes reading the answer;
 - ``default``: what every gateway does: metrics and a JSON log line per request, no fields;
 - ``traced``:  ``default`` and tracing with ``randomSampling: true`` to a local OTLP sink
   (Envoy's spans and the gateway's);
@@ -56,14 +56,16 @@ stages.for_route = lambda *a, **k: [s for s in _for_route(*a, **k) if not isinst
 sys.argv = ["extproc", *sys.argv[1:]]
 cli.main()
 """
-# The usage record worked out (cost, record) but written nowhere.
+# The usage record worked out (cost, record) and kept in the ledger (the accounting, issue 10's
+# chargeback), but not observed: no metrics, no log line, no spans.
 _USAGE_ONLY = """
 import sys
 from extproc import cli
+from extproc.ledger import runtime as ledger
 from extproc.pipeline.stages import usage_record
 from extproc.telemetry import runtime
 async def _record_only(self, ex):
-    usage_record.record_of(ex, runtime.current().cost_of(ex))
+    ledger.submit(usage_record.record_of(ex, runtime.current().cost_of(ex)))
 usage_record.UsageRecord.on_complete = _record_only
 sys.argv = ["extproc", *sys.argv[1:]]
 cli.main()
