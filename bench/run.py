@@ -4,8 +4,8 @@ Paths to the same fast upstream (a second Envoy answering with fixed provider
 bodies, so the upstream is never the bottleneck):
 
 - ``envoy``:      Envoy alone, a plain route (the baseline);
-- ``bare``:       Envoy plus a do-nothing Python ext_proc seeing all four phases
-  (the floor any Python sidecar pays: four gRPC round trips on one stream);
+- ``bare``:       Envoy plus a do-nothing Python ext_proc seeing all four phases, on uvloop as the
+  gateway's sidecars are (the floor any Python sidecar pays: four gRPC round trips on one stream);
 - ``openai``:     the gateway on an OpenAI route (OpenAI client, OpenAI provider);
 - ``translated``: the gateway translating an OpenAI client to Anthropic Messages;
 - ``failover``:   (opt-in, ``--paths``) Anthropic then OpenAI: two ext_proc levels.
@@ -116,7 +116,9 @@ def start_paths(
         out["envoy"] = Endpoint(f"http://127.0.0.1:{port}/v1/chat/completions", admin, lambda: [proc.pid])
     if "bare" in paths:
         port, admin, ext = envoys.free_port(), envoys.free_port(), envoys.free_port()
-        sidecar = subprocess.Popen([sys.executable, str(ROOT / "bench" / "bare_extproc.py"), str(ext)])
+        # On uvloop, as the gateway's sidecars are (extproc/grpc_serve.py): the same loop on both sides.
+        bare_argv = [sys.executable, str(ROOT / "bench" / "bare_extproc.py"), str(ext), "--uvloop"]
+        sidecar = subprocess.Popen(bare_argv)
         bare = envoys.start_envoy(envoys.bare_extproc_config(port, admin, up_port, ext), work, "bare", conc)
         stop.extend([lambda: _end(bare), lambda: _end(sidecar)])
         out["bare"] = Endpoint(
