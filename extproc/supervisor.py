@@ -228,13 +228,21 @@ class Stack:
                     )
             try:
                 with urllib.request.urlopen(url, timeout=1) as resp:
-                    if resp.status == 200:
+                    if resp.status == 200 and self._workers_listening():
                         return
             except (urllib.error.URLError, OSError):
                 pass
             time.sleep(0.1)
         self.stop()
         raise TimeoutError(f"the gateway was not ready within {timeout}s (logs in {self.workdir})")
+
+    def _workers_listening(self) -> bool:
+        """Every extproc worker listens on the shared port. Envoy is ready as soon as one answers
+        its health check; with several workers, "ready" waits for all of them."""
+        if self.extproc_workers <= 1:
+            return True
+        pids = {p.pid for name, p in self.procs.items() if name.startswith("extproc")}
+        return pids <= set(ports.listening_pids(self.extproc_port))
 
     def _last_line(self, name: str) -> str:
         """The last line of its log when its output went to a log file, else ""."""

@@ -151,3 +151,57 @@ def test_free_port_never_hands_out_a_port_twice(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(ports.socket, "socket", FakeSocket)
     monkeypatch.setattr(ports, "_handed_out", set())
     assert [ports.free_port(), ports.free_port()] == [45001, 45002]
+
+
+class _Running:
+    """A child that has not exited, with a pid."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+    def poll(self) -> None:
+        return None
+
+
+def test_ready_waits_for_every_extproc_worker_to_listen(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Envoy is ready once one worker answers its health check; "ready" waits for all of them
+    (a start that returned with the second worker still binding failed a CI run)."""
+    import urllib.request
+
+    from extproc import ports, supervisor
+
+    stack = Stack("gw.yaml", tmp_path, extproc_port=41000, authz_port=41001, extproc_workers=2)
+    stack.procs = {"extproc": _Running(101), "extproc-1": _Running(102)}  # type: ignore[dict-item]
+    stack.readiness_port = 41004  # what render() sets from the config
+
+    class Ready:
+        status = 200
+
+        def __enter__(self) -> Ready:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout: Ready())
+    listening = iter([[101], [101], [101, 102]])
+    seen: list[int] = []
+
+    def listening_pids(port: int) -> list[int]:
+        assert port == 41000
+        pids = next(listening)
+        seen.append(len(pids))
+        return pids
+
+    monkeypatch.setattr(ports, "listening_pids", listening_pids)
+    monkeypatch.setattr(supervisor.time, "sleep", lambda s: None)
+    stack.wait_ready(timeout=5)
+    assert seen == [1, 1, 2]  # kept waiting while only the first worker listened
+
+    one = Stack("gw.yaml", tmp_path, extproc_port=41002, authz_port=41003, extproc_workers=1)
+    one.procs = {"extproc": _Running(103)}  # type: ignore[dict-item]
+    one.readiness_port = 41005
+    monkeypatch.setattr(ports, "listening_pids", lambda port: pytest.fail("not needed for one worker"))
+    one.wait_ready(timeout=5)
