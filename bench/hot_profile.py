@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb  # noqa: E402
 
 from bench import envoys  # noqa: E402
+from bench.extproc_messages import body_message, headers_message  # noqa: E402
 from extproc import gateway, schema, tokens, usage_log  # noqa: E402
 from extproc.config.loader import parse_text  # noqa: E402
 from extproc.ledger import runtime as ledger  # noqa: E402
@@ -62,19 +63,6 @@ def messages(gw: gateway.Gateway, name: str) -> list[bytes]:
     up = route.direct_upstream
     assert up is not None
 
-    def headers(kind: str, values: dict[str, str], attrs: dict[str, Any]) -> pb.ProcessingRequest:
-        msg = pb.ProcessingRequest()
-        part = getattr(msg, kind)
-        for k, v in values.items():
-            part.headers.headers.add(key=k, raw_value=v.encode())
-        msg.attributes["envoy.filters.http.ext_proc"].update(attrs)
-        return msg
-
-    def body(kind: str, data: bytes) -> pb.ProcessingRequest:
-        msg = pb.ProcessingRequest()
-        getattr(msg, kind).body = data
-        getattr(msg, kind).end_of_stream = True
-        return msg
 
     req = {
         ":authority": "127.0.0.1:3000", ":path": f"/{name}/v1/chat/completions", ":method": "POST",
@@ -91,10 +79,10 @@ def messages(gw: gateway.Gateway, name: str) -> list[bytes]:
     resp_attrs = {"response.code_details": "via_upstream", "xds.upstream_host_metadata": meta,
                   "upstream.request_attempt_count": 1}  # fmt: skip
     return [
-        headers("request_headers", req, {"xds.route_name": route.id}).SerializeToString(),
-        body("request_body", envoys.REQUEST.encode()).SerializeToString(),
-        headers("response_headers", resp, resp_attrs).SerializeToString(),
-        body("response_body", answer.encode()).SerializeToString(),
+        headers_message("request_headers", req, {"xds.route_name": route.id}).SerializeToString(),
+        body_message("request_body", envoys.REQUEST.encode()).SerializeToString(),
+        headers_message("response_headers", resp, resp_attrs).SerializeToString(),
+        body_message("response_body", answer.encode()).SerializeToString(),
     ]
 
 

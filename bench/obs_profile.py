@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb  # noqa: E402
 
 from bench import envoys  # noqa: E402
+from bench.extproc_messages import body_message, headers_message  # noqa: E402
 from extproc import gateway, usage_log  # noqa: E402
 from extproc.config.loader import parse_text  # noqa: E402
 from extproc.ledger import runtime as ledger  # noqa: E402
@@ -86,30 +87,17 @@ def config(mode: str, sink_endpoint: str) -> dict[str, Any]:
 def messages(route_id: str) -> list[bytes]:
     """What Envoy sends on one router-phase stream of the bench's request, serialised."""
 
-    def headers(kind: str, values: dict[str, str], attrs: dict[str, str]) -> pb.ProcessingRequest:
-        msg = pb.ProcessingRequest()
-        part = getattr(msg, kind)
-        for k, v in values.items():
-            part.headers.headers.add(key=k, raw_value=v.encode())
-        msg.attributes["envoy.filters.http.ext_proc"].update(attrs)
-        return msg
-
-    def body(kind: str, data: bytes) -> pb.ProcessingRequest:
-        msg = pb.ProcessingRequest()
-        getattr(msg, kind).body = data
-        getattr(msg, kind).end_of_stream = True
-        return msg
 
     req = {":method": "POST", ":path": "/openai/v1/chat/completions", ":authority": "127.0.0.1",
            "content-type": "application/json", "user-agent": "wrk", "x-request-id": "r-1"}  # fmt: skip
     resp = {":status": "200", "content-type": "application/json", "content-length": "300"}
     meta = 'filter_metadata { key: "gateway" value { fields { key: "upstream" value { string_value: "%s" } } } }'
     return [
-        headers("request_headers", req, {"xds.route_name": route_id}).SerializeToString(),
-        body("request_body", envoys.REQUEST.encode()).SerializeToString(),
-        headers("response_headers", resp, {"response.code_details": "via_upstream",
+        headers_message("request_headers", req, {"xds.route_name": route_id}).SerializeToString(),
+        body_message("request_body", envoys.REQUEST.encode()).SerializeToString(),
+        headers_message("response_headers", resp, {"response.code_details": "via_upstream",
                 "upstream.request_attempt_count": 1, "xds.upstream_host_metadata": meta}).SerializeToString(),
-        body("response_body", envoys.OPENAI_BODY.encode()).SerializeToString(),
+        body_message("response_body", envoys.OPENAI_BODY.encode()).SerializeToString(),
     ]  # fmt: skip
 
 

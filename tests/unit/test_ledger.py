@@ -53,6 +53,14 @@ def value(counter: Any) -> float:
     return counter._value.get()
 
 
+def rows_within(url: str, wanted: int, seconds: float) -> int:
+    """The ledger's row count once it reaches ``wanted``, or when ``seconds`` have passed."""
+    deadline = time.monotonic() + seconds
+    while count(url) < wanted and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return count(url)
+
+
 def test_the_row_is_the_records_own_fields_without_free_text() -> None:
     assert set(NAMES) <= RECORD_FIELDS
     assert not {"path", "error", "client_request_id"} & set(NAMES)
@@ -89,19 +97,13 @@ def test_a_full_batch_is_written_without_waiting_for_the_flush_interval(tmp_path
     try:
         for i in range(10):
             w.submit(record(i))
-        deadline = time.monotonic() + 5
-        while count(url) < 10 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert count(url) == 10
+        assert rows_within(url, 10, seconds=5) == 10
     finally:
         w.stop(timeout=5)
     lone = LedgerWriter(lambda: open_store(url), batch_size=10, flush_interval=0.05, metrics=metrics()).start()
     try:
         lone.submit(record(99))
-        deadline = time.monotonic() + 5
-        while count(url) < 11 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert count(url) == 11
+        assert rows_within(url, 11, seconds=5) == 11
     finally:
         lone.stop(timeout=5)
 
