@@ -74,7 +74,9 @@ class WatchedPolicy(Generic[T]):
             raise ConfigError(
                 [
                     ConfigIssue(
-                        str(self.path), 1, "domain",
+                        str(self.path),
+                        1,
+                        "domain",
                         f"is {getattr(policy, 'domain', None)!r}, the route names {self.domain!r}",
                     )
                 ]

@@ -99,16 +99,33 @@ class Telemetry:
         end = tracing.wall_ns(ex.started_wall, ex.started, ex.ended)
         attrs = spans.chat_attributes(ex, cost) | extra
         error = spans.chat_error(ex)
-        tracer.emit(name or spans.chat_name(ex), tr.trace_id, tr.span_id, tr.parent_id, attrs, start, end,
-                    error, tr.tracestate)
+        tracer.emit(
+            name or spans.chat_name(ex),
+            tr.trace_id,
+            tr.span_id,
+            tr.parent_id,
+            attrs,
+            start,
+            end,
+            error,
+            tr.tracestate,
+        )
         answered = tracing.answering_attempt(ex, tr)
         up = ex.upstream
         if answered is not None and up is not None:
             span_id, started_ns, number = answered
             attempt = spans.attempt_attributes(up, ex.api, number, ex.status, tr.method, tr.path)
             failed = error if ex.status >= 400 or ex.outcome != "ok" else None
-            tracer.emit(spans.attempt_name(number, up), tr.trace_id, span_id, tr.span_id, attempt,
-                        started_ns, end, failed)
+            tracer.emit(
+                spans.attempt_name(number, up),
+                tr.trace_id,
+                span_id,
+                tr.span_id,
+                attempt,
+                started_ns,
+                end,
+                failed,
+            )
 
     def label_values(self, ctx: cel.Context | None) -> tuple[str, ...]:
         if not self.metric_fields:

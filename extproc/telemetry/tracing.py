@@ -149,9 +149,7 @@ class Tracer:
         """Record one finished, sampled span (the exporter thread sends it)."""
         state = W3CTraceState.from_header([tracestate]) if tracestate else None
         context = SpanContext(trace_id, span_id, is_remote=False, trace_flags=_SAMPLED, trace_state=state)
-        parent = (
-            SpanContext(trace_id, parent_id, is_remote=True, trace_flags=_SAMPLED) if parent_id else None
-        )
+        parent = SpanContext(trace_id, parent_id, is_remote=True, trace_flags=_SAMPLED) if parent_id else None
         status = Status(StatusCode.ERROR, error) if error else Status(StatusCode.UNSET)
         span = ReadableSpan(
             name,
