@@ -214,11 +214,13 @@ def start_envoy(config: dict, workdir: Path, name: str, concurrency: int = 1) ->
     return subprocess.Popen([*argv, "--log-level", "error"], stdout=log, stderr=subprocess.STDOUT)
 
 
-def gateway_stack(config: dict, work: Path, envoy_concurrency: int, workers: int = 1) -> Stack:
+def gateway_stack(
+    config: dict, work: Path, envoy_concurrency: int, workers: int = 1, stack_type: type[Stack] = Stack
+) -> Stack:
     """The gateway (Envoy and both sidecars, no mock) for ``config``, not started yet."""
     cfg = work / "gateway.yaml"
     cfg.write_text(yaml.safe_dump(config))
-    return Stack(
+    return stack_type(
         str(cfg),
         work / "gateway",
         extproc_port=free_port(),
@@ -265,7 +267,9 @@ def added_p50(
             for level, runs in levels.items()
         }
     for c in ("c1", "c16"):
-        diffs = [m["p50_ms"] - b["p50_ms"] for b, m in zip(windows[base][c], windows[measured][c], strict=True)]
+        diffs = [
+            m["p50_ms"] - b["p50_ms"] for b, m in zip(windows[base][c], windows[measured][c], strict=True)
+        ]
         out[f"added_p50_ms_{c}"] = round(statistics.median(diffs), 3)
         out[f"added_p50_ms_{c}_rounds"] = [round(d, 3) for d in diffs]
     return out
