@@ -202,11 +202,11 @@ def main() -> None:
             for _ in range(args.rounds):
                 for name, (url, _) in urls.items():
                     p50s[name].append(measure.wrk(url, 1, args.duration, script)["p50_ms"])
+            rows = read_log(work / "bare.log", lambda _: "bare") | read_log(work / "gateway.log", _route_path)
             cpu = {name: cpu_split(url, pids, args.duration, script) for name, (url, pids) in urls.items()}
         finally:
             for end in reversed(stop):
                 end()
-        rows = read_log(work / "bare.log", lambda _: "bare") | read_log(work / "gateway.log", _route_path)
     p50 = {name: statistics.median(v) for name, v in p50s.items()}
     print(table(p50, {path: medians(r) for path, r in rows.items()}))
     print("\nCPU ms per request at concurrency 16, by process:\n")

@@ -67,6 +67,12 @@ def test_openai_counts_are_tiktoken_counts(text: str, o200k: int, cl100k: int) -
     assert estimate_prompt_tokens("embeddings", {"input": text}, "gemini-embedding-001") == o200k  # the proxy
 
 
+def test_a_text_the_tokenizer_rejects_falls_back_alone() -> None:
+    """A lone surrogate cannot be tokenized: that text counts as bytes/4, its neighbours exactly."""
+    body = {"input": ["hello world", "\ud800abc"]}
+    assert estimate_prompt_tokens("embeddings", body, "gpt-4o") == 2 + 1  # "?abc": 4 bytes, 1 token
+
+
 def test_chat_counts_like_openai() -> None:
     # OpenAI's chat format: 3 per message + role + content, 1 more for a name, 3 priming the reply.
     body = {"messages": [{"role": "user", "content": "hello world"}]}
