@@ -5,7 +5,8 @@ bytes in, parsed, handled, the replies serialised), with the sidecar's writer th
 ``extproc`` starts them (the usage log to /dev/null, the ledger to a SQLite file), for:
 
 - ``openai``: OpenAI client, OpenAI provider (bench/run.py's ``openai`` path);
-- ``translated``: OpenAI client, Anthropic provider (the ``translated`` path).
+- ``translated``: OpenAI client, Anthropic provider (the ``translated`` path);
+- ``limited``: the ``openai`` route with bench/limits.py's rate limits, in-process store.
 
 Printed per route: the event loop's CPU per request (thread CPU time, which other processes'
 load does not inflate the way wall time is) and the whole process's (writer threads included).
@@ -38,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb  # noqa: E402
 
-from bench import envoys  # noqa: E402
+from bench import envoys, limits  # noqa: E402
 from bench.extproc_messages import body_message, headers_message  # noqa: E402
 from extproc import gateway, schema, tokens, usage_log  # noqa: E402
 from extproc.config.loader import parse_text  # noqa: E402
@@ -48,12 +49,16 @@ from extproc.telemetry import runtime  # noqa: E402
 ROUTES = {
     "openai": ({"openAI": {}}, envoys.OPENAI_BODY),
     "translated": ({"anthropic": {}}, envoys.ANTHROPIC_BODY),
+    "limited": ({"openAI": {}}, envoys.OPENAI_BODY),  # the openai route with bench/limits.py's limits
 }
 
 
-def config() -> dict[str, Any]:
+def config(policy: Path) -> dict[str, Any]:
+    """The routes; ``policy``: where the limited route's policy file is written."""
     host = "127.0.0.1:9"
+    policy.write_text(limits.POLICY)
     routes = [envoys.provider_route(name, provider, host) for name, (provider, _) in ROUTES.items()]
+    routes[-1] = limits.routes(host, policy)[1]
     return {"binds": [{"port": 3000, "listeners": [{"routes": routes}]}], "config": {}}
 
 
@@ -62,7 +67,6 @@ def messages(gw: gateway.Gateway, name: str) -> list[bytes]:
     route = next(r for r in gw.routes if r.name == name)
     up = route.direct_upstream
     assert up is not None
-
 
     req = {
         ":authority": "127.0.0.1:3000", ":path": f"/{name}/v1/chat/completions", ":method": "POST",
@@ -153,11 +157,11 @@ def main() -> int:
     p.add_argument("--top", type=int, default=40)
     p.add_argument("--no-ledger", action="store_true", help="as with config.ledger.enabled: false")
     args = p.parse_args()
-    cfg = parse_text(yaml.safe_dump(config())).config
-    gw = gateway.build(cfg)
-    tokens.warm_up()
-    schema.warm_up()
     with tempfile.TemporaryDirectory(prefix="hot-profile-") as tmp, open(os.devnull, "wb") as null:
+        cfg = parse_text(yaml.safe_dump(config(Path(tmp) / "ratelimits.yaml"))).config
+        gw = gateway.build(cfg)
+        tokens.warm_up()
+        schema.warm_up()
         tel = runtime.start(gw, Path(tmp))
         usage_log.start(null)
         if not args.no_ledger:
