@@ -266,19 +266,36 @@ def _embeddings(value: Any, model: str) -> int:
 # ---------------------------------------------------------------- counting
 
 
+# Counts already made, by (encoding, hash of the text): a conversation sends its whole history
+# again every turn, and most requests share a system prompt, so most texts were counted before.
+# Keyed by hash, not text, so no prompt is kept alive; at 64 bits two texts that share a hash
+# are not a concern for an estimate. Cleared, not grown, past _COUNTS_KEPT.
+_COUNTS: dict[tuple[str, int], int] = {}
+_COUNTS_KEPT = 16_384
+
+
 def _count(texts: list[str], encoding: str) -> list[int]:
     if toktok is None:
         return [_bytes_estimate(t) for t in texts]
     # The tokenizer's own count, text by text: batch_count hands every call to a thread pool,
-    # about 20 µs even for one short text, where count takes half a microsecond. Same counts
-    # (tests/unit/test_tokens.py); the tokenizer is loaded once and cached by toktok.
-    count = toktok._encoding(encoding).count
+    # about 20 µs even for one short text, where count takes half a microsecond (warm). Same
+    # counts (tests/unit/test_tokens.py); toktok loads the tokenizer once and caches it.
+    count = None
     out = []
     for text in texts:
-        try:
-            out.append(count(text))
-        except Exception:  # a string the tokenizer rejects (lone surrogates) is still text
-            out.append(_bytes_estimate(text))
+        key = (encoding, hash(text))
+        n = _COUNTS.get(key)
+        if n is None:
+            if count is None:
+                count = toktok._encoding(encoding).count
+            try:
+                n = count(text)
+            except Exception:  # a string the tokenizer rejects (lone surrogates) is still text
+                n = _bytes_estimate(text)
+            if len(_COUNTS) >= _COUNTS_KEPT:
+                _COUNTS.clear()
+            _COUNTS[key] = n
+        out.append(n)
     return out
 
 

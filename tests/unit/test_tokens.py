@@ -228,3 +228,36 @@ def test_works_offline() -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
     )
     assert out.stdout.split() == ["2", "2", "True"]
+
+
+def test_a_text_counted_before_is_not_tokenized_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A conversation resends its history each turn: only the new message is tokenized."""
+    real = tokens.toktok._encoding("o200k_base")
+    seen: list[str] = []
+
+    class Spy:
+        def count(self, text: str) -> int:
+            seen.append(text)
+            return int(real.count(text))
+
+    monkeypatch.setattr(tokens, "_COUNTS", {})
+    monkeypatch.setattr(tokens.toktok, "_encoding", lambda _name: Spy())
+    turn1 = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hello world"}]
+    turn2 = [*turn1, {"role": "assistant", "content": "Hi."}, {"role": "user", "content": "and again"}]
+    first = estimate_prompt_tokens("completions", {"messages": turn1}, "gpt-4o")
+    second = estimate_prompt_tokens("completions", {"messages": turn2}, "gpt-4o")
+    assert seen == ["system", "Be brief.", "user", "hello world", "assistant", "Hi.", "and again"]
+    monkeypatch.setattr(tokens, "_COUNTS", {})  # the same counts as with nothing counted before
+    assert estimate_prompt_tokens("completions", {"messages": turn1}, "gpt-4o") == first
+    assert estimate_prompt_tokens("completions", {"messages": turn2}, "gpt-4o") == second
+
+
+def test_the_count_cache_is_bounded_and_stays_exact(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tokens, "_COUNTS", {})
+    monkeypatch.setattr(tokens, "_COUNTS_KEPT", 3)
+    texts = [text for text, _, _ in TIKTOKEN_COUNTS] + ["one more", "and another"]
+    for _ in range(2):
+        for text in texts:
+            exact = tokens.toktok.batch_count([text], "o200k_base")[0]
+            assert estimate_prompt_tokens("embeddings", {"input": text}, "gpt-4o") == exact
+            assert len(tokens._COUNTS) <= 3
