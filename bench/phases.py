@@ -17,6 +17,7 @@ message (plus what it makes the event loop wait for); the request-headers column
 cost of opening the gRPC stream, which every request pays.
 
     .venv/bin/python bench/phases.py --duration 4 --rounds 3
+    .venv/bin/python bench/phases.py --limits redis   # and the limit stage's cost, message by message
 """
 
 from __future__ import annotations
@@ -36,10 +37,11 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench import envoys, measure  # noqa: E402
+from bench import envoys, limits, measure  # noqa: E402
 from bench.run import _end, wait_ok  # noqa: E402
 from extproc.render.filters import EXT_PROC  # noqa: E402
 from extproc.supervisor import Stack  # noqa: E402
+from tests.redis_server import start_redis  # noqa: E402
 
 PHASES = (
     ("req headers", "request_header_latency_us"),
@@ -112,8 +114,12 @@ def medians(rows: list[list[float | None]]) -> dict[str, float | None]:
     return out
 
 
-def start(work: Path, stop: list[Callable[[], None]]) -> dict[str, tuple[str, dict[str, int]]]:
-    """Envoy alone, the bare ext_proc and the gateway; each path's URL and processes (by name)."""
+def start(
+    work: Path, stop: list[Callable[[], None]], store: str | None = None
+) -> dict[str, tuple[str, dict[str, int]]]:
+    """Envoy alone, the bare ext_proc and the gateway; each path's URL and processes (by name).
+    ``store`` (``memory`` or ``redis``): the gateway also has bench/limits.py's open and limited
+    routes, the limits counted in process or in a real Redis on loopback."""
     up_port = envoys.free_port()
     upstream = envoys.start_envoy(envoys.upstream_config(up_port, envoys.free_port()), work, "upstream")
     stop.append(lambda: _end(upstream))
@@ -140,15 +146,23 @@ def start(work: Path, stop: list[Callable[[], None]]) -> dict[str, tuple[str, di
         envoys.provider_route("openai", {"openAI": {}}, host),
         envoys.provider_route("translated", {"anthropic": {}}, host),
     ]
+    if store is not None:
+        policy = work / "ratelimits.yaml"
+        policy.write_text(limits.POLICY)
+        routes += limits.routes(host, policy)
     port = envoys.free_port()
     config = envoys.gateway_config(port, routes)
+    if store == "redis":
+        redis = start_redis(work / "redis")
+        stop.append(redis.stop)
+        config["config"]["rateLimitStore"] = {"redis": {"url": redis.url, "keyPrefix": "bench:"}}
     stack = envoys.gateway_stack(config, work, 1, stack_type=PhaseLoggedStack)
     assert isinstance(stack, PhaseLoggedStack)
     stack.phase_log = work / "gateway.log"
     stop.append(stack.stop)
     stack.start(timeout=30)
     pids = {name: proc.pid for name, proc in stack.procs.items()}
-    for name in ("openai", "translated"):
+    for name in ("openai", "translated", *(("open", "limited") if store else ())):
         urls[name] = (f"http://127.0.0.1:{port}/{name}/v1/chat/completions", pids)
     for url, _ in urls.values():
         wait_ok(url)
@@ -166,7 +180,8 @@ def cpu_split(url: str, pids: dict[str, int], duration: int, script: Path) -> di
 
 
 def _route_path(route: str) -> str:
-    return "translated" if "translated" in route else "openai"
+    """The bench path of a gateway route's name ("openai" before "open": it contains it)."""
+    return next(name for name in ("translated", "limited", "openai", "open") if name in route)
 
 
 def table(p50: dict[str, float], phases: dict[str, dict[str, float | None]]) -> str:
@@ -186,13 +201,16 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--duration", type=int, default=4)
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument(
+        "--limits", choices=("memory", "redis"), help="add bench/limits.py's open and limited routes"
+    )
     args = p.parse_args()
     measure.ensure_wrk()
     stop: list[Callable[[], None]] = []
     with tempfile.TemporaryDirectory(prefix="bench-phases-") as tmp:
         work = Path(tmp)
         try:
-            urls = start(work, stop)
+            urls = start(work, stop, args.limits)
             script = measure.wrk_script(envoys.REQUEST, work)
             for url, _ in urls.values():
                 measure.wrk(url, 1, 2, script)  # warm-up, not logged below
