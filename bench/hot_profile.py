@@ -57,8 +57,10 @@ def config(policy: Path) -> dict[str, Any]:
     """The routes; ``policy``: where the limited route's policy file is written."""
     host = "127.0.0.1:9"
     policy.write_text(limits.POLICY)
-    routes = [envoys.provider_route(name, provider, host) for name, (provider, _) in ROUTES.items()]
-    routes[-1] = limits.routes(host, policy)[1]
+    routes = [
+        envoys.provider_route(n, provider, host) for n, (provider, _) in ROUTES.items() if n != "limited"
+    ]
+    routes.append(limits.routes(host, policy)[1])  # the openai route plus bench/limits.py's limits
     return {"binds": [{"port": 3000, "listeners": [{"routes": routes}]}], "config": {}}
 
 

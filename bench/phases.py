@@ -28,7 +28,6 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -75,11 +74,12 @@ def add_phase_log(config: dict[str, Any], path: Path) -> None:
                     net["typed_config"].setdefault("access_log", []).append(entry)
 
 
-@dataclass
 class PhaseLoggedStack(Stack):
-    """The gateway, its Envoy config rendered as usual plus the phase log."""
+    """The gateway, its Envoy config rendered as usual plus the phase log (in its workdir)."""
 
-    phase_log: Path = Path("phases.log")
+    @property
+    def phase_log(self) -> Path:
+        return self.workdir / "phases.log"
 
     def render(self) -> Path:
         path = super().render()
@@ -116,8 +116,9 @@ def medians(rows: list[list[float | None]]) -> dict[str, float | None]:
 
 def start(
     work: Path, stop: list[Callable[[], None]], store: str | None = None
-) -> dict[str, tuple[str, dict[str, int]]]:
-    """Envoy alone, the bare ext_proc and the gateway; each path's URL and processes (by name).
+) -> tuple[dict[str, tuple[str, dict[str, int]]], Path]:
+    """Envoy alone, the bare ext_proc and the gateway; each path's URL and processes (by name),
+    and the gateway's phase log.
     ``store`` (``memory`` or ``redis``): the gateway also has bench/limits.py's open and limited
     routes, the limits counted in process or in a real Redis on loopback."""
     up_port = envoys.free_port()
@@ -157,8 +158,6 @@ def start(
         stop.append(redis.stop)
         config["config"]["rateLimitStore"] = {"redis": {"url": redis.url, "keyPrefix": "bench:"}}
     stack = envoys.gateway_stack(config, work, 1, stack_type=PhaseLoggedStack)
-    assert isinstance(stack, PhaseLoggedStack)
-    stack.phase_log = work / "gateway.log"
     stop.append(stack.stop)
     stack.start(timeout=30)
     pids = {name: proc.pid for name, proc in stack.procs.items()}
@@ -166,7 +165,7 @@ def start(
         urls[name] = (f"http://127.0.0.1:{port}/{name}/v1/chat/completions", pids)
     for url, _ in urls.values():
         wait_ok(url)
-    return urls
+    return urls, stack.phase_log
 
 
 def cpu_split(url: str, pids: dict[str, int], duration: int, script: Path) -> dict[str, float]:
@@ -210,17 +209,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-phases-") as tmp:
         work = Path(tmp)
         try:
-            urls = start(work, stop, args.limits)
+            urls, gateway_log = start(work, stop, args.limits)
             script = measure.wrk_script(envoys.REQUEST, work)
             for url, _ in urls.values():
                 measure.wrk(url, 1, 2, script)  # warm-up, not logged below
-            for log in ("bare.log", "gateway.log"):
-                (work / log).write_text("")
+            for log in (work / "bare.log", gateway_log):
+                log.write_text("")
             p50s: dict[str, list[float]] = {name: [] for name in urls}
             for _ in range(args.rounds):
                 for name, (url, _) in urls.items():
                     p50s[name].append(measure.wrk(url, 1, args.duration, script)["p50_ms"])
-            rows = read_log(work / "bare.log", lambda _: "bare") | read_log(work / "gateway.log", _route_path)
+            rows = read_log(work / "bare.log", lambda _: "bare") | read_log(gateway_log, _route_path)
             cpu = {name: cpu_split(url, pids, args.duration, script) for name, (url, pids) in urls.items()}
         finally:
             for end in reversed(stop):

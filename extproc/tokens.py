@@ -280,14 +280,12 @@ def _count(texts: list[str], encoding: str) -> list[int]:
     # The tokenizer's own count, text by text: batch_count hands every call to a thread pool,
     # about 20 µs even for one short text, where count takes half a microsecond (warm). Same
     # counts (tests/unit/test_tokens.py); toktok loads the tokenizer once and caches it.
-    count = None
+    count = toktok._encoding(encoding).count
     out = []
     for text in texts:
         key = (encoding, hash(text))
         n = _COUNTS.get(key)
         if n is None:
-            if count is None:
-                count = toktok._encoding(encoding).count
             try:
                 n = count(text)
             except Exception:  # a string the tokenizer rejects (lone surrogates) is still text

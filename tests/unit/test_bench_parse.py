@@ -219,3 +219,33 @@ def test_median_window_of_an_even_count_takes_the_lower_middle() -> None:
     assert measure.median_window([{"rps": 2.0}, {"rps": 1.0}])["rps"] == 1.0
     with pytest.raises(ValueError):
         measure.median_window([])
+
+
+def test_phase_log_lines_become_per_path_medians(tmp_path: Path) -> None:
+    """bench/phases.py: Envoy's access-log line per request (route, Envoy's and the upstream's
+    time, then each ext_proc message's) read by route; ``rest`` is Envoy's time outside them."""
+    from bench import phases
+
+    log = tmp_path / "gateway.log"
+    log.write_text(
+        "openai 3000 300 700 500 500 450\n"
+        "openai 3200 320 760 520 540 460\n"
+        "open 2900 290 700 480 - 440\n"  # Envoy writes "-" for a message it never sent
+        "limited 3400 300 740 820 530 470\n"
+    )
+    rows = phases.read_log(log, phases._route_path)
+    assert sorted(rows) == ["limited", "open", "openai"]
+    m = phases.medians(rows["openai"])
+    assert m["envoy_us"] == 3100 and m["req body"] == 510
+    assert m["rest"] == 3100 - 310 - (730 + 510 + 520 + 455)
+    assert phases.medians(rows["open"])["resp headers"] is None
+
+
+def test_the_phase_log_goes_on_every_http_listener() -> None:
+    from bench import envoys, phases
+
+    cfg = envoys.bare_extproc_config(1, 2, 3, 4)
+    phases.add_phase_log(cfg, Path("/tmp/x.log"))
+    hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    fmt = hcm["access_log"][-1]["typed_config"]["log_format"]["text_format_source"]["inline_string"]
+    assert "%FILTER_STATE(envoy.filters.http.ext_proc:FIELD:request_body_total_latency_us)%" in fmt
