@@ -6,8 +6,8 @@ key's daily budget and its group's monthly one, so each request prices its estim
 two counters and settles them with the answer's priced usage. Both routes check the same API key
 (the authz sidecar's cost is on both sides), so the difference is the budget stage alone.
 
-1. ``stage``: ``on_request`` + ``on_complete`` called in process, N times (p50/p99, microseconds),
-   with the in-process store and with a real Redis on loopback (Debian's redis-server).
+1. ``stage``: ``on_request`` and ``decide`` + ``on_complete`` called in process, N times (p50/p99,
+   microseconds), with the in-process store and with a real Redis on loopback (Debian's redis-server).
 2. ``gateway``: two gateways to the same fast upstream (bench/envoys.py), one per store, each with
    a keyed route and a keyed route with budgets; wrk at concurrency 1 and 16 on each; the added p50.
 
@@ -61,6 +61,7 @@ async def _stage(config_path: Path, requests: int) -> dict[str, Any]:
     from extproc.limits.context import LimitsContext
     from extproc.pipeline.exchange import Exchange
     from extproc.pipeline.llm_request import LLMRequest
+    from extproc.pipeline.stage import request_side
     from extproc.telemetry import runtime
     from extproc.translate.usage import Usage
 
@@ -81,7 +82,7 @@ async def _stage(config_path: Path, requests: int) -> dict[str, Any]:
             ex.upstream = route.direct_upstream
             ex.estimated_tokens()  # the pipeline's estimate, paid with or without budgets
             t0 = time.perf_counter_ns()
-            await stage.on_request(ex)
+            await request_side(stage, ex)
             t1 = time.perf_counter_ns()
             ex.usage, ex.outcome, ex.response_model = Usage(input_tokens=12, output_tokens=7), "ok", "gpt-4o"
             await stage.on_complete(ex)
@@ -102,7 +103,7 @@ async def _stage(config_path: Path, requests: int) -> dict[str, Any]:
     }
 
 
-def _wrk_script(workdir: Path) -> Path:
+def wrk_script(workdir: Path) -> Path:
     script = workdir / "post-keyed.lua"
     script.write_text(
         'wrk.method = "POST"\nwrk.headers["content-type"] = "application/json"\n'
@@ -140,13 +141,15 @@ def main() -> int:
                 configs[name] = config
                 path = work / f"{name}.yaml"
                 path.write_text(yaml.safe_dump(config))
-                results.setdefault("stage", {})[name] = grpc_serve.run(_stage(path, args.requests))  # the sidecars' loop
+                results.setdefault("stage", {})[name] = grpc_serve.run(
+                    _stage(path, args.requests)
+                )  # the sidecars' loop
             if not args.skip_gateway:
                 measure.ensure_wrk()
                 for name, config in configs.items():
                     gw_work = work / f"gw-{name}"
                     gw_work.mkdir(parents=True, exist_ok=True)
-                    script = _wrk_script(gw_work)
+                    script = wrk_script(gw_work)
                     results.setdefault("gateway", {})[name] = envoys.added_p50(
                         config, gw_work, args.duration, "keyed", "budgeted", script
                     )

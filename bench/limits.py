@@ -5,8 +5,8 @@ The limits (none ever refuses: the benchmark measures checking, not refusing): a
 (``localRateLimit``, type tokens) and a policy file with a per-route request limit and a
 per-model token limit, so each request reserves and settles three counters.
 
-1. ``stage``: ``on_request`` + ``on_complete`` called in process, N times (p50/p99, microseconds),
-   with the in-process store and with a real Redis on loopback (Debian's redis-server).
+1. ``stage``: ``on_request`` and ``decide`` + ``on_complete`` called in process, N times (p50/p99,
+   microseconds), with the in-process store and with a real Redis on loopback (Debian's redis-server).
 2. ``gateway``: two gateways to the same fast upstream (bench/envoys.py), one per store, each
    with an open route and a limited one; wrk at concurrency 1 and 16 on each; the added p50.
 
@@ -74,6 +74,7 @@ async def _stage(config_path: Path, requests: int) -> dict[str, Any]:
     from extproc.limits.context import LimitsContext
     from extproc.pipeline.exchange import Exchange
     from extproc.pipeline.llm_request import LLMRequest
+    from extproc.pipeline.stage import request_side
     from extproc.translate.usage import Usage
 
     gw = gateway.build(load(config_path).config)
@@ -89,7 +90,7 @@ async def _stage(config_path: Path, requests: int) -> dict[str, Any]:
             ex.llm = LLMRequest("completions", dict(body))
             ex.estimated_tokens()  # the exchange's estimate is the pipeline's, paid with or without limits
             t0 = time.perf_counter_ns()
-            await stage.on_request(ex)
+            await request_side(stage, ex)
             t1 = time.perf_counter_ns()
             ex.usage, ex.outcome = Usage(input_tokens=12, output_tokens=9), "ok"
             await stage.on_complete(ex)
@@ -138,7 +139,9 @@ def main() -> int:
                 configs[name] = config
                 path = work / f"{name}.yaml"
                 path.write_text(yaml.safe_dump(config))
-                results.setdefault("stage", {})[name] = grpc_serve.run(_stage(path, args.requests))  # the sidecars' loop
+                results.setdefault("stage", {})[name] = grpc_serve.run(
+                    _stage(path, args.requests)
+                )  # the sidecars' loop
             if not args.skip_gateway:
                 measure.ensure_wrk()
                 for name, config in configs.items():

@@ -18,6 +18,11 @@ cost of opening the gRPC stream, which every request pays.
 
     .venv/bin/python bench/phases.py --duration 4 --rounds 3
     .venv/bin/python bench/phases.py --limits redis   # and the limit stage's cost, message by message
+    .venv/bin/python bench/phases.py --limits redis --budgets   # and the budget stage's, and both
+
+``--budgets`` adds three routes that check bench/budgets.py's API key (every path's requests
+carry it): ``keyed`` (the key only), ``budgeted`` (its two budgets) and ``governed`` (the limits
+and the budgets on one route); compare them with ``keyed``, as ``limited`` with ``open``.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench import envoys, limits, measure  # noqa: E402
+from bench import budgets, envoys, limits, measure  # noqa: E402
 from bench.run import _end, wait_ok  # noqa: E402
 from extproc.render.filters import EXT_PROC  # noqa: E402
 from extproc.supervisor import Stack  # noqa: E402
@@ -115,12 +120,13 @@ def medians(rows: list[list[float | None]]) -> dict[str, float | None]:
 
 
 def start(
-    work: Path, stop: list[Callable[[], None]], store: str | None = None
+    work: Path, stop: list[Callable[[], None]], store: str | None = None, with_budgets: bool = False
 ) -> tuple[dict[str, tuple[str, dict[str, int]]], Path]:
     """Envoy alone, the bare ext_proc and the gateway; each path's URL and processes (by name),
     and the gateway's phase log.
     ``store`` (``memory`` or ``redis``): the gateway also has bench/limits.py's open and limited
-    routes, the limits counted in process or in a real Redis on loopback."""
+    routes, the limits counted in process or in a real Redis on loopback; ``with_budgets``: and the
+    keyed, budgeted and governed routes (module docstring), in the same store."""
     up_port = envoys.free_port()
     upstream = envoys.start_envoy(envoys.upstream_config(up_port, envoys.free_port()), work, "upstream")
     stop.append(lambda: _end(upstream))
@@ -147,12 +153,19 @@ def start(
         envoys.provider_route("openai", {"openAI": {}}, host),
         envoys.provider_route("translated", {"anthropic": {}}, host),
     ]
+    names = ["openai", "translated"]
     if store is not None:
         policy = work / "ratelimits.yaml"
         policy.write_text(limits.POLICY)
         routes += limits.routes(host, policy)
+        names += ["open", "limited"]
+    if with_budgets:
+        routes += _budget_routes(host, work)
+        names += ["keyed", "budgeted", "governed"]
     port = envoys.free_port()
     config = envoys.gateway_config(port, routes)
+    if with_budgets:
+        config["config"]["cost"] = {"pricesFile": budgets.PRICES}
     if store == "redis":
         redis = start_redis(work / "redis")
         stop.append(redis.stop)
@@ -161,11 +174,25 @@ def start(
     stop.append(stack.stop)
     stack.start(timeout=30)
     pids = {name: proc.pid for name, proc in stack.procs.items()}
-    for name in ("openai", "translated", *(("open", "limited") if store else ())):
+    for name in names:
         urls[name] = (f"http://127.0.0.1:{port}/{name}/v1/chat/completions", pids)
     for url, _ in urls.values():
         wait_ok(url)
     return urls, stack.phase_log
+
+
+def _budget_routes(host: str, work: Path) -> list[dict[str, Any]]:
+    """bench/budgets.py's keyed and budgeted routes, and the budgeted one with bench/limits.py's
+    limits too (its policy file is already written)."""
+    file = work / "budgets.yaml"
+    file.write_text(budgets.BUDGETS)
+    keyed, budgeted = budgets.routes(host, file)
+    governed = envoys.provider_route("governed", {"openAI": {}}, host)
+    governed["policies"] |= budgeted["policies"] | {
+        "localRateLimit": limits.BUCKET,
+        "rateLimits": {"file": str(work / "ratelimits.yaml"), "domain": "bench"},
+    }
+    return [keyed, budgeted, governed]
 
 
 def cpu_split(url: str, pids: dict[str, int], duration: int, script: Path) -> dict[str, float]:
@@ -180,7 +207,8 @@ def cpu_split(url: str, pids: dict[str, int], duration: int, script: Path) -> di
 
 def _route_path(route: str) -> str:
     """The bench path of a gateway route's name ("openai" before "open": it contains it)."""
-    return next(name for name in ("translated", "limited", "openai", "open") if name in route)
+    names = ("governed", "budgeted", "translated", "limited", "openai", "keyed", "open")
+    return next(name for name in names if name in route)
 
 
 def table(p50: dict[str, float], phases: dict[str, dict[str, float | None]]) -> str:
@@ -203,14 +231,20 @@ def main() -> None:
     p.add_argument(
         "--limits", choices=("memory", "redis"), help="add bench/limits.py's open and limited routes"
     )
+    p.add_argument(
+        "--budgets", action="store_true", help="add the keyed, budgeted and governed routes (--limits' store)"
+    )
     args = p.parse_args()
+    if args.budgets and args.limits is None:
+        args.limits = "memory"
     measure.ensure_wrk()
     stop: list[Callable[[], None]] = []
     with tempfile.TemporaryDirectory(prefix="bench-phases-") as tmp:
         work = Path(tmp)
         try:
-            urls, gateway_log = start(work, stop, args.limits)
-            script = measure.wrk_script(envoys.REQUEST, work)
+            urls, gateway_log = start(work, stop, args.limits, args.budgets)
+            # With budgets every path's requests carry the API key (ignored where none is checked).
+            script = budgets.wrk_script(work) if args.budgets else measure.wrk_script(envoys.REQUEST, work)
             for url, _ in urls.values():
                 measure.wrk(url, 1, 2, script)  # warm-up, not logged below
             for log in (work / "bare.log", gateway_log):

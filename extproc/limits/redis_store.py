@@ -27,7 +27,15 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError, RedisError
 
 from extproc.limits.resp import Arg, RespClient, Script
-from extproc.limits.store import Counter, Peek, Reservation, StoreUnavailable, apply_override, state_of
+from extproc.limits.store import (
+    Counter,
+    Peek,
+    Ready,
+    Reservation,
+    StoreUnavailable,
+    apply_override,
+    state_of,
+)
 
 log = logging.getLogger("gateway.limits")
 
@@ -225,9 +233,10 @@ class RedisStore:
                 index.append(0)
         return keys, index
 
-    async def reserve(self, counters: Sequence[Counter], now: float) -> Reservation:
+    def reserve(self, counters: Sequence[Counter], now: float) -> Awaitable[Reservation]:
+        """The script is written to Redis before this returns (on a live connection)."""
         if not counters:
-            return Reservation(True, (), ())
+            return Ready(Reservation(True, (), ()))
         prefix = self.prefix
         keys: list[Arg] = [prefix + c.key for c in counters]
         args: list[Arg] = [repr(now)]
@@ -238,7 +247,10 @@ class RedisStore:
                 f"{c.limit} {c.cost} {c.rate or 0} {int(c.window_end * 1000)} {1 if c.enforce else 0} "
                 + _FLAGS[c.cap, bool(c.override)]
             )
-        got = await self._call(self.fast.evalsha(self._reserve, keys, args))
+        return self._reserved(self.fast.send_script(self._reserve, keys, args), counters, now)
+
+    async def _reserved(self, sent: Awaitable[Any], counters: Sequence[Counter], now: float) -> Reservation:
+        got = await self._call(sent)
         n = len(counters)
         taken = got[0] == 1
         for c, over in zip(counters, got[n + 1 :], strict=True):

@@ -28,7 +28,7 @@ import asyncio
 import hashlib
 import ssl
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any, cast
 
 import hiredis
@@ -130,22 +130,48 @@ class RespClient:
 
     async def call(self, *args: Arg) -> Any:
         """One command's reply; a Redis error reply is raised (``ResponseError``)."""
+        return await self.send(*args)
+
+    def send(self, *args: Arg) -> Awaitable[Any]:
+        """``call``, with the command written before this returns when the connection is up, so
+        the caller can work while Redis answers; await the result (always: it holds the reply)."""
         data = pack(args)
         link = self._link
+        if link is None or link.broken is not None:
+            return self._connect_and_send(data)  # written once connected, when awaited
+        return self._reply(link.send(data), data)
+
+    async def _reply(self, sent: asyncio.Future[Any], data: bytes) -> Any:
         try:
-            if link is None or link.broken is not None:  # else no await before the command is sent
-                link = await self._ready()
-            got = await link.send(data)
+            got = await sent
         except ConnectionError:  # once more on a new connection (a restart breaks the old one)
-            link = await self._ready()
-            got = await link.send(data)
+            got = await (await self._ready()).send(data)
+        if isinstance(got, ResponseError):
+            raise got
+        return got
+
+    async def _connect_and_send(self, data: bytes) -> Any:
+        try:
+            got = await (await self._ready()).send(data)
+        except ConnectionError:  # once more, as in _reply
+            got = await (await self._ready()).send(data)
         if isinstance(got, ResponseError):
             raise got
         return got
 
     async def evalsha(self, script: Script, keys: Sequence[Arg], args: Sequence[Arg]) -> Any:
+        return await self.send_script(script, keys, args)
+
+    def send_script(self, script: Script, keys: Sequence[Arg], args: Sequence[Arg]) -> Awaitable[Any]:
+        """EVALSHA, written now as ``send`` writes; a script Redis does not know is sent whole."""
+        sent = self.send(b"EVALSHA", script.sha, len(keys), *keys, *args)
+        return self._script_reply(sent, script, keys, args)
+
+    async def _script_reply(
+        self, sent: Awaitable[Any], script: Script, keys: Sequence[Arg], args: Sequence[Arg]
+    ) -> Any:
         try:
-            return await self.call(b"EVALSHA", script.sha, len(keys), *keys, *args)
+            return await sent
         except ResponseError as exc:
             if not str(exc).startswith("NOSCRIPT"):
                 raise

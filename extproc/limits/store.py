@@ -36,9 +36,11 @@ bucket at its size).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Awaitable, Generator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Generic, Protocol, TypeVar
+
+T = TypeVar("T")
 
 
 class StoreUnavailable(Exception):
@@ -112,11 +114,26 @@ def apply_override(counter: Counter, value: int | None) -> None:
         counter.cost = max(1, min(counter.cost, value))
 
 
+class Ready(Generic[T]):
+    """An answer already known, to await like one still on its way (no event loop turn)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: T) -> None:
+        self.value = value
+
+    def __await__(self) -> Generator[Any, None, T]:
+        return self.value
+        yield  # a generator that returns at once
+
+
 class Store(Protocol):
     # False for a store across the network: settling is then sent off the request's path.
     in_process: bool
 
-    async def reserve(self, counters: Sequence[Counter], now: float) -> Reservation: ...
+    # Sent (or, in process, done) when called, not when awaited: a caller can work while the
+    # store answers (the limit stages send in on_request and await in decide). Always await it.
+    def reserve(self, counters: Sequence[Counter], now: float) -> Awaitable[Reservation]: ...
 
     async def adjust(self, counters: Sequence[Counter], deltas: Sequence[int], now: float) -> None: ...
 
@@ -162,7 +179,10 @@ class MemoryStore:
         used = self.windows.get(c.key)
         return float(used[0]) if used is not None and used[1] > now else 0.0
 
-    async def reserve(self, counters: Sequence[Counter], now: float) -> Reservation:
+    def reserve(self, counters: Sequence[Counter], now: float) -> Awaitable[Reservation]:
+        return Ready(self._reserve(counters, now))
+
+    def _reserve(self, counters: Sequence[Counter], now: float) -> Reservation:
         self._tick(now)
         if self.overrides:
             self._resolve(counters)

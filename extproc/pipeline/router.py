@@ -5,7 +5,8 @@
 2. request body: parse, run each stage's ``on_request`` (shaping, later entitlements,
    guardrails, limits), then either do the egress work (a single-provider route:
    no retry can change the wire format) or leave it to the upstream phase, which runs
-   once per attempt, by recording the decision in dynamic metadata.
+   once per attempt, by recording the decision in dynamic metadata; then each stage's
+   ``decide``: the limits' reservations, sent in ``on_request``, answered meanwhile.
 3. response headers: which provider answered (and after how many attempts); translate,
    observe or ignore the body.
 4. response body: back to the client's format, chunk by chunk when streaming; usage
@@ -180,6 +181,10 @@ class RouterProcessor:
             reply.set_headers["content-length"] = str(len(sent))
             if decoded:  # (the egress allowlist drops it on single-provider routes)
                 reply.remove_headers.append("content-encoding")
+        # The answers to what the stages asked without waiting (the limit stores' reservations):
+        # their round trips overlapped the work above. A refusal replaces this reply.
+        for stage in self.pipeline.deciding:
+            await stage.decide(ex)
         if ex.stream:
             self._start_stream_clock(ex, reply)
             if self.gw.limits.stream_relay:

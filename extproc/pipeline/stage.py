@@ -2,9 +2,10 @@
 
 A stage is built once per route (from that route's policies) and shared by all of
 its requests, so it keeps no per-request state of its own: that lives on the
-``Exchange``. Order on a route: request shaping -> entitlements -> request guardrails
--> limit and budget reservation -> [provider] -> response guardrails -> settlement,
-usage record, metrics, ledger.
+``Exchange``. A stage that asks a store or a service may split its request side: send the
+question in ``on_request``, take the answer in ``decide``. Order on a route: request shaping
+-> entitlements -> request guardrails -> limit and budget reservation -> [provider] ->
+response guardrails -> settlement, usage record, metrics, ledger.
 """
 
 from __future__ import annotations
@@ -37,9 +38,22 @@ class Stage:
     async def on_request(self, ex: Exchange) -> None:
         """Before the provider is called. May rewrite ``ex.llm`` or raise ``Denied``."""
 
+    async def decide(self, ex: Exchange) -> None:
+        """After every stage's ``on_request`` and the router's egress work, before the request
+        goes on: the answer to a question ``on_request`` sent off without waiting for it (a limit
+        store's reservation), so its round trip overlaps that work. May raise ``Denied``. Not
+        called when an earlier stage refused: ``on_complete`` then finds the question unanswered."""
+
     def on_response_chunk(self, ex: Exchange, data: bytes) -> bytes:
         """Each piece of the answer in the client's format (a whole body when not streamed)."""
         return data
 
     async def on_complete(self, ex: Exchange) -> None:
         """Always runs once: success, provider error, gateway error, client disconnect, cut stream."""
+
+
+async def request_side(stage: Stage, ex: Exchange) -> None:
+    """A stage's whole request side, ``on_request`` then ``decide``, with nothing between
+    (tests and benchmarks that drive one stage; the router does its egress work between)."""
+    await stage.on_request(ex)
+    await stage.decide(ex)

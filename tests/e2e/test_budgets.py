@@ -146,7 +146,9 @@ def test_budgets_reserve_settle_refuse_and_renew_through_envoy(
         before = record_count(gw)
         cut = {**HI, "model": "claude-3-5-haiku-latest", "stream": True}
         slowly = {**auth(ALICE), "x-mock-chunk-delay-ms": "400"}
-        with httpx.stream("POST", gw.url + "/ba/v1/chat/completions", json=cut, headers=slowly, timeout=20) as r:
+        with httpx.stream(
+            "POST", gw.url + "/ba/v1/chat/completions", json=cut, headers=slowly, timeout=20
+        ) as r:
             assert r.status_code == 200
             next(r.iter_bytes())
         left = settled(gw, before)
@@ -170,7 +172,10 @@ def test_budgets_reserve_settle_refuse_and_renew_through_envoy(
         assert err["code"] == "budget_exceeded" and err["type"] == "rate_limit_error"
         assert err["message"].startswith("budget exceeded (user_id=bob day: $0.004)")
         assert refused.headers["x-should-retry"] == "false"
-        assert refused.headers["x-budget-limit"] == "0.004" and refused.headers["x-budget-scope"] == "user_id=bob day"
+        assert (
+            refused.headers["x-budget-limit"] == "0.004"
+            and refused.headers["x-budget-scope"] == "user_id=bob day"
+        )
         reset = int(refused.headers["x-budget-reset"])
         assert 43000 < reset <= 43200 and int(refused.headers["retry-after"]) == reset  # the test clock
         messages = httpx.post(
@@ -179,7 +184,9 @@ def test_budgets_reserve_settle_refuse_and_renew_through_envoy(
         assert messages.status_code == 429
         assert messages.json()["error"]["type"] == "rate_limit_error"  # Anthropic's error shape
         assert budget_of(gw, refused)["decision"] == "deny"
-        assert len([r for r in gw.mock.requests() if "word word" in json.dumps(r["body"])]) == len(answers) - 1
+        assert (
+            len([r for r in gw.mock.requests() if "word word" in json.dumps(r["body"])]) == len(answers) - 1
+        )
 
         # The next day (on the test clock): a new period, a new counter, the whole budget again.
         clock.write_text(str(noon + reset + 5))
@@ -213,7 +220,9 @@ def test_a_burst_from_three_replicas_sharing_redis_spends_no_more_than_the_budge
 
         def one(n: int) -> httpx.Response:
             with httpx.Client(timeout=30) as client:
-                return client.post(gateways[n % 3].url + "/b/v1/chat/completions", json=WORDY, headers=headers)
+                return client.post(
+                    gateways[n % 3].url + "/b/v1/chat/completions", json=WORDY, headers=headers
+                )
 
         with ThreadPoolExecutor(max_workers=200) as pool:
             answers = list(pool.map(one, range(200)))
@@ -243,6 +252,60 @@ def test_a_burst_from_three_replicas_sharing_redis_spends_no_more_than_the_budge
     finally:
         for g in gateways:
             g.stack.stop()
+        mock.proc.terminate()
+        mock.proc.wait(timeout=5)
+        server.stop()
+
+
+def test_a_request_the_rate_limits_refuse_is_charged_nothing_on_a_route_with_a_budget_too(
+    tmp_path: Path,
+) -> None:
+    """Both reservations go to Redis together (one round trip); when the rate limit refuses, the
+    budget's reservation is given back, and the budget counts only the answered requests' cost."""
+    server = start_redis(tmp_path / "redis")
+    mock = start_mock()
+    budgets = tmp_path / "budgets.yaml"
+    budgets.write_text(BUDGETS)
+    (tmp_path / "ratelimits.yaml").write_text(
+        "domain: e2e\ndescriptors:\n  - key: api_key_id\n    rate_limit: {unit: minute, requests_per_unit: 2}\n"
+    )
+    prefix = f"e2e{id(tmp_path)}:"
+    policy = {
+        "apiKey": {"keys": KEYS},
+        "budgets": {"file": str(budgets)},
+        "rateLimits": {"file": str(tmp_path / "ratelimits.yaml"), "domain": "e2e"},
+    }
+    cfg = listener_config(
+        [provider_route("both", "/both", {"openAI": {}}, f"127.0.0.1:{mock.port}", OPENAI_KEY, **policy)]
+    )
+    cfg["config"] |= {
+        "cost": {"pricesFile": PRICES},
+        "rateLimitStore": {"redis": {"url": server.url, "keyPrefix": prefix}},
+    }
+    gw = start(tmp_path / "gw", cfg, mock, 1)
+    try:
+        url = gw.url + "/both/v1/chat/completions"
+        answers = [httpx.post(url, json=HI, headers=auth(BURST), timeout=20) for _ in range(3)]
+        assert [a.status_code for a in answers] == [200, 200, 429], [a.text for a in answers]
+        refused = answers[2].json()["error"]
+        assert refused["code"] == "rate_limit_exceeded", refused
+        assert "rateLimits e2e: api_key_id" in refused["message"]
+        assert (
+            answers[1].headers["x-ratelimit-remaining"] == "0" and "x-budget-remaining" in answers[1].headers
+        )
+        costs = [micro(record_of(gw, a)["cost_usd"]) for a in answers[:2]]
+        assert record_of(gw, answers[2])["budget"] is None  # the budget never answered for it
+        client = redis.Redis.from_url(server.url)
+        deadline = time.monotonic() + 5
+        while True:  # the refused request's budget reservation is given back off its path
+            keys = client.keys(prefix + "budget:api_key_id=k-burst:month:*")
+            counted = int(client.get(keys[0]) or 0) if keys else 0
+            if counted == sum(costs) or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert len(keys) == 1 and counted == sum(costs), (counted, costs)
+    finally:
+        gw.stack.stop()
         mock.proc.terminate()
         mock.proc.wait(timeout=5)
         server.stop()

@@ -29,7 +29,7 @@ from extproc.limits.policy_watch import WatchedPolicy
 from extproc.limits.store import MemoryStore
 from extproc.pipeline.exchange import Exchange
 from extproc.pipeline.llm_request import LLMRequest
-from extproc.pipeline.stage import Denied
+from extproc.pipeline.stage import Denied, request_side
 from extproc.pipeline.stages.budget import BudgetStage
 from extproc.telemetry import runtime
 from extproc.telemetry.prices import Price
@@ -95,7 +95,7 @@ class Env:
         ex.identity = dict(identity)
         ex.upstream = self.stage.route.direct_upstream
         try:
-            await self.stage.on_request(ex)
+            await request_side(self.stage, ex)
         finally:
             await asyncio.sleep(0)  # the decision's gauges are set at the event loop's next turn
         ex.outcome = "ok"

@@ -24,7 +24,7 @@ from extproc.limits.periods import period_of, zone
 from extproc.limits.store import MemoryStore, StoreUnavailable
 from extproc.pipeline.exchange import Exchange
 from extproc.pipeline.llm_request import LLMRequest
-from extproc.pipeline.stage import Denied
+from extproc.pipeline.stage import Denied, request_side
 from extproc.pipeline.stages.budget import BudgetStage
 from extproc.telemetry import runtime
 from extproc.telemetry.prices import Price
@@ -186,7 +186,7 @@ def test_a_request_reserves_its_priced_estimate_and_settles_with_its_cost(tmp_pa
 
     async def run() -> Exchange:
         ex = exchange(stage)
-        await stage.on_request(ex)
+        await request_side(stage, ex)
         assert spent(stage) == {"budget:group_id=marketing:day:2027-01-15": 1023}
         assert ex.response_headers == {
             "x-budget-limit": "0.01", "x-budget-remaining": usd(10_000 - 1023),
@@ -207,11 +207,11 @@ def test_over_budget_is_a_429_with_the_budget_headers_and_costs_nothing(tmp_path
 
     async def run() -> Denied:
         first = exchange(stage)
-        await stage.on_request(first)
+        await request_side(stage, first)
         await settle(stage, first, Usage(input_tokens=9, output_tokens=90))  # 922.5 -> 923
         second = exchange(stage)
         with pytest.raises(Denied) as err:
-            await stage.on_request(second)  # 1023 more would not fit in the 977 left
+            await request_side(stage, second)  # 1023 more would not fit in the 977 left
         assert second.budget is not None and second.budget["decision"] == "deny"
         return err.value
 
@@ -234,11 +234,11 @@ def test_every_budget_that_applies_must_have_room(tmp_path: Path) -> None:
 
     async def run() -> None:
         first = exchange(stage)
-        await stage.on_request(first)  # 1023 in both
+        await request_side(stage, first)  # 1023 in both
         assert first.response_headers["x-budget-scope"] == "group_id=marketing month"  # the tighter one
         with pytest.raises(Denied):
-            await stage.on_request(exchange(stage))  # the key's budget has room, the group's not
-        await stage.on_request(exchange(stage, identity={"api_key_id": "k-bob"}))  # bob: key only
+            await request_side(stage, exchange(stage))  # the key's budget has room, the group's not
+        await request_side(stage, exchange(stage, identity={"api_key_id": "k-bob"}))  # bob: key only
 
     asyncio.run(run())
     assert spent(stage) == {
@@ -266,7 +266,7 @@ def test_settling_by_outcome(tmp_path: Path, usage: Usage | None, outcome: str, 
 
     async def run() -> None:
         ex = exchange(stage)
-        await stage.on_request(ex)
+        await request_side(stage, ex)
         await settle(stage, ex, usage, outcome)
         assert ex.budget is not None and ex.budget["charged_usd"] == charged / 1e6
 
@@ -279,10 +279,10 @@ def test_a_request_settles_in_the_period_it_reserved_in(tmp_path: Path) -> None:
 
     async def run() -> None:
         late = exchange(stage)
-        await stage.on_request(late)  # the 15th's counter
+        await request_side(stage, late)  # the 15th's counter
         clock.now = at("2027-01-16T00:00:01")  # the answer comes after midnight
         fresh = exchange(stage)
-        await stage.on_request(fresh)  # the 16th's counter: the 15th's spend does not count
+        await request_side(stage, fresh)  # the 16th's counter: the 15th's spend does not count
         assert fresh.response_headers["x-budget-remaining"] == usd(10_000 - 1023)
         await settle(stage, late, USED)
         await settle(stage, fresh, USED)
@@ -298,7 +298,7 @@ def test_a_burst_in_process_spends_no_more_than_the_budget(tmp_path: Path) -> No
     async def one() -> str:
         ex = exchange(stage)
         try:
-            await stage.on_request(ex)
+            await request_side(stage, ex)
         except Denied:
             return "denied"
         await asyncio.sleep(0.01)  # the provider: every reservation is held at once
@@ -320,7 +320,7 @@ def test_unpriced_models_are_refused_unless_the_file_prices_them_flat(tmp_path: 
     async def refused() -> Denied:
         ex = exchange(stage, body)
         with pytest.raises(Denied) as err:
-            await stage.on_request(ex)
+            await request_side(stage, ex)
         return err.value
 
     denied = asyncio.run(refused())
@@ -329,7 +329,7 @@ def test_unpriced_models_are_refused_unless_the_file_prices_them_flat(tmp_path: 
 
     async def charged() -> None:
         ex = exchange(flat, body)
-        await flat.on_request(ex)
+        await request_side(flat, ex)
         await settle(flat, ex, USED)  # usage, but no price: the flat amount
 
     asyncio.run(charged())
@@ -343,11 +343,11 @@ def test_callers_without_a_matching_budget_and_requests_that_generate_nothing_pa
 
     async def run() -> None:
         anonymous = exchange(stage, identity={})
-        await stage.on_request(anonymous)
+        await request_side(stage, anonymous)
         assert anonymous.budget is None and not anonymous.response_headers
         listing = exchange(stage)
         listing.llm = None  # GET /v1/models
-        await stage.on_request(listing)
+        await request_side(stage, listing)
         assert listing.budget is None
 
     asyncio.run(run())
@@ -359,7 +359,7 @@ def test_a_request_without_max_tokens_reserves_the_files_default(tmp_path: Path)
     body = {k: v for k, v in HI.items() if k != "max_tokens"}
 
     async def run() -> None:
-        await stage.on_request(exchange(stage, body))
+        await request_side(stage, exchange(stage, body))
 
     asyncio.run(run())
     assert list(spent(stage).values()) == [2023]  # 9 * 2.5 + 200 * 10
@@ -378,7 +378,7 @@ def test_the_store_down_follows_the_failure_mode(tmp_path: Path, mode: str, deci
     ex = exchange(stage)
 
     async def run() -> None:
-        await stage.on_request(ex)
+        await request_side(stage, ex)
 
     if mode == "failClosed":
         with pytest.raises(GatewayError) as err:
@@ -396,7 +396,7 @@ def test_an_edited_file_is_in_force_after_a_reload(tmp_path: Path) -> None:
         (tmp_path / "budgets.yaml").write_text("budgets:\n  - {group_id: marketing, period: day, usd: 0.0001}\n")
         assert await stage.policy.refresh()
         with pytest.raises(Denied):
-            await stage.on_request(exchange(stage))
+            await request_side(stage, exchange(stage))
 
     asyncio.run(run())
 
@@ -411,7 +411,7 @@ def test_a_reloaded_file_names_its_own_counters_for_a_caller_seen_before(tmp_pat
             (tmp_path / "budgets.yaml").write_text(text)
             assert period == "day" or await stage.policy.refresh()
             ex = exchange(stage)
-            await stage.on_request(ex)
+            await request_side(stage, ex)
             await settle(stage, ex, USED)
             scopes.append(ex.response_headers["x-budget-scope"])
         return scopes

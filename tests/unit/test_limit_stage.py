@@ -18,7 +18,7 @@ from extproc.limits.plan import envoy_bucket
 from extproc.limits.store import MemoryStore, StoreUnavailable
 from extproc.pipeline.exchange import Exchange
 from extproc.pipeline.llm_request import LLMRequest
-from extproc.pipeline.stage import Denied
+from extproc.pipeline.stage import Denied, request_side
 from extproc.pipeline.stages.ratelimit import RateLimitStage
 from extproc.translate.usage import Usage
 from tests.rls_server import RlsServer
@@ -68,7 +68,7 @@ def exchange(
 
 async def call(stage: RateLimitStage, ex: Exchange, used: int | None = 20, outcome: str = "ok") -> None:
     """One request through the stage: reserve, then settle as the answer says."""
-    await stage.on_request(ex)
+    await request_side(stage, ex)
     ex.usage = Usage(input_tokens=used - 5, output_tokens=5) if used is not None else None
     ex.outcome = outcome
     await stage.on_complete(ex)
@@ -96,7 +96,7 @@ def test_the_seed_token_bucket_passes_the_first_request_and_refuses_the_second()
         assert first.response_headers["x-ratelimit-limit"] == "1"
         assert first.response_headers["x-ratelimit-remaining"] == "0"
         clock.now += 50  # "run it again immediately": still in debt
-        await stage.on_request(exchange(gw))
+        await request_side(stage, exchange(gw))
 
     err = refused(main())
     assert err.status == 429 and err.code == "rate_limit_exceeded"
@@ -146,15 +146,15 @@ def test_a_reservation_that_does_not_fit_is_refused_before_the_call() -> None:
 
     async def main() -> None:
         first = exchange(gw, big)
-        await stage.on_request(first)  # ~609 reserved, in flight
+        await request_side(stage, first)  # ~609 reserved, in flight
         second = exchange(gw, big)
         with pytest.raises(Denied) as err:
-            await stage.on_request(second)  # 391 left: it cannot fit
+            await request_side(stage, second)  # 391 left: it cannot fit
         assert "needs about 60" in err.value.message
         first.usage, first.outcome = Usage(input_tokens=9, output_tokens=41), "ok"
         await stage.on_complete(first)  # settled at 50: 950 left
         third = exchange(gw, big)
-        await stage.on_request(third)
+        await request_side(stage, third)
         assert 330 <= int(third.response_headers["x-ratelimit-remaining"]) <= 345
 
     asyncio.run(main())
@@ -176,11 +176,39 @@ def test_without_usage_a_failed_request_gives_back_and_a_left_one_keeps(outcome:
     async def main() -> str:
         await call(stage, exchange(gw, {**HI, "max_tokens": 4000}), used=None, outcome=outcome)
         probe = exchange(gw, {**HI, "max_tokens": 1})
-        await stage.on_request(probe)
+        await request_side(stage, probe)
         return probe.response_headers["x-ratelimit-remaining"]
 
     remaining = int(asyncio.run(main()))
     assert (remaining < 1000) if kept else (remaining > 4980)
+
+
+def test_a_reservation_no_decide_took_is_still_settled_in_on_complete() -> None:
+    """A later stage refused between on_request and decide (a budget): on_complete finds the
+    reservation unanswered, takes its answer, and gives the tokens back."""
+    gw = config(
+        {
+            "localRateLimit": [
+                {"maxTokens": 5000, "tokensPerFill": 5000, "fillInterval": "1h", "type": "tokens"}
+            ]
+        }
+    )
+    stage, _ = stage_of(gw)
+
+    async def main() -> tuple[str, str]:
+        refused_later = exchange(gw, {**HI, "max_tokens": 4000})
+        await stage.on_request(refused_later)  # reserved; no decide
+        held = exchange(gw, {**HI, "max_tokens": 1})
+        await request_side(stage, held)
+        refused_later.outcome = "gateway_error"
+        await stage.on_complete(refused_later)
+        probe = exchange(gw, {**HI, "max_tokens": 1})
+        await request_side(stage, probe)
+        return held.response_headers["x-ratelimit-remaining"], probe.response_headers["x-ratelimit-remaining"]
+
+    during, after = (int(v) for v in asyncio.run(main()))
+    assert during < 1000  # the unanswered reservation was taken
+    assert after >= 4950  # and given back (the two small requests still hold ~10 each)
 
 
 def policy_gw(tmp: Path, text: str, **extra: Any) -> gateway.Gateway:
@@ -233,10 +261,10 @@ def test_token_limits_per_group_settle_with_usage(tmp_path: Path) -> None:
             await call(stage, exchange(gw, {**HI, "max_tokens": 20}, marketing), used=45)
         ex = exchange(gw, {**HI, "max_tokens": 20}, marketing)
         with pytest.raises(Denied) as err:
-            await stage.on_request(ex)  # 10 left, the request reserves ~29
+            await request_side(stage, ex)  # 10 left, the request reserves ~29
         assert "rateLimits llm: group_id (tokens)" in err.value.message
         assert err.value.headers and err.value.headers["x-ratelimit-remaining"] == "10"
-        await stage.on_request(exchange(gw, {**HI, "max_tokens": 20}, {"group_id": "sales"}))
+        await request_side(stage, exchange(gw, {**HI, "max_tokens": 20}, {"group_id": "sales"}))
 
     asyncio.run(main())
 
@@ -271,7 +299,7 @@ def test_store_down_fails_as_configured(tmp_path: Path, mode: str) -> None:
         asyncio.run(call(stage, ex))
         return
     with pytest.raises(GatewayError) as err:
-        asyncio.run(stage.on_request(ex))
+        asyncio.run(request_side(stage, ex))
     assert err.value.status == 503 and err.value.code == "rate_limit_unavailable"
 
 
@@ -279,7 +307,7 @@ def test_the_store_default_failure_mode_is_closed() -> None:
     gw = config({"localRateLimit": [{"maxTokens": 5, "fillInterval": "1s", "type": "tokens"}]})
     stage, _ = stage_of(gw, store=DownStore())
     with pytest.raises(GatewayError) as err:
-        asyncio.run(stage.on_request(exchange(gw)))
+        asyncio.run(request_side(stage, exchange(gw)))
     assert err.value.status == 503
 
 
@@ -337,7 +365,7 @@ def test_remote_checks_with_hits_addend_and_amends_tokens() -> None:
             ex4 = exchange(gw, identity=ident)
             ex4.headers = {"x-org": "acme"}
             with pytest.raises(Denied) as err:
-                await stage.on_request(ex4)
+                await request_side(stage, ex4)
             assert err.value.headers and err.value.headers["retry-after"]
             assert "remoteRateLimit llm: route=r, org=acme" in err.value.message
         finally:
@@ -354,10 +382,10 @@ def test_remote_down_fails_as_configured(mode: str) -> None:
     stage, _ = stage_of(gw)
     ex = exchange(gw, identity={"jwt": {"sub": "alice"}})
     if mode == "failOpen":
-        asyncio.run(stage.on_request(ex))
+        asyncio.run(request_side(stage, ex))
         return
     with pytest.raises(GatewayError) as err:
-        asyncio.run(stage.on_request(ex))
+        asyncio.run(request_side(stage, ex))
     assert err.value.status == 503
 
 
@@ -385,7 +413,7 @@ def test_the_429_body_is_the_clients_api_error_shape() -> None:
     async def main() -> Denied:
         await call(stage, exchange(gw))
         with pytest.raises(Denied) as err:
-            await stage.on_request(exchange(gw))
+            await request_side(stage, exchange(gw))
         return err.value
 
     err = asyncio.run(main())
@@ -470,7 +498,7 @@ def test_quota_gauges_are_set_just_after_the_decision_off_the_requests_path(tmp_
               "api_key_id": "gauged", "user_id": "", "group_id": "", "model": "", "route": ""}  # fmt: skip
 
     async def main() -> tuple[float | None, float | None]:
-        await stage.on_request(exchange(gw, identity={"api_key_id": "gauged"}))
+        await request_side(stage, exchange(gw, identity={"api_key_id": "gauged"}))
         before = metrics.registry.get_sample_value("agentgateway_quota_used", labels)
         await asyncio.sleep(0)  # the event loop's next turn
         return before, metrics.registry.get_sample_value("agentgateway_quota_used", labels)

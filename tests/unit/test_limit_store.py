@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -181,6 +182,38 @@ def test_redis_check_and_reserve_is_atomic_under_concurrency(redis_server: Redis
     asyncio.run(body())
 
 
+def test_redis_reserve_is_written_when_called_so_the_caller_works_while_redis_answers(
+    redis_server: RedisServer,
+) -> None:
+    """The limit stages send in on_request and await in decide: Redis must have the command before
+    the caller's task yields. Two reservations sent back to back are both counted before either
+    reply is read (one round trip between them)."""
+    import redis
+
+    async def body() -> None:
+        store = RedisStore(redis_server.url, key_prefix="sent:")
+        await store.client.flushdb()
+        assert (await store.reserve([window("warm")], NOW)).taken  # the connection is up
+        first = store.reserve([window("a", cost=3)], NOW)
+        second = store.reserve([window("b", cost=4)], NOW)
+        # No await since: a blocking client sees both counters charged in Redis.
+        other = redis.Redis.from_url(redis_server.url)
+        seen: list[bytes | None] = []
+        for _ in range(200):
+            seen = other.mget("sent:a", "sent:b")
+            if None not in seen:
+                break
+            time.sleep(0.005)
+        other.close()
+        assert seen == [b"3", b"4"]
+        got = [await first, await second]
+        assert [r.taken for r in got] == [True, True]
+        assert [r.states[0].remaining for r in got] == [7, 6]
+        await store.close()
+
+    asyncio.run(body())
+
+
 def test_redis_down_is_store_unavailable_and_recovers_without_restart(tmp_path: Path) -> None:
     async def body() -> None:
         server = start_redis(tmp_path / "r")
@@ -218,7 +251,9 @@ def test_a_redis_restart_between_requests_costs_no_request(tmp_path: Path) -> No
     asyncio.run(body())
 
 
-def test_redis_a_new_window_expires_a_minute_after_it_ends_and_keeps_that_expiry(redis_server: RedisServer) -> None:
+def test_redis_a_new_window_expires_a_minute_after_it_ends_and_keeps_that_expiry(
+    redis_server: RedisServer,
+) -> None:
     """RESERVE looks at a window's expiry only when INCRBY created it: a window settled back to
     nothing keeps the expiry it was created with (another replica's clock cannot stretch it)."""
     import time

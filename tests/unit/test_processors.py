@@ -18,6 +18,7 @@ from extproc import contracts, gateway, usage_log
 from extproc.config.loader import parse_text
 from extproc.errors import GatewayError
 from extproc.headers import METADATA_NAMESPACE
+from extproc.pipeline import router as router_module
 from extproc.pipeline.exchange import Exchange
 from extproc.pipeline.stage import Denied, Needs, Stage
 from extproc.server import ExternalProcessor
@@ -389,6 +390,68 @@ def test_a_denying_stage_answers_at_once_and_on_complete_still_runs(gw: gateway.
     assert {h.header.key: h.header.raw_value for h in imm.headers.set_headers}["retry-after"] == b"7"
     assert json.loads(imm.body)["error"]["code"] == "rate_limited"
     assert done.seen == [("gateway_error", 429)]
+
+
+class AskThenDecide(Stage):
+    """Sends its question in on_request and takes the answer in decide (a limit store's way)."""
+
+    name = "ask"
+    needs = Needs.REQUEST_BODY
+
+    def __init__(self, order: list[str], refuse: bool = False) -> None:
+        self.order, self.refuse = order, refuse
+
+    async def on_request(self, ex: Exchange) -> None:
+        self.order.append("ask")
+
+    async def decide(self, ex: Exchange) -> None:
+        self.order.append("decide")
+        if self.refuse:
+            raise Denied(429, "no room left", code="rate_limited")
+
+
+class Later(Stage):
+    name = "later"
+
+    def __init__(self, order: list[str]) -> None:
+        self.order = order
+
+    async def on_request(self, ex: Exchange) -> None:
+        self.order.append("later")
+
+
+@pytest.mark.parametrize("refuse", [False, True])
+def test_decide_comes_after_every_on_request_and_the_egress_work_and_may_refuse(
+    gw: gateway.Gateway, monkeypatch: pytest.MonkeyPatch, refuse: bool
+) -> None:
+    order: list[str] = []
+    real_build = router_module.outbound.build
+
+    async def build(*args: Any, **kw: Any) -> Any:
+        order.append("egress")
+        return await real_build(*args, **kw)
+
+    monkeypatch.setattr(router_module.outbound, "build", build)
+    done = Complete()
+    proc = ExternalProcessor(gw, {ROUTE_IDS["openai"]: [AskThenDecide(order, refuse), Later(order), done]})
+
+    async def go() -> pb.ProcessingResponse:
+        conv = Conversation(proc)
+        await conv.send(request_headers("/openai/v1/chat/completions", "openai"))
+        r = await conv.send(body_msg(json.dumps(CHAT).encode()))
+        await conv.end()
+        return r
+
+    r = run(go())
+    assert order == ["ask", "later", "egress", "decide"]
+    if refuse:  # the built egress is dropped: the client gets the refusal in its format
+        assert r.immediate_response.status.code == 429
+        assert json.loads(r.immediate_response.body)["error"]["code"] == "rate_limited"
+        assert done.seen == [("gateway_error", 429)]
+    else:
+        assert not r.HasField("immediate_response")
+        mutation = {h.header.key for h in r.request_body.response.header_mutation.set_headers}
+        assert "authorization" in mutation  # the provider's key, from the egress work
 
 
 def test_a_route_without_response_stages_skips_the_response(gw: gateway.Gateway) -> None:

@@ -29,7 +29,8 @@ def for_route(route: ResolvedRoute, limits: LimitsContext | None = None) -> list
     limit = limits.stage_for(route) if limits is not None else None
     if limit is not None:
         stages.append(limit)
-    # After the rate limits: a request they refuse reserves no dollars.
+    # After the rate limits: a request they refuse is charged no dollars (the two reservations
+    # are sent together; when the limits refuse, the budget's goes back in on_complete).
     budget = limits.budget_stage_for(route) if limits is not None else None
     if budget is not None:
         stages.append(budget)
@@ -47,6 +48,8 @@ class RoutePipeline:
     needs: Needs = Needs.NONE
     # Only the stages that look at the answer's bytes are called for each chunk.
     chunk_stages: list[Stage] = field(default_factory=list)
+    # The stages that take an answer after the router's egress work (Stage.decide).
+    deciding: list[Stage] = field(default_factory=list)
 
     @classmethod
     def of(cls, stages: list[Stage]) -> RoutePipeline:
@@ -54,7 +57,8 @@ class RoutePipeline:
         for stage in stages:
             needs |= stage.needs
         chunk = [s for s in stages if type(s).on_response_chunk is not Stage.on_response_chunk]
-        return cls(stages, needs, chunk)
+        deciding = [s for s in stages if type(s).decide is not Stage.decide]
+        return cls(stages, needs, chunk, deciding)
 
 
 EMPTY = RoutePipeline([])

@@ -1,9 +1,10 @@
 """The budget stage: dollar budgets per API key, user and group, reserved then settled.
 
 ``on_request`` reserves the request's most likely-highest cost in every budget the caller is
-held to, in one atomic store call (all must have room, or nothing is taken and the answer is
-a 429): the prompt estimate at the input price plus ``max_tokens`` (or ``defaults.maxTokens``
-when the request sets none) at the output price, from the price table. On a route with several
+held to, in one atomic store call sent without waiting, whose answer ``decide`` takes (all must
+have room, or nothing is taken and the answer is a 429): the prompt estimate at the input price
+plus ``max_tokens`` (or ``defaults.maxTokens`` when the request sets none) at the output price,
+from the price table. On a route with several
 providers, the dearest of them. Counters are micro-dollars in the store's fixed windows, one per
 budget and period (the period's local start date in the key, its end the window's end), each
 with its override record, which the admin API sets (extproc/limits/budget_quotas.py): read in
@@ -25,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +37,7 @@ from extproc.limits import budget_quotas, budget_reply, values
 from extproc.limits.budget_file import MICRO, Budget, BudgetFile, Defaults, micro
 from extproc.limits.budget_reply import BudgetState
 from extproc.limits.policy_watch import WatchedPolicy
-from extproc.limits.store import Counter, State, Store, StoreUnavailable
+from extproc.limits.store import Counter, Reservation, State, Store, StoreUnavailable
 from extproc.pipeline.exchange import Exchange
 from extproc.pipeline.stage import Needs, Stage
 from extproc.telemetry import runtime
@@ -55,6 +56,8 @@ class _Held:
     counters: list[Counter]
     reserved: int  # micro-dollars, in each counter
     unpriced: int | None  # the file's unpricedUsd when the reservation was taken
+    named: list[tuple[str, str, tuple[str, ...]]]  # each budget's counter name, description, gauge
+    asked: Awaitable[Reservation] | None  # the store's answer, until decide takes it
 
 
 class BudgetStage(Stage):
@@ -101,11 +104,23 @@ class BudgetStage(Stage):
         counters = [
             budget_quotas.counter(b, v, cost, now, n[0]) for (b, v), n in zip(budgets, named, strict=True)
         ]
+        # Sent now, answered in decide: on a route with rate limits too, both reservations are
+        # on their way together (one connection, one round trip between them).
+        asked = self.store.reserve(counters, now)
+        ex.stage_state[self.name] = _Held(counters, cost, file.defaults.unpriced, named, asked)
+
+    async def decide(self, ex: Exchange) -> None:
+        held: _Held | None = ex.stage_state.get(self.name)
+        if held is None or held.asked is None:
+            return
+        asked, held.asked = held.asked, None
         try:
-            got = await self.store.reserve(counters, now)
+            got = await asked
         except StoreUnavailable as exc:
+            del ex.stage_state[self.name]  # nothing was taken
             self._unavailable(ex, exc)
             return
+        cost, named, counters = held.reserved, held.named, held.counters
         states = [
             BudgetState(n[1], c.limit, s.remaining, s.reset, s.fits, cost)
             for n, c, s in zip(named, counters, got.states, strict=True)
@@ -117,11 +132,11 @@ class BudgetStage(Stage):
         # The gauges just after the decision, off the request's path (the rate limit stage's way).
         asyncio.get_running_loop().call_soon(_observe, named, counters, got.states)
         if not got.taken:
+            del ex.stage_state[self.name]  # nothing was taken
             ex.budget = {"decision": "deny", **record}
             raise budget_reply.refusal(states)
         ex.budget = {"decision": "allow", **record}
         ex.response_headers.update(budget_reply.headers(states))
-        ex.stage_state[self.name] = _Held(counters, cost, file.defaults.unpriced)
 
     def _named(self, file: BudgetFile, budget: Budget, value: str) -> tuple[str, str, tuple[str, ...]]:
         """A budget's counter name, description and gauge labels for one caller: the same for
@@ -180,6 +195,14 @@ class BudgetStage(Stage):
         held: _Held | None = ex.stage_state.pop(self.name, None)
         if held is None:
             return
+        if held.asked is not None:  # refused before decide (by the rate limits): was it taken?
+            try:
+                got = await held.asked
+            except StoreUnavailable:
+                return
+            held.asked = None
+            if not got.taken:
+                return
         charged = self._charge(ex, held)
         if ex.budget is not None:
             ex.budget["charged_usd"] = charged / 1e6

@@ -1,7 +1,8 @@
 """The rate limit stage: a route's token buckets, policy-file limits and remote limits.
 
 ``on_request`` reserves before the provider is called, in one atomic store call for all of the
-route's buckets and matching policy-file limits (then asks the remote service, if any): a
+route's buckets and matching policy-file limits, sent without waiting; ``decide`` takes the
+answer once the router has built the request's egress (then asks the remote service, if any): a
 request that does not fit any of them is refused with a 429 and costs nothing. A request-count
 limit costs 1; a token limit costs the request's estimate (``Exchange.estimated_tokens``: the
 prompt plus the most the answer may use), at most the whole limit, so a request larger than a
@@ -17,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,9 +94,11 @@ class _Limit:
 
 @dataclass(slots=True)
 class _Held:
-    """What a request took, for on_complete."""
+    """What a request took, for decide and on_complete."""
 
     limits: list[_Limit]
+    now: float  # when on_request reserved
+    asked: Awaitable[Reservation] | None = None  # the store's answer, until decide takes it
     remote: RemoteAnswer | None = None
     prompt: int = 0
 
@@ -141,38 +144,54 @@ class RateLimitStage(Stage):
 
     async def on_request(self, ex: Exchange) -> None:
         now = self.clock()
-        held = _Held(self._limits(ex, now, ex.estimated_tokens() or 0))
+        held = _Held(self._limits(ex, now, ex.estimated_tokens() or 0), now=now)
+        if held.limits:  # sent now, answered in decide: the router's egress work overlaps it
+            held.asked = self.store.reserve([lim.counter for lim in held.limits], now)
+        ex.stage_state[self.name] = held
+
+    async def decide(self, ex: Exchange) -> None:
+        held: _Held | None = ex.stage_state.get(self.name)
+        if held is None:
+            return
         quotas: list[quota.Quota] = []
-        if held.limits:
-            try:
-                got = await self.store.reserve([lim.counter for lim in held.limits], now)
-            except StoreUnavailable as exc:
-                self._unavailable(ex, "the rate limit store", exc, self.fail_open)
-                held.limits = []
-            else:
-                quotas = self._quotas(ex, held.limits, got)
-                # The gauges just after the decision, off the request's path: at the event
-                # loop's next turn, once the request's task has gone on to build its answer.
-                asyncio.get_running_loop().call_soon(_observe, held.limits, got)
-                if not got.taken:
-                    raise quota.refusal(quotas)
+        got = await self._answer(ex, held)
+        if got is not None:
+            quotas = self._quotas(ex, held.limits, got)
+            # The gauges just after the decision, off the request's path: at the event
+            # loop's next turn, once the request's task has gone on to build its answer.
+            asyncio.get_running_loop().call_soon(_observe, held.limits, got)
+            if not got.taken:
+                held.limits = []  # nothing was taken
+                raise quota.refusal(quotas)
         if self.remote is not None:
             prompt = _prompt_tokens(ex)
             try:
                 answer = await self.remote.check(ex, prompt)
             except RemoteUnavailable as exc:
-                await self._give_back(held, now)
+                await self._give_back(held, held.now)
                 self._unavailable(ex, "remoteRateLimit", exc, self.remote.fail_open)
                 answer = None
             if answer is not None:
                 quotas += answer.quotas
                 if answer.over:
-                    await self._give_back(held, now)
+                    await self._give_back(held, held.now)
                     raise quota.refusal(quotas, answer.headers)
                 held.remote, held.prompt = answer, prompt
                 ex.response_headers.update(answer.headers)
         ex.response_headers.update(quota.headers(quotas))
-        ex.stage_state[self.name] = held
+
+    async def _answer(self, ex: Exchange, held: _Held) -> Reservation | None:
+        """The store's answer to the reservation on_request sent (None: none was sent, or the
+        store failed and failOpen lets the request pass untracked)."""
+        asked, held.asked = held.asked, None
+        if asked is None:
+            return None
+        try:
+            return await asked
+        except StoreUnavailable as exc:
+            held.limits = []
+            self._unavailable(ex, "the rate limit store", exc, self.fail_open)
+            return None
 
     def _limits(self, ex: Exchange, now: float, estimate: int) -> list[_Limit]:
         out = []
@@ -224,6 +243,14 @@ class RateLimitStage(Stage):
         held: _Held | None = ex.stage_state.pop(self.name, None)
         if held is None:
             return
+        if held.asked is not None:  # refused before decide: what did the reservation take?
+            try:
+                got = await held.asked
+            except StoreUnavailable:
+                return
+            held.asked = None
+            if not got.taken:
+                return
         used = None if ex.usage is None else ex.usage.total_tokens
         deltas = []
         for lim in held.limits:
