@@ -176,8 +176,9 @@ def start(
     pids = {name: proc.pid for name, proc in stack.procs.items()}
     for name in names:
         urls[name] = (f"http://127.0.0.1:{port}/{name}/v1/chat/completions", pids)
+    key = {"authorization": f"Bearer {budgets.KEY}"} if with_budgets else None
     for url, _ in urls.values():
-        wait_ok(url)
+        wait_ok(url, key)
     return urls, stack.phase_log
 
 

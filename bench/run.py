@@ -55,11 +55,11 @@ class Endpoint:
     pids: Callable[[], list[int]]  # the processes whose CPU this path costs
 
 
-def wait_ok(url: str) -> None:
+def wait_ok(url: str, extra: dict[str, str] | None = None) -> None:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         try:
-            headers = {"content-type": "application/json"}
+            headers = {"content-type": "application/json", **(extra or {})}
             if httpx.post(url, content=envoys.REQUEST, headers=headers, timeout=2).status_code == 200:
                 return
         except httpx.HTTPError:
