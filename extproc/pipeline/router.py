@@ -5,8 +5,9 @@
 2. request body: parse, run each stage's ``on_request`` (shaping, later entitlements,
    guardrails, limits), then either do the egress work (a single-provider route:
    no retry can change the wire format) or leave it to the upstream phase, which runs
-   once per attempt, by recording the decision in dynamic metadata; then each stage's
-   ``decide``: the limits' reservations, sent in ``on_request``, answered meanwhile.
+   once per attempt, by recording the decision in dynamic metadata. Before the egress work,
+   each stage's ``decide``: the answers to what ``on_request`` sent without waiting (the limit
+   and budget reservations, which travel together).
 3. response headers: which provider answered (and after how many attempts); translate,
    observe or ignore the body.
 4. response body: back to the client's format, chunk by chunk when streaming; usage
@@ -173,6 +174,10 @@ class RouterProcessor:
         if sent is None and decoded:
             sent = body  # the decoded bytes replace the encoded ones Envoy holds
         reply = route_decision.reply(ex)
+        # The answers to what the stages asked without waiting (the limit stores' reservations,
+        # sent together). Before the egress work: a refused request is never signed or sent.
+        for stage in self.pipeline.deciding:
+            await stage.decide(ex)
         direct = self.facts.direct
         if direct is not None:
             await self._egress(reply, ex, direct, parsed, body if sent is None else sent, sent is not None)
@@ -181,10 +186,6 @@ class RouterProcessor:
             reply.set_headers["content-length"] = str(len(sent))
             if decoded:  # (the egress allowlist drops it on single-provider routes)
                 reply.remove_headers.append("content-encoding")
-        # The answers to what the stages asked without waiting (the limit stores' reservations):
-        # their round trips overlapped the work above. A refusal replaces this reply.
-        for stage in self.pipeline.deciding:
-            await stage.decide(ex)
         if ex.stream:
             self._start_stream_clock(ex, reply)
             if self.gw.limits.stream_relay:

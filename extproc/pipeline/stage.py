@@ -39,10 +39,11 @@ class Stage:
         """Before the provider is called. May rewrite ``ex.llm`` or raise ``Denied``."""
 
     async def decide(self, ex: Exchange) -> None:
-        """After every stage's ``on_request`` and the router's egress work, before the request
-        goes on: the answer to a question ``on_request`` sent off without waiting for it (a limit
-        store's reservation), so its round trip overlaps that work. May raise ``Denied``. Not
-        called when an earlier stage refused: ``on_complete`` then finds the question unanswered."""
+        """After every stage's ``on_request``, before the egress work: the answer to a question
+        ``on_request`` sent off without waiting for it (a limit store's reservation), so the
+        stages' round trips overlap each other (the rate limits' and the budgets' reservations go
+        out together). May raise ``Denied``. Not called when a stage refused first: then
+        ``on_complete`` finds the question unanswered, and must undo what it took."""
 
     def on_response_chunk(self, ex: Exchange, data: bytes) -> bytes:
         """Each piece of the answer in the client's format (a whole body when not streamed)."""
@@ -54,6 +55,6 @@ class Stage:
 
 async def request_side(stage: Stage, ex: Exchange) -> None:
     """A stage's whole request side, ``on_request`` then ``decide``, with nothing between
-    (tests and benchmarks that drive one stage; the router does its egress work between)."""
+    (tests and benchmarks that drive one stage; the router runs every stage's ``on_request`` first)."""
     await stage.on_request(ex)
     await stage.decide(ex)

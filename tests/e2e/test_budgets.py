@@ -258,10 +258,13 @@ def test_a_burst_from_three_replicas_sharing_redis_spends_no_more_than_the_budge
 
 
 def test_a_request_the_rate_limits_refuse_is_charged_nothing_on_a_route_with_a_budget_too(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Both reservations go to Redis together (one round trip); when the rate limit refuses, the
     budget's reservation is given back, and the budget counts only the answered requests' cost."""
+    clock = tmp_path / "clock"  # the clock starts at midday: the requests share its first minute
+    clock.write_text(str(43200 - time.time() % 86400))
+    monkeypatch.setenv("GATEWAY_TEST_CLOCK_FILE", str(clock))
     server = start_redis(tmp_path / "redis")
     mock = start_mock()
     budgets = tmp_path / "budgets.yaml"

@@ -141,7 +141,9 @@ def route_config(policies: dict[str, Any]) -> gateway.Gateway:
         "backends": [{"ai": {"name": "openai", "provider": {"openAI": {}}, "hostOverride": "127.0.0.1:9"}}],
         "policies": policies,
     }
-    return gateway.build(parse_text(yaml.safe_dump({"binds": [{"port": 3000, "listeners": [{"routes": [route]}]}]})).config)
+    return gateway.build(
+        parse_text(yaml.safe_dump({"binds": [{"port": 3000, "listeners": [{"routes": [route]}]}]})).config
+    )
 
 
 def stage_with(
@@ -157,7 +159,9 @@ def stage_with(
     return stage, clock
 
 
-def exchange(stage: BudgetStage, body: dict[str, Any] | None = None, identity: dict | None = None) -> Exchange:
+def exchange(
+    stage: BudgetStage, body: dict[str, Any] | None = None, identity: dict | None = None
+) -> Exchange:
     ex = Exchange("id", stage.route, "completions", "POST", "/p/v1/chat/completions")
     ex.llm = LLMRequest("completions", dict(body or HI))
     ex.identity = dict(ALICE if identity is None else identity)
@@ -393,7 +397,9 @@ def test_an_edited_file_is_in_force_after_a_reload(tmp_path: Path) -> None:
     stage, _ = stage_with(tmp_path, ONE_CENT_A_DAY)
 
     async def run() -> None:
-        (tmp_path / "budgets.yaml").write_text("budgets:\n  - {group_id: marketing, period: day, usd: 0.0001}\n")
+        (tmp_path / "budgets.yaml").write_text(
+            "budgets:\n  - {group_id: marketing, period: day, usd: 0.0001}\n"
+        )
         assert await stage.policy.refresh()
         with pytest.raises(Denied):
             await request_side(stage, exchange(stage))
@@ -458,3 +464,81 @@ def test_check_reports_a_bad_budgets_file(tmp_path: Path) -> None:
     assert len(problems) == 2, problems
     assert problems[0].startswith(f"{tmp_path / 'budgets.yaml'}:2: budgets[0].team: unknown field 'team'")
     assert "exactly one of api_key_id, user_id, group_id" in problems[1]
+
+
+# --- a reservation decide never took ------------------------------------------------------------
+
+
+def test_a_reservation_no_decide_took_is_released_and_one_not_taken_gives_nothing_back(
+    tmp_path: Path,
+) -> None:
+    """A stage before it refused (the rate limits): on_complete takes the answer itself. Taken, it
+    is released; not taken, nothing is given back (another request's hold stays)."""
+    stage, _ = stage_with(tmp_path, "budgets:\n  - {group_id: marketing, period: day, usd: 0.0015}\n")
+
+    async def run() -> list[int]:
+        seen = []
+        refused_first = exchange(stage)
+        await stage.on_request(refused_first)  # 1023 reserved; no decide
+        seen.append(sum(spent(stage).values()))
+        await settle(stage, refused_first, None, "gateway_error")
+        seen.append(sum(spent(stage).values()))
+        held = exchange(stage)
+        await request_side(stage, held)  # 1023 of 1500, in flight
+        no_room = exchange(stage)
+        await stage.on_request(no_room)  # 1023 more does not fit: not taken; no decide
+        await settle(stage, no_room, None, "gateway_error")
+        seen.append(sum(spent(stage).values()))
+        return seen
+
+    assert asyncio.run(run()) == [1023, 0, 1023]
+
+
+class SlowStore(MemoryStore):
+    """Decides at once, answers after a pause: a stream can end while decide waits."""
+
+    def reserve(self, counters: Any, now: float) -> Any:
+        got = self._reserve(counters, now)
+
+        async def later() -> Any:
+            await asyncio.sleep(0.05)
+            return got
+
+        return later()
+
+
+def test_a_stream_that_ends_while_decide_waits_gives_nothing_back(tmp_path: Path) -> None:
+    """Cancelled mid-answer, the stage cannot know what the store took: it is left charged (the
+    safe side for money), and a later on_complete must not release another request's hold."""
+    stage, _ = stage_with(tmp_path, ONE_CENT_A_DAY, store=SlowStore())
+
+    async def run() -> int:
+        ex = exchange(stage)
+        await stage.on_request(ex)
+        task = asyncio.get_running_loop().create_task(stage.decide(ex))
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await settle(stage, ex, None, "client_disconnected")
+        return sum(spent(stage).values())
+
+    assert asyncio.run(run()) == 1023
+
+
+def test_an_unpriced_model_is_refused_in_decide_after_the_rate_limits_answer(tmp_path: Path) -> None:
+    """on_request only notes it: a rate limit that refuses (its decide runs first) is the answer."""
+    stage, _ = stage_with(tmp_path, ONE_CENT_A_DAY)
+
+    async def run() -> Exchange:
+        ex = exchange(stage, {**HI, "model": "no-such-model"})
+        await stage.on_request(ex)
+        assert ex.budget is None and spent(stage) == {}
+        with pytest.raises(Denied) as err:
+            await stage.decide(ex)
+        assert err.value.code == "model_not_priced"
+        await settle(stage, ex, None, "gateway_error")
+        return ex
+
+    assert asyncio.run(run()).budget == {"decision": "unpriced"}
+    assert spent(stage) == {}

@@ -211,6 +211,31 @@ def test_a_reservation_no_decide_took_is_still_settled_in_on_complete() -> None:
     assert after >= 4950  # and given back (the two small requests still hold ~10 each)
 
 
+def test_an_unanswered_reservation_that_was_not_taken_gives_nothing_back(tmp_path: Path) -> None:
+    """A policy-file token window (a give-back lowers its use): a request that did not fit, refused
+    by a later stage before decide, must not take another request's hold off the window."""
+    text = (
+        "domain: llm\ndescriptors:\n  - key: group_id\n    metadata: {type: tokens}\n"
+        "    rate_limit: {unit: hour, requests_per_unit: 5000}\n"
+    )
+    gw = policy_gw(tmp_path, text)
+    stage, _ = stage_of(gw, tmp_path)
+    who = {"group_id": "sales"}
+
+    async def main() -> str:
+        held = exchange(gw, {**HI, "max_tokens": 4000}, who)
+        await request_side(stage, held)  # ~4010 of 5000, in flight
+        no_room = exchange(gw, {**HI, "max_tokens": 4000}, who)
+        await stage.on_request(no_room)  # does not fit: not taken; no decide
+        no_room.outcome = "gateway_error"
+        await stage.on_complete(no_room)
+        probe = exchange(gw, {**HI, "max_tokens": 1}, who)
+        await request_side(stage, probe)
+        return probe.response_headers["x-ratelimit-remaining"]
+
+    assert int(asyncio.run(main())) < 1000  # the first request's hold is still counted
+
+
 def policy_gw(tmp: Path, text: str, **extra: Any) -> gateway.Gateway:
     (tmp / "rl.yaml").write_text(text)
     return config({"rateLimits": {"file": "rl.yaml", "domain": "llm", **extra}})

@@ -48,7 +48,7 @@ class RoutePipeline:
     needs: Needs = Needs.NONE
     # Only the stages that look at the answer's bytes are called for each chunk.
     chunk_stages: list[Stage] = field(default_factory=list)
-    # The stages that take an answer after the router's egress work (Stage.decide).
+    # The stages that take an answer once every stage has asked (Stage.decide).
     deciding: list[Stage] = field(default_factory=list)
 
     @classmethod

@@ -60,6 +60,13 @@ class _Held:
     asked: Awaitable[Reservation] | None  # the store's answer, until decide takes it
 
 
+@dataclass(slots=True)
+class _Unpriced:
+    """No provider's model is priced and unpricedUsd is unset: decide refuses (nothing reserved)."""
+
+    model: str
+
+
 class BudgetStage(Stage):
     name = "budget"
     # The body for the estimate; the answer's usage to settle with.
@@ -96,9 +103,9 @@ class BudgetStage(Stage):
         if not budgets:
             return
         cost = self._reservation(ex, file.defaults)
-        if cost is None:
-            ex.budget = {"decision": "unpriced"}
-            raise budget_reply.unpriced(values.model_of(ex) or "")
+        if cost is None:  # refused in decide: a rate limit's refusal, answered first, comes first
+            ex.stage_state[self.name] = _Unpriced(values.model_of(ex) or "")
+            return
         now = self.clock()
         named = [self._named(file, b, value) for b, value in budgets]
         counters = [
@@ -110,7 +117,11 @@ class BudgetStage(Stage):
         ex.stage_state[self.name] = _Held(counters, cost, file.defaults.unpriced, named, asked)
 
     async def decide(self, ex: Exchange) -> None:
-        held: _Held | None = ex.stage_state.get(self.name)
+        held: _Held | _Unpriced | None = ex.stage_state.get(self.name)
+        if isinstance(held, _Unpriced):
+            del ex.stage_state[self.name]
+            ex.budget = {"decision": "unpriced"}
+            raise budget_reply.unpriced(held.model)
         if held is None or held.asked is None:
             return
         asked, held.asked = held.asked, None
@@ -120,6 +131,9 @@ class BudgetStage(Stage):
             del ex.stage_state[self.name]  # nothing was taken
             self._unavailable(ex, exc)
             return
+        except asyncio.CancelledError:  # the stream ended meanwhile: what was taken is unknown,
+            del ex.stage_state[self.name]  # so nothing is given back (it stays charged, as before)
+            raise
         cost, named, counters = held.reserved, held.named, held.counters
         states = [
             BudgetState(n[1], c.limit, s.remaining, s.reset, s.fits, cost)
@@ -192,8 +206,8 @@ class BudgetStage(Stage):
         raise GatewayError(503, "the gateway cannot check budgets right now", code="budget_unavailable")
 
     async def on_complete(self, ex: Exchange) -> None:
-        held: _Held | None = ex.stage_state.pop(self.name, None)
-        if held is None:
+        held: _Held | _Unpriced | None = ex.stage_state.pop(self.name, None)
+        if not isinstance(held, _Held):
             return
         if held.asked is not None:  # refused before decide (by the rate limits): was it taken?
             try:

@@ -2,7 +2,7 @@
 
 ``on_request`` reserves before the provider is called, in one atomic store call for all of the
 route's buckets and matching policy-file limits, sent without waiting; ``decide`` takes the
-answer once the router has built the request's egress (then asks the remote service, if any): a
+answer once every stage has sent its own (then asks the remote service, if any): a
 request that does not fit any of them is refused with a 429 and costs nothing. A request-count
 limit costs 1; a token limit costs the request's estimate (``Exchange.estimated_tokens``: the
 prompt plus the most the answer may use), at most the whole limit, so a request larger than a
@@ -145,7 +145,7 @@ class RateLimitStage(Stage):
     async def on_request(self, ex: Exchange) -> None:
         now = self.clock()
         held = _Held(self._limits(ex, now, ex.estimated_tokens() or 0), now=now)
-        if held.limits:  # sent now, answered in decide: the router's egress work overlaps it
+        if held.limits:  # sent now, answered in decide: a budget's reservation goes out with it
             held.asked = self.store.reserve([lim.counter for lim in held.limits], now)
         ex.stage_state[self.name] = held
 
@@ -192,6 +192,9 @@ class RateLimitStage(Stage):
             held.limits = []
             self._unavailable(ex, "the rate limit store", exc, self.fail_open)
             return None
+        except asyncio.CancelledError:  # the stream ended meanwhile: what was taken is unknown
+            del ex.stage_state[self.name]  # so nothing is settled (it stays charged, as before)
+            raise
 
     def _limits(self, ex: Exchange, now: float, estimate: int) -> list[_Limit]:
         out = []
