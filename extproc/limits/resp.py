@@ -138,22 +138,15 @@ class RespClient:
         data = pack(args)
         link = self._link
         if link is None or link.broken is not None:
-            return self._connect_and_send(data)  # written once connected, when awaited
+            return self._reply(None, data)  # written once connected, when awaited
         return self._reply(link.send(data), data)
 
-    async def _reply(self, sent: asyncio.Future[Any], data: bytes) -> Any:
+    async def _reply(self, sent: asyncio.Future[Any] | None, data: bytes) -> Any:
         try:
+            if sent is None:
+                sent = (await self._ready()).send(data)
             got = await sent
         except ConnectionError:  # once more on a new connection (a restart breaks the old one)
-            got = await (await self._ready()).send(data)
-        if isinstance(got, ResponseError):
-            raise got
-        return got
-
-    async def _connect_and_send(self, data: bytes) -> Any:
-        try:
-            got = await (await self._ready()).send(data)
-        except ConnectionError:  # once more, as in _reply
             got = await (await self._ready()).send(data)
         if isinstance(got, ResponseError):
             raise got

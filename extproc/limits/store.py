@@ -127,6 +127,15 @@ class Ready(Generic[T]):
         yield  # a generator that returns at once
 
 
+async def was_taken(asked: Awaitable[Reservation]) -> bool:
+    """Whether a reservation no one awaited (a stage refused before ``decide``) was taken: what
+    ``on_complete`` must then give back. A store that failed took nothing."""
+    try:
+        return (await asked).taken
+    except StoreUnavailable:
+        return False
+
+
 class Store(Protocol):
     # False for a store across the network: settling is then sent off the request's path.
     in_process: bool

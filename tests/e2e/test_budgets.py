@@ -298,6 +298,10 @@ def test_a_request_the_rate_limits_refuse_is_charged_nothing_on_a_route_with_a_b
         )
         costs = [micro(record_of(gw, a)["cost_usd"]) for a in answers[:2]]
         assert record_of(gw, answers[2])["budget"] is None  # the budget never answered for it
+        # Over its rate limit with a model no price table knows: the rate limit's 429 still comes
+        # first (the budget's unpriced refusal waits for the rate limits' answer).
+        unpriced = httpx.post(url, json={**HI, "model": "no-such-model"}, headers=auth(BURST), timeout=20)
+        assert unpriced.status_code == 429 and unpriced.json()["error"]["code"] == "rate_limit_exceeded"
         client = redis.Redis.from_url(server.url)
         deadline = time.monotonic() + 5
         while True:  # the refused request's budget reservation is given back off its path

@@ -149,6 +149,19 @@ def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
+def chat_body_reply(proc: ExternalProcessor, route: str) -> pb.ProcessingResponse:
+    """The router phase's answer to the bench chat body on ``/{route}``, the stream then ended."""
+
+    async def go() -> pb.ProcessingResponse:
+        conv = Conversation(proc)
+        await conv.send(request_headers(f"/{route}/v1/chat/completions", route))
+        r = await conv.send(body_msg(json.dumps(CHAT).encode()))
+        await conv.end()
+        return r
+
+    return run(go())
+
+
 # --- single-provider route: the router phase does the egress work ---------------------------------
 
 
@@ -377,15 +390,7 @@ class Complete(Stage):
 def test_a_denying_stage_answers_at_once_and_on_complete_still_runs(gw: gateway.Gateway) -> None:
     done = Complete()
     proc = ExternalProcessor(gw, {ROUTE_IDS["openai"]: [DenyAll(), done]})
-
-    async def go() -> pb.ProcessingResponse:
-        conv = Conversation(proc)
-        await conv.send(request_headers("/openai/v1/chat/completions", "openai"))
-        r = await conv.send(body_msg(json.dumps(CHAT).encode()))
-        await conv.end()
-        return r
-
-    imm = run(go()).immediate_response
+    imm = chat_body_reply(proc, "openai").immediate_response
     assert imm.status.code == 429
     assert {h.header.key: h.header.raw_value for h in imm.headers.set_headers}["retry-after"] == b"7"
     assert json.loads(imm.body)["error"]["code"] == "rate_limited"
@@ -434,15 +439,7 @@ def test_decide_comes_after_every_on_request_before_the_egress_work_and_may_refu
     monkeypatch.setattr(router_module.outbound, "build", build)
     done = Complete()
     proc = ExternalProcessor(gw, {ROUTE_IDS["openai"]: [AskThenDecide(order, refuse), Later(order), done]})
-
-    async def go() -> pb.ProcessingResponse:
-        conv = Conversation(proc)
-        await conv.send(request_headers("/openai/v1/chat/completions", "openai"))
-        r = await conv.send(body_msg(json.dumps(CHAT).encode()))
-        await conv.end()
-        return r
-
-    r = run(go())
+    r = chat_body_reply(proc, "openai")
     # A refused request is never signed or sent: no egress work for it.
     assert order == ["ask", "later", "decide"] + ([] if refuse else ["egress"])
     if refuse:  # the client gets the refusal in its format
@@ -508,14 +505,7 @@ def host_metadata(upstream_id: str) -> str:
 
 
 def test_failover_route_router_leaves_egress_to_the_upstream_phase(gw: gateway.Gateway) -> None:
-    async def go() -> pb.ProcessingResponse:
-        conv = Conversation(ExternalProcessor(gw))
-        await conv.send(request_headers("/failover/v1/chat/completions", "failover"))
-        r = await conv.send(body_msg(json.dumps(CHAT).encode()))
-        await conv.end()
-        return r
-
-    r = run(go())
+    r = chat_body_reply(ExternalProcessor(gw), "failover")
     assert ":path" not in set_headers(r.request_body.response)
     assert contracts.DECISION_KEY in r.dynamic_metadata.fields[METADATA_NAMESPACE].struct_value.fields
 

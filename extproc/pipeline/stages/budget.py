@@ -4,11 +4,11 @@
 held to, in one atomic store call sent without waiting, whose answer ``decide`` takes (all must
 have room, or nothing is taken and the answer is a 429): the prompt estimate at the input price
 plus ``max_tokens`` (or ``defaults.maxTokens`` when the request sets none) at the output price,
-from the price table. On a route with several
-providers, the dearest of them. Counters are micro-dollars in the store's fixed windows, one per
-budget and period (the period's local start date in the key, its end the window's end), each
-with its override record, which the admin API sets (extproc/limits/budget_quotas.py): read in
-the same atomic step, so a changed budget holds from the next request on, on every replica.
+from the price table. On a route with several providers, the dearest of them. Counters are
+micro-dollars in the store's fixed windows, one per budget and period (the period's local start
+date in the key, its end the window's end), each with its override record, which the admin API
+sets (extproc/limits/budget_quotas.py): read in the same atomic step, so a changed budget holds
+from the next request on, on every replica.
 Each decision sets the budget's quota gauges (in dollars).
 
 ``on_complete`` settles the same counters (the period the request reserved in, even when it ends
@@ -37,7 +37,7 @@ from extproc.limits import budget_quotas, budget_reply, values
 from extproc.limits.budget_file import MICRO, Budget, BudgetFile, Defaults, micro
 from extproc.limits.budget_reply import BudgetState
 from extproc.limits.policy_watch import WatchedPolicy
-from extproc.limits.store import Counter, Reservation, State, Store, StoreUnavailable
+from extproc.limits.store import Counter, Reservation, State, Store, StoreUnavailable, was_taken
 from extproc.pipeline.exchange import Exchange
 from extproc.pipeline.stage import Needs, Stage
 from extproc.telemetry import runtime
@@ -117,23 +117,21 @@ class BudgetStage(Stage):
         ex.stage_state[self.name] = _Held(counters, cost, file.defaults.unpriced, named, asked)
 
     async def decide(self, ex: Exchange) -> None:
-        held: _Held | _Unpriced | None = ex.stage_state.get(self.name)
+        # Taken off the exchange until the decision is made: a refusal, a failed store (nothing
+        # taken) or a stream ended meanwhile (what was taken is unknown, so it stays charged)
+        # leaves on_complete nothing to settle.
+        held: _Held | _Unpriced | None = ex.stage_state.pop(self.name, None)
         if isinstance(held, _Unpriced):
-            del ex.stage_state[self.name]
             ex.budget = {"decision": "unpriced"}
             raise budget_reply.unpriced(held.model)
         if held is None or held.asked is None:
             return
-        asked, held.asked = held.asked, None
         try:
-            got = await asked
+            got = await held.asked
         except StoreUnavailable as exc:
-            del ex.stage_state[self.name]  # nothing was taken
             self._unavailable(ex, exc)
             return
-        except asyncio.CancelledError:  # the stream ended meanwhile: what was taken is unknown,
-            del ex.stage_state[self.name]  # so nothing is given back (it stays charged, as before)
-            raise
+        held.asked = None
         cost, named, counters = held.reserved, held.named, held.counters
         states = [
             BudgetState(n[1], c.limit, s.remaining, s.reset, s.fits, cost)
@@ -146,11 +144,11 @@ class BudgetStage(Stage):
         # The gauges just after the decision, off the request's path (the rate limit stage's way).
         asyncio.get_running_loop().call_soon(_observe, named, counters, got.states)
         if not got.taken:
-            del ex.stage_state[self.name]  # nothing was taken
             ex.budget = {"decision": "deny", **record}
             raise budget_reply.refusal(states)
         ex.budget = {"decision": "allow", **record}
         ex.response_headers.update(budget_reply.headers(states))
+        ex.stage_state[self.name] = held
 
     def _named(self, file: BudgetFile, budget: Budget, value: str) -> tuple[str, str, tuple[str, ...]]:
         """A budget's counter name, description and gauge labels for one caller: the same for
@@ -209,14 +207,8 @@ class BudgetStage(Stage):
         held: _Held | _Unpriced | None = ex.stage_state.pop(self.name, None)
         if not isinstance(held, _Held):
             return
-        if held.asked is not None:  # refused before decide (by the rate limits): was it taken?
-            try:
-                got = await held.asked
-            except StoreUnavailable:
-                return
-            held.asked = None
-            if not got.taken:
-                return
+        if held.asked is not None and not await was_taken(held.asked):  # refused before decide
+            return
         charged = self._charge(ex, held)
         if ex.budget is not None:
             ex.budget["charged_usd"] = charged / 1e6

@@ -29,7 +29,7 @@ from extproc.limits import managed, quota, values
 from extproc.limits.policy_file import Match, PolicyFile
 from extproc.limits.policy_watch import WatchedPolicy
 from extproc.limits.remote import RemoteAnswer, RemoteLimiter, RemoteUnavailable
-from extproc.limits.store import Counter, Reservation, State, Store, StoreUnavailable
+from extproc.limits.store import Counter, Reservation, State, Store, StoreUnavailable, was_taken
 from extproc.pipeline.exchange import Exchange
 from extproc.pipeline.stage import Needs, Stage
 from extproc.telemetry import runtime
@@ -150,7 +150,9 @@ class RateLimitStage(Stage):
         ex.stage_state[self.name] = held
 
     async def decide(self, ex: Exchange) -> None:
-        held: _Held | None = ex.stage_state.get(self.name)
+        # Taken off the exchange until the decision is made: a refusal (or a stream ended
+        # meanwhile, when what the store took is unknown) leaves on_complete nothing to settle.
+        held: _Held | None = ex.stage_state.pop(self.name, None)
         if held is None:
             return
         quotas: list[quota.Quota] = []
@@ -161,7 +163,6 @@ class RateLimitStage(Stage):
             # loop's next turn, once the request's task has gone on to build its answer.
             asyncio.get_running_loop().call_soon(_observe, held.limits, got)
             if not got.taken:
-                held.limits = []  # nothing was taken
                 raise quota.refusal(quotas)
         if self.remote is not None:
             prompt = _prompt_tokens(ex)
@@ -179,6 +180,7 @@ class RateLimitStage(Stage):
                 held.remote, held.prompt = answer, prompt
                 ex.response_headers.update(answer.headers)
         ex.response_headers.update(quota.headers(quotas))
+        ex.stage_state[self.name] = held
 
     async def _answer(self, ex: Exchange, held: _Held) -> Reservation | None:
         """The store's answer to the reservation on_request sent (None: none was sent, or the
@@ -189,12 +191,9 @@ class RateLimitStage(Stage):
         try:
             return await asked
         except StoreUnavailable as exc:
-            held.limits = []
+            held.limits = []  # failOpen: the request passes untracked
             self._unavailable(ex, "the rate limit store", exc, self.fail_open)
             return None
-        except asyncio.CancelledError:  # the stream ended meanwhile: what was taken is unknown
-            del ex.stage_state[self.name]  # so nothing is settled (it stays charged, as before)
-            raise
 
     def _limits(self, ex: Exchange, now: float, estimate: int) -> list[_Limit]:
         out = []
@@ -246,14 +245,8 @@ class RateLimitStage(Stage):
         held: _Held | None = ex.stage_state.pop(self.name, None)
         if held is None:
             return
-        if held.asked is not None:  # refused before decide: what did the reservation take?
-            try:
-                got = await held.asked
-            except StoreUnavailable:
-                return
-            held.asked = None
-            if not got.taken:
-                return
+        if held.asked is not None and not await was_taken(held.asked):  # refused before decide
+            return
         used = None if ex.usage is None else ex.usage.total_tokens
         deltas = []
         for lim in held.limits:
