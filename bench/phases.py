@@ -19,6 +19,7 @@ cost of opening the gRPC stream, which every request pays.
     .venv/bin/python bench/phases.py --duration 4 --rounds 3
     .venv/bin/python bench/phases.py --limits redis   # and the limit stage's cost, message by message
     .venv/bin/python bench/phases.py --limits redis --budgets   # and the budget stage's, and both
+    .venv/bin/python bench/phases.py --limits redis-unix --budgets   # Redis over its Unix socket
 
 ``--budgets`` adds three routes that check bench/budgets.py's API key (every path's requests
 carry it): ``keyed`` (the key only), ``budgeted`` (its two budgets) and ``governed`` (the limits
@@ -124,8 +125,9 @@ def start(
 ) -> tuple[dict[str, tuple[str, dict[str, int]]], Path]:
     """Envoy alone, the bare ext_proc and the gateway; each path's URL and processes (by name),
     and the gateway's phase log.
-    ``store`` (``memory`` or ``redis``): the gateway also has bench/limits.py's open and limited
-    routes, the limits counted in process or in a real Redis on loopback; ``with_budgets``: and the
+    ``store`` (``memory``, ``redis`` or ``redis-unix``): the gateway also has bench/limits.py's open
+    and limited routes, the limits counted in process, in a real Redis on loopback, or in the same
+    Redis over its Unix socket; ``with_budgets``: and the
     keyed, budgeted and governed routes (module docstring), in the same store."""
     up_port = envoys.free_port()
     upstream = envoys.start_envoy(envoys.upstream_config(up_port, envoys.free_port()), work, "upstream")
@@ -166,10 +168,11 @@ def start(
     config = envoys.gateway_config(port, routes)
     if with_budgets:
         config["config"]["cost"] = {"pricesFile": budgets.PRICES}
-    if store == "redis":
+    if store in ("redis", "redis-unix"):
         redis = start_redis(work / "redis")
         stop.append(redis.stop)
-        config["config"]["rateLimitStore"] = {"redis": {"url": redis.url, "keyPrefix": "bench:"}}
+        url = redis.unix_url if store == "redis-unix" else redis.url
+        config["config"]["rateLimitStore"] = {"redis": {"url": url, "keyPrefix": "bench:"}}
     stack = envoys.gateway_stack(config, work, 1, stack_type=PhaseLoggedStack)
     stop.append(stack.stop)
     stack.start(timeout=30)
@@ -230,7 +233,9 @@ def main() -> None:
     p.add_argument("--duration", type=int, default=4)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument(
-        "--limits", choices=("memory", "redis"), help="add bench/limits.py's open and limited routes"
+        "--limits",
+        choices=("memory", "redis", "redis-unix"),
+        help="add bench/limits.py's open and limited routes, in this store",
     )
     p.add_argument(
         "--budgets", action="store_true", help="add the keyed, budgeted and governed routes (--limits' store)"

@@ -1,5 +1,9 @@
 """A real Redis for tests: Debian's ``redis-server`` on a free loopback port, nothing persisted.
 
+It also listens on a Unix socket (``unix_url``), for the store's ``unix://`` URLs: the socket
+lives in the system's temporary directory, since a socket path is limited to 107 bytes and
+pytest's directories are longer.
+
 ``make test`` (and so ``.ci/run``) installs the package when it is missing (``make test-deps``);
 a test that needs Redis fails, naming that target, rather than being skipped without it.
 """
@@ -9,6 +13,7 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,11 +42,20 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    @property
+    def unix_socket(self) -> Path:
+        return Path(tempfile.gettempdir()) / f"llmgw-test-redis-{self.port}.sock"
+
+    @property
+    def unix_url(self) -> str:
+        return f"unix://{self.unix_socket}?db=0"
+
     def start(self, timeout: float = 10.0) -> RedisServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         argv = [
             binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
             "--dir", str(self.workdir), "--protected-mode", "no", "--daemonize", "no",
+            "--unixsocket", str(self.unix_socket), "--unixsocketperm", "700",
         ]  # fmt: skip
         log = open(self.workdir / "redis.log", "ab")  # noqa: SIM115 - the child owns it
         self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

@@ -192,14 +192,17 @@ def test_the_cli_sets_shows_adjusts_and_resets(one: tuple[Gateway, Admin, Path])
     assert unauthorized.returncode == 1 and "401" in unauthorized.stderr
 
 
-def test_two_gateways_sharing_redis_both_see_a_change_made_through_either(tmp_path: Path) -> None:
+@pytest.mark.parametrize("link", ["tcp", "unix"])
+def test_two_gateways_sharing_redis_both_see_a_change_made_through_either(tmp_path: Path, link: str) -> None:
+    """Over loopback TCP, and over Redis's Unix socket (``unix://``, Redis beside the gateways)."""
     redis = start_redis(tmp_path / "redis")
     mock = start_mock()
     gateways: list[Gateway] = []
     try:
         policy = tmp_path / "ratelimits.yaml"
         policy.write_text(POLICY.format(users=100))
-        store = {"redis": {"url": redis.url, "keyPrefix": f"q{id(tmp_path)}:"}}
+        url = redis.unix_url if link == "unix" else redis.url
+        store = {"redis": {"url": url, "keyPrefix": f"q{id(tmp_path)}:"}}
         for n in range(2):
             gateways.append(
                 start(tmp_path / f"gw{n}", config(mock.port, policy, store), mock, envoy_concurrency=1)

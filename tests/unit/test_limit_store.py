@@ -26,24 +26,26 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 Body = Callable[[Store], Awaitable[None]]
 
 
-@pytest.fixture(params=["memory", "redis", "redis-uvloop"])
+@pytest.fixture(params=["memory", "redis", "redis-uvloop", "redis-unix"])
 def with_store(request: pytest.FixtureRequest, redis_server: RedisServer) -> Callable[[Body], None]:
     """Runs a test body against a fresh store of each kind, in its own event loop: asyncio's, and
-    uvloop's for Redis (the sidecars' loop, whose transports are not asyncio.Transport subclasses)."""
+    uvloop's for Redis (the sidecars' loop, whose transports are not asyncio.Transport subclasses),
+    on loopback TCP and, with ``redis-unix``, on the same Redis's Unix socket (``unix://``)."""
 
     def run(body: Body) -> None:
         async def main() -> None:
             if request.param == "memory":
                 await body(MemoryStore())
                 return
-            s = RedisStore(redis_server.url, key_prefix="t:")
+            url = redis_server.unix_url if request.param == "redis-unix" else redis_server.url
+            s = RedisStore(url, key_prefix="t:")
             await s.client.flushdb()
             try:
                 await body(s)
             finally:
                 await s.close()
 
-        if request.param == "redis-uvloop":
+        if request.param in ("redis-uvloop", "redis-unix"):
             import uvloop
 
             with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
@@ -178,6 +180,27 @@ def test_redis_check_and_reserve_is_atomic_under_concurrency(redis_server: Redis
         assert sum(r.taken for r in got) == 25
         for s in stores:
             await s.close()
+
+    asyncio.run(body())
+
+
+def test_a_unix_url_puts_both_of_the_stores_connections_on_the_socket(redis_server: RedisServer) -> None:
+    """``unix:///path?db=0``: the scripts' connection (resp.py) and the admin client (redis-py)
+    both reach Redis over its Unix socket, not TCP (Redis names the socket as their address)."""
+    import redis
+
+    async def body() -> None:
+        store = RedisStore(redis_server.unix_url, key_prefix="ux:")
+        try:
+            await store.set_override("ux-override", 5)  # the admin client
+            assert (await store.reserve([window("ux", override="ux-override")], NOW)).counters[0].limit == 5
+            with redis.Redis.from_url(redis_server.url) as tcp:
+                clients = tcp.client_list()
+            on_socket = [c for c in clients if c["addr"].startswith(str(redis_server.unix_socket))]
+            assert len(on_socket) == 2, clients  # the scripts' link and the admin client's
+            assert all(c["db"] == "0" for c in on_socket)
+        finally:
+            await store.close()
 
     asyncio.run(body())
 
