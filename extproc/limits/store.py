@@ -35,6 +35,7 @@ bucket at its size).
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Awaitable, Generator, Sequence
 from dataclasses import dataclass
@@ -134,6 +135,59 @@ async def was_taken(asked: Awaitable[Reservation]) -> bool:
         return (await asked).taken
     except StoreUnavailable:
         return False
+
+
+# The stage_state key under which the rate limit stage leaves its Shared call for the budget stage.
+SHARED = "shared_reservation"
+
+
+class Shared:
+    """One store call for the counters of two stages of one request (the rate limits' and the
+    budgets'), all or nothing across them: a request that either refuses takes nothing from the
+    other. Each stage ``add``s its counters and awaits its own part of the answer (its counters'
+    states, and whether the call took anything). The call is sent by ``send`` (the last stage to
+    add, as its on_request ends) or, if that never came, when a part is first awaited."""
+
+    __slots__ = ("_answer", "counters", "now", "store")
+
+    def __init__(self, store: Store, now: float) -> None:
+        self.store = store
+        self.now = now
+        self.counters: list[Counter] = []
+        self._answer: Ready[Reservation] | asyncio.Future[Reservation] | None = None
+
+    def add(self, counters: Sequence[Counter]) -> Awaitable[Reservation]:
+        if self._answer is not None:
+            raise RuntimeError("counters added after the shared reservation was sent")
+        start = len(self.counters)
+        self.counters.extend(counters)
+        return self._part(start, len(self.counters))
+
+    def send(self) -> None:
+        if self._answer is not None:
+            return
+        asked = self.store.reserve(self.counters, self.now)
+        if isinstance(asked, Ready):
+            self._answer = asked
+            return
+        # A task, so that both parts can await the one answer, and a part cancelled while it waits
+        # (its stream ended) leaves the answer to the other.
+        task: asyncio.Future[Reservation] = asyncio.ensure_future(asked)
+        task.add_done_callback(_retrieve)
+        self._answer = task
+
+    async def _part(self, start: int, end: int) -> Reservation:
+        self.send()
+        answer = self._answer
+        assert answer is not None
+        got = answer.value if isinstance(answer, Ready) else await asyncio.shield(answer)
+        return Reservation(got.taken, got.counters[start:end], got.states[start:end])
+
+
+def _retrieve(task: asyncio.Future[Reservation]) -> None:
+    """A failed call is read by the parts that await it; one no part awaited is not reported."""
+    if not task.cancelled():
+        task.exception()
 
 
 class Store(Protocol):

@@ -175,7 +175,8 @@ class RouterProcessor:
             sent = body  # the decoded bytes replace the encoded ones Envoy holds
         reply = route_decision.reply(ex)
         # The answers to what the stages asked without waiting (the limit stores' reservations,
-        # sent together). Before the egress work: a refused request is never signed or sent.
+        # one store call on a route with both). Before the egress work: a refused request is never
+        # signed or sent.
         for stage in self.pipeline.deciding:
             await stage.decide(ex)
         direct = self.facts.direct

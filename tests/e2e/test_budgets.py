@@ -260,8 +260,9 @@ def test_a_burst_from_three_replicas_sharing_redis_spends_no_more_than_the_budge
 def test_a_request_the_rate_limits_refuse_is_charged_nothing_on_a_route_with_a_budget_too(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Both reservations go to Redis together (one round trip); when the rate limit refuses, the
-    budget's reservation is given back, and the budget counts only the answered requests' cost."""
+    """Both stages' counters go to Redis in one call, all or nothing: a request the budget refuses
+    uses none of its rate limit, one the rate limit refuses holds no dollars, and the budget counts
+    only the answered requests' cost."""
     clock = tmp_path / "clock"  # the clock starts at midday: the requests share its first minute
     clock.write_text(str(43200 - time.time() % 86400))
     monkeypatch.setenv("GATEWAY_TEST_CLOCK_FILE", str(clock))
@@ -288,6 +289,10 @@ def test_a_request_the_rate_limits_refuse_is_charged_nothing_on_a_route_with_a_b
     gw = start(tmp_path / "gw", cfg, mock, 1)
     try:
         url = gw.url + "/both/v1/chat/completions"
+        # 2000 output tokens may cost $0.02, over the key's $0.01: refused, and not counted by the
+        # rate limit (2 a minute), so two requests still pass after it.
+        dear = httpx.post(url, json={**HI, "max_tokens": 2000}, headers=auth(BURST), timeout=20)
+        assert dear.status_code == 429 and dear.json()["error"]["code"] == "budget_exceeded", dear.text
         answers = [httpx.post(url, json=HI, headers=auth(BURST), timeout=20) for _ in range(3)]
         assert [a.status_code for a in answers] == [200, 200, 429], [a.text for a in answers]
         refused = answers[2].json()["error"]

@@ -29,10 +29,12 @@ def for_route(route: ResolvedRoute, limits: LimitsContext | None = None) -> list
     limit = limits.stage_for(route) if limits is not None else None
     if limit is not None:
         stages.append(limit)
-    # After the rate limits: a request they refuse is charged no dollars (the two reservations
-    # are sent together; when the limits refuse, the budget's goes back in on_complete).
+    # After the rate limits, in one store call with theirs, all or nothing: a request they
+    # refuse is charged no dollars, and one the budgets refuse uses none of its rate limits.
     budget = limits.budget_stage_for(route) if limits is not None else None
     if budget is not None:
+        if limit is not None and limit.store is budget.store:
+            limit.budget_follows = True
         stages.append(budget)
     if runtime.current().tracer is not None:  # finish reasons for the chat span
         stages.append(SpanNotes())

@@ -37,7 +37,16 @@ from extproc.limits import budget_quotas, budget_reply, values
 from extproc.limits.budget_file import MICRO, Budget, BudgetFile, Defaults, micro
 from extproc.limits.budget_reply import BudgetState
 from extproc.limits.policy_watch import WatchedPolicy
-from extproc.limits.store import Counter, Reservation, State, Store, StoreUnavailable, was_taken
+from extproc.limits.store import (
+    SHARED,
+    Counter,
+    Reservation,
+    Shared,
+    State,
+    Store,
+    StoreUnavailable,
+    was_taken,
+)
 from extproc.pipeline.exchange import Exchange
 from extproc.pipeline.stage import Needs, Stage
 from extproc.telemetry import runtime
@@ -96,6 +105,16 @@ class BudgetStage(Stage):
         self._names_of: BudgetFile | None = None
 
     async def on_request(self, ex: Exchange) -> None:
+        # The rate limits' counters, when that stage came first: this stage's go in the same
+        # call, which is sent as this method ends, whether or not this request reserves.
+        shared: Shared | None = ex.stage_state.pop(SHARED, None)
+        try:
+            self._reserve(ex, shared)
+        finally:
+            if shared is not None:
+                shared.send()
+
+    def _reserve(self, ex: Exchange, shared: Shared | None) -> None:
         if ex.llm is None:  # models lists, passthrough: nothing is generated or priced
             return
         file = self.policy.current
@@ -111,9 +130,8 @@ class BudgetStage(Stage):
         counters = [
             budget_quotas.counter(b, v, cost, now, n[0]) for (b, v), n in zip(budgets, named, strict=True)
         ]
-        # Sent now, answered in decide: on a route with rate limits too, both reservations are
-        # on their way together (one connection, one round trip between them).
-        asked = self.store.reserve(counters, now)
+        # Sent now, answered in decide; on a route with rate limits too, in their call.
+        asked = shared.add(counters) if shared is not None else self.store.reserve(counters, now)
         ex.stage_state[self.name] = _Held(counters, cost, file.defaults.unpriced, named, asked)
 
     async def decide(self, ex: Exchange) -> None:
@@ -144,6 +162,8 @@ class BudgetStage(Stage):
         # The gauges just after the decision, off the request's path (the rate limit stage's way).
         asyncio.get_running_loop().call_soon(_observe, named, counters, got.states)
         if not got.taken:
+            if all(s.fits for s in states):  # the rate limits' counters refused (they answered)
+                return
             ex.budget = {"decision": "deny", **record}
             raise budget_reply.refusal(states)
         ex.budget = {"decision": "allow", **record}

@@ -1,9 +1,10 @@
 """The rate limit stage: a route's token buckets, policy-file limits and remote limits.
 
 ``on_request`` reserves before the provider is called, in one atomic store call for all of the
-route's buckets and matching policy-file limits, sent without waiting; ``decide`` takes the
-answer once every stage has sent its own (then asks the remote service, if any): a
-request that does not fit any of them is refused with a 429 and costs nothing. A request-count
+route's buckets and matching policy-file limits, sent without waiting (on a route with budgets,
+with theirs: ``store.Shared``, all or nothing across both stages); ``decide`` takes the answer
+once every stage has sent its own (then asks the remote service, if any): a request that does
+not fit any of them is refused with a 429 and costs nothing. A request-count
 limit costs 1; a token limit costs the request's estimate (``Exchange.estimated_tokens``: the
 prompt plus the most the answer may use), at most the whole limit, so a request larger than a
 limit still passes when that limit is untouched (agentgateway's 1-token bucket in the seeds
@@ -29,7 +30,16 @@ from extproc.limits import managed, quota, values
 from extproc.limits.policy_file import Match, PolicyFile
 from extproc.limits.policy_watch import WatchedPolicy
 from extproc.limits.remote import RemoteAnswer, RemoteLimiter, RemoteUnavailable
-from extproc.limits.store import Counter, Reservation, State, Store, StoreUnavailable, was_taken
+from extproc.limits.store import (
+    SHARED,
+    Counter,
+    Reservation,
+    Shared,
+    State,
+    Store,
+    StoreUnavailable,
+    was_taken,
+)
 from extproc.pipeline.exchange import Exchange
 from extproc.pipeline.stage import Needs, Stage
 from extproc.telemetry import runtime
@@ -135,6 +145,9 @@ class RateLimitStage(Stage):
         self.policy = policy
         self.remote = remote
         self.clock = clock
+        # A budget stage follows on the route, on the same store (stages.for_route sets it): the
+        # two stages' counters go in one call, all or nothing, which the budget stage sends.
+        self.budget_follows = False
         # Settling with a networked store is sent off the request's path (the answer's last
         # bytes do not wait for it); these are the settlements still in flight.
         self._settling: set[asyncio.Task[None]] = set()
@@ -145,8 +158,14 @@ class RateLimitStage(Stage):
     async def on_request(self, ex: Exchange) -> None:
         now = self.clock()
         held = _Held(self._limits(ex, now, ex.estimated_tokens() or 0), now=now)
-        if held.limits:  # sent now, answered in decide: a budget's reservation goes out with it
-            held.asked = self.store.reserve([lim.counter for lim in held.limits], now)
+        if held.limits:  # sent now (or with the budgets' counters), answered in decide
+            counters = [lim.counter for lim in held.limits]
+            if self.budget_follows:
+                shared = Shared(self.store, now)
+                held.asked = shared.add(counters)
+                ex.stage_state[SHARED] = shared
+            else:
+                held.asked = self.store.reserve(counters, now)
         ex.stage_state[self.name] = held
 
     async def decide(self, ex: Exchange) -> None:
@@ -163,7 +182,12 @@ class RateLimitStage(Stage):
             # loop's next turn, once the request's task has gone on to build its answer.
             asyncio.get_running_loop().call_soon(_observe, held.limits, got)
             if not got.taken:
-                raise quota.refusal(quotas)
+                if any(not q.fits for q in quotas):  # one of this stage's (enforced) limits
+                    raise quota.refusal(quotas)
+                # The budgets' counters in the same call did not fit: nothing was taken, the
+                # budget stage refuses next, and the remote service is not asked.
+                ex.response_headers.update(quota.headers(quotas))
+                return
         if self.remote is not None:
             prompt = _prompt_tokens(ex)
             try:
