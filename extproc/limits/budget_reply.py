@@ -56,7 +56,9 @@ def headers(states: list[BudgetState], refused: BudgetState | None = None) -> di
 
 def refusal(states: list[BudgetState]) -> Denied:
     """The 429 for the budget that refused: the one whose period ends last (the longest wait)."""
-    refused = max((s for s in states if not s.fits), key=lambda s: s.reset)
+    # (Every state fits only if the store's answer and ours disagree: the one with least left.)
+    over = [s for s in states if not s.fits] or [min(states, key=lambda s: s.remaining)]
+    refused = max(over, key=lambda s: s.reset)
     message = (
         f"budget exceeded ({refused.what}: ${usd(refused.limit)}): this request may cost up to "
         f"${usd(refused.cost)} and ${usd(refused.remaining)} is left; the budget renews in "

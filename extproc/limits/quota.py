@@ -57,7 +57,9 @@ def headers(quotas: list[Quota], refused: Quota | None = None) -> dict[str, str]
 
 def refusal(quotas: list[Quota], extra_headers: dict[str, str] | None = None) -> Denied:
     """The 429 for the first limit that did not fit: the one the client must wait longest for."""
-    refused = max((q for q in quotas if not q.fits), key=lambda q: q.retry_after)
+    # (Every quota fits only if the store's answer and ours disagree: the one with least left.)
+    over = [q for q in quotas if not q.fits] or [min(quotas, key=lambda q: q.remaining)]
+    refused = max(over, key=lambda q: q.retry_after)
     if refused.tokens:
         detail = (
             f"this request needs about {refused.cost} tokens and {max(0, math.floor(refused.remaining))} "

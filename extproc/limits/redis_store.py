@@ -85,7 +85,9 @@ end
 # rate 0 for a window, end = the window's end in milliseconds (0 for a bucket), enforce 1/0,
 # flags "-", "c" (the cost is capped at the limit in force), "o" (it has an override key) or
 # "co". Returns {taken (1/0), level before counter 1, ..., override of counter 1 ('' for none),
-# ...}: a window's level as an integer reply, a bucket's as a string (it is fractional).
+# ...}: a window's level as an integer reply, a bucket's as a string (it is fractional), with all
+# 17 digits, so the caller's "does it fit" is the script's (tostring's 14 could round 9.99... up
+# to 10, and a refused cost of 10 would look as if it fitted).
 RESERVE = """
 local match, tonumber, n = string.match, tonumber, #ARGV - 1
 local got = redis.call('MGET', unpack(KEYS))
@@ -147,7 +149,7 @@ if fits then
   end
 end
 local out = {fits and 1 or 0}
-for i = 1, n do out[i + 1] = rates[i] > 0 and tostring(before[i]) or before[i] end
+for i = 1, n do out[i + 1] = rates[i] > 0 and string.format('%.17g', before[i]) or before[i] end
 for i = 1, n do out[n + i + 1] = over[i] end
 return out
 """

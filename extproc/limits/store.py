@@ -35,7 +35,6 @@ bucket at its size).
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections.abc import Awaitable, Generator, Sequence
 from dataclasses import dataclass
@@ -139,6 +138,8 @@ async def was_taken(asked: Awaitable[Reservation]) -> bool:
 
 # The stage_state key under which the rate limit stage leaves its Shared call for the budget stage.
 SHARED = "shared_reservation"
+# Shared.refuse's counter: a window of 0 that is never written (nothing is taken with it in).
+REFUSED = "shared:refused"
 
 
 class Shared:
@@ -146,48 +147,71 @@ class Shared:
     budgets'), all or nothing across them: a request that either refuses takes nothing from the
     other. Each stage ``add``s its counters and awaits its own part of the answer (its counters'
     states, and whether the call took anything). The call is sent by ``send`` (the last stage to
-    add, as its on_request ends) or, if that never came, when a part is first awaited."""
+    add, as its on_request ends) or, if that never came, when a part is first awaited.
 
-    __slots__ = ("_answer", "counters", "now", "store")
+    The first part awaited reads the answer for both (the router awaits them one after the
+    other). If that read is cancelled (its stream ended), what the store took is unknown: the
+    other part then fails as the store would (``StoreUnavailable``), so its stage gives nothing
+    back, as one stage alone does when its stream ends while it waits."""
+
+    __slots__ = ("_asked", "_error", "_reading", "_value", "counters", "now", "store")
 
     def __init__(self, store: Store, now: float) -> None:
         self.store = store
         self.now = now
         self.counters: list[Counter] = []
-        self._answer: Ready[Reservation] | asyncio.Future[Reservation] | None = None
+        self._asked: Awaitable[Reservation] | None = None
+        self._value: Reservation | None = None
+        self._error: StoreUnavailable | None = None
+        self._reading = False
+
+    @property
+    def sent(self) -> bool:
+        return self._asked is not None
 
     def add(self, counters: Sequence[Counter]) -> Awaitable[Reservation]:
-        if self._answer is not None:
+        if self._asked is not None:
             raise RuntimeError("counters added after the shared reservation was sent")
         start = len(self.counters)
         self.counters.extend(counters)
         return self._part(start, len(self.counters))
 
+    def refuse(self) -> None:
+        """Nothing is to be taken (a later stage refuses the request anyway): one counter that can
+        never fit goes in the call, which still tells the other stage whether its own fit, so
+        that its refusal, if any, is the answer."""
+        if self._asked is None:
+            self.counters.append(Counter(REFUSED, 0, 1, window_end=self.now + 60))
+
     def send(self) -> None:
-        if self._answer is not None:
-            return
-        asked = self.store.reserve(self.counters, self.now)
-        if isinstance(asked, Ready):
-            self._answer = asked
-            return
-        # A task, so that both parts can await the one answer, and a part cancelled while it waits
-        # (its stream ended) leaves the answer to the other.
-        task: asyncio.Future[Reservation] = asyncio.ensure_future(asked)
-        task.add_done_callback(_retrieve)
-        self._answer = task
+        if self._asked is None:
+            self._asked = self.store.reserve(self.counters, self.now)
 
     async def _part(self, start: int, end: int) -> Reservation:
-        self.send()
-        answer = self._answer
-        assert answer is not None
-        got = answer.value if isinstance(answer, Ready) else await asyncio.shield(answer)
+        got = await self._answer()
         return Reservation(got.taken, got.counters[start:end], got.states[start:end])
 
-
-def _retrieve(task: asyncio.Future[Reservation]) -> None:
-    """A failed call is read by the parts that await it; one no part awaited is not reported."""
-    if not task.cancelled():
-        task.exception()
+    async def _answer(self) -> Reservation:
+        if self._value is not None:
+            return self._value
+        if self._error is not None:
+            raise self._error
+        if self._reading:
+            raise RuntimeError("the parts of a shared reservation are awaited one after the other")
+        self.send()
+        assert self._asked is not None
+        self._reading = True
+        try:
+            self._value = await self._asked
+        except StoreUnavailable as exc:
+            self._error = exc
+            raise
+        except BaseException:  # cancelled mid-read: what the store took is unknown
+            self._error = StoreUnavailable("the shared reservation's answer was lost with its stream")
+            raise
+        finally:
+            self._reading = False
+        return self._value
 
 
 class Store(Protocol):

@@ -7,7 +7,7 @@
    no retry can change the wire format) or leave it to the upstream phase, which runs
    once per attempt, by recording the decision in dynamic metadata. Before the egress work,
    each stage's ``decide``: the answers to what ``on_request`` sent without waiting (the limit
-   and budget reservations, which travel together).
+   and budget reservations, one store call for both).
 3. response headers: which provider answered (and after how many attempts); translate,
    observe or ignore the body.
 4. response body: back to the client's format, chunk by chunk when streaming; usage

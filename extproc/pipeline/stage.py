@@ -41,8 +41,8 @@ class Stage:
     async def decide(self, ex: Exchange) -> None:
         """After every stage's ``on_request``, before the egress work: the answer to a question
         ``on_request`` sent off without waiting for it (a limit store's reservation), so the
-        stages' round trips overlap each other (the rate limits' and the budgets' reservations go
-        out together). May raise ``Denied``. Not called when a stage refused first: then
+        router's own work overlaps the round trip (the rate limits' and the budgets' counters go
+        in one store call). May raise ``Denied``. Not called when a stage refused first: then
         ``on_complete`` finds the question unanswered, and must undo what it took."""
 
     def on_response_chunk(self, ex: Exchange, data: bytes) -> bytes:
@@ -55,6 +55,7 @@ class Stage:
 
 async def request_side(stage: Stage, ex: Exchange) -> None:
     """A stage's whole request side, ``on_request`` then ``decide``, with nothing between
-    (tests and benchmarks that drive one stage; the router runs every stage's ``on_request`` first)."""
+    (tests and benchmarks that drive one stage; the router runs every stage's ``on_request`` first,
+    so a route's rate limits and budgets share one store call only there)."""
     await stage.on_request(ex)
     await stage.decide(ex)

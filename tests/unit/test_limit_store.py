@@ -184,6 +184,26 @@ def test_redis_check_and_reserve_is_atomic_under_concurrency(redis_server: Redis
     asyncio.run(body())
 
 
+def test_redis_reports_a_buckets_level_exactly_so_its_fit_is_the_scripts(redis_server: RedisServer) -> None:
+    """A level just under the cost (9.999999999999998 of 10): the script refuses, and the state
+    the caller works out from the level it returns must say it did not fit (with tostring's 14
+    digits it came back as 10, which fits)."""
+    import redis
+
+    async def body() -> None:
+        store = RedisStore(redis_server.url, key_prefix="exact:")
+        try:
+            with redis.Redis.from_url(redis_server.url) as other:
+                other.hset("exact:b", mapping={"l": repr(10 - 2**-49), "t": repr(NOW)})
+            got = await store.reserve([Counter("b", 10, 10, 1.0)], NOW)
+            assert not got.taken
+            assert not got.states[0].fits and got.states[0].remaining == 10 - 2**-49
+        finally:
+            await store.close()
+
+    asyncio.run(body())
+
+
 def test_a_unix_url_puts_both_of_the_stores_connections_on_the_socket(redis_server: RedisServer) -> None:
     """``unix:///path?db=0``: the scripts' connection (resp.py) and the admin client (redis-py)
     both reach Redis over its Unix socket, not TCP (Redis names the socket as their address)."""

@@ -5,6 +5,7 @@ its rate limits; one the rate limits refuse holds no dollars, not even while it 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,12 +16,14 @@ import yaml
 from extproc import gateway
 from extproc.config.loader import parse_text
 from extproc.config.model import GlobalConfig
+from extproc.limits import budget_reply, quota
+from extproc.limits.budget_reply import BudgetState
 from extproc.limits.context import LimitsContext
 from extproc.limits.redis_store import RedisStore
 from extproc.limits.store import Counter, MemoryStore, Shared, Store
 from extproc.pipeline.exchange import Exchange
 from extproc.pipeline.llm_request import LLMRequest
-from extproc.pipeline.stage import Denied, Stage
+from extproc.pipeline.stage import Denied, Stage, request_side
 from extproc.pipeline.stages import for_route
 from extproc.telemetry import runtime
 from extproc.telemetry.prices import Price
@@ -130,7 +133,7 @@ async def complete(stages: list[Stage], ex: Exchange, usage: Usage | None, outco
 def with_store(kind: str, redis_server: RedisServer) -> Any:
     if kind == "memory":
         return MemoryStore()
-    return RedisStore(redis_server.url, key_prefix=f"lb{id(object())}:")
+    return RedisStore(redis_server.url, key_prefix=f"lb{uuid.uuid4().hex}:")  # a test's own keys
 
 
 async def used(store: Any, kind: str) -> int:
@@ -216,10 +219,10 @@ class SlowStore(MemoryStore):
         return later()
 
 
-def test_a_stream_that_ends_while_the_rate_limits_wait_releases_its_dollars(tmp_path: Path) -> None:
-    """The rate limit stage's decide is cancelled mid-answer: it cannot know what was taken, so
-    its limit stays charged (as with the stage alone); the budget stage still reads the one
-    answer in on_complete and, with no answer from the provider, releases the dollars."""
+def test_a_stream_that_ends_while_the_rate_limits_wait_leaves_both_charged(tmp_path: Path) -> None:
+    """The rate limit stage's decide is cancelled while it reads the one answer: what the store
+    took is unknown, so neither stage gives anything back (the safe side for money), as one stage
+    alone does when its stream ends while it waits."""
     store = SlowStore()
     stages = governed(tmp_path, store, requests_per_minute=5)
 
@@ -235,7 +238,43 @@ def test_a_stream_that_ends_while_the_rate_limits_wait_releases_its_dollars(tmp_
         await complete(stages, ex, None, "client_disconnected")
         return await budget_spent(store), await used(store, "rl")
 
-    assert asyncio.run(run()) == (0, 1)
+    assert asyncio.run(run()) == (HELD, 1)
+
+
+@pytest.mark.parametrize("kind", STORES)
+def test_an_unpriced_model_uses_none_of_its_rate_limits_and_the_rate_limits_answer_first(
+    kind: str, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    async def run() -> list[str | None]:
+        store = with_store(kind, redis_server)
+        stages = governed(tmp_path, store, requests_per_minute=1)
+        codes = []
+        for body in ({**HI, "model": "no-such-model"}, HI, {**HI, "model": "no-such-model"}):
+            ex = exchange(stages, len(codes))
+            ex.llm = LLMRequest("completions", dict(body))
+            codes.append(await ask(stages, ex))
+            await complete(stages, ex, None if codes[-1] else USED, "denied" if codes[-1] else "ok")
+        await store.close()
+        return codes
+
+    # Refused for its price, it took no request of the minute's one; over the limit, the rate
+    # limit's 429 is the answer, as it was when the stages were asked one after the other.
+    assert asyncio.run(run()) == ["model_not_priced", None, "rate_limit_exceeded"]
+
+
+def test_each_stage_driven_alone_in_turn_still_works(tmp_path: Path) -> None:
+    """request_side on one stage, then on the next (tests and benches do): the rate limits'
+    answer is read before the budget stage adds, so the budget stage reserves on its own."""
+    stages = governed(tmp_path, MemoryStore(), requests_per_minute=5)
+
+    async def run() -> int:
+        ex = exchange(stages, 1)
+        for s in stages:
+            await request_side(s, ex)
+        await complete(stages, ex, USED, "ok")
+        return await budget_spent(stages[0].store)  # type: ignore[attr-defined]
+
+    assert asyncio.run(run()) == 223
 
 
 def test_each_part_of_a_shared_call_gets_its_own_states_and_the_first_await_sends_it() -> None:
@@ -261,3 +300,14 @@ def test_each_part_of_a_shared_call_gets_its_own_states_and_the_first_await_send
             shared.add([Counter("d", 1, 1)])
 
     asyncio.run(run())
+
+
+def test_a_refusal_whose_limits_all_seem_to_fit_is_still_a_429() -> None:
+    """The store refused and every state says it fits (they should never disagree): the 429 names
+    the limit with least left rather than failing the request with a 500."""
+    refused = quota.refusal([quota.Quota("a", 10, 60, False, 3, 5), quota.Quota("b", 10, 60, False, 1, 7)])
+    assert refused.status == 429 and "(b)" in refused.message
+    over = budget_reply.refusal(
+        [BudgetState("x day", 100, 50, 10, True, 60), BudgetState("y day", 100, 20, 10, True, 60)]
+    )
+    assert over.status == 429 and over.code == "budget_exceeded" and "y day" in over.message

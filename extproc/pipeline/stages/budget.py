@@ -108,6 +108,8 @@ class BudgetStage(Stage):
         # The rate limits' counters, when that stage came first: this stage's go in the same
         # call, which is sent as this method ends, whether or not this request reserves.
         shared: Shared | None = ex.stage_state.pop(SHARED, None)
+        if shared is not None and shared.sent:  # the rate limits' answer was read already
+            shared = None
         try:
             self._reserve(ex, shared)
         finally:
@@ -124,6 +126,8 @@ class BudgetStage(Stage):
         cost = self._reservation(ex, file.defaults)
         if cost is None:  # refused in decide: a rate limit's refusal, answered first, comes first
             ex.stage_state[self.name] = _Unpriced(values.model_of(ex) or "")
+            if shared is not None:
+                shared.refuse()  # and the rate limits take nothing for it
             return
         now = self.clock()
         named = [self._named(file, b, value) for b, value in budgets]
@@ -162,8 +166,6 @@ class BudgetStage(Stage):
         # The gauges just after the decision, off the request's path (the rate limit stage's way).
         asyncio.get_running_loop().call_soon(_observe, named, counters, got.states)
         if not got.taken:
-            if all(s.fits for s in states):  # the rate limits' counters refused (they answered)
-                return
             ex.budget = {"decision": "deny", **record}
             raise budget_reply.refusal(states)
         ex.budget = {"decision": "allow", **record}
