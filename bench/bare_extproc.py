@@ -15,7 +15,11 @@ The flags are the serving variants bench/floor.py compares (the same answers eac
 - ``--uvloop``:    uvloop as the asyncio event loop;
 - ``--options latency``: server channel options aimed at latency (see ``OPTIONS``);
 - ``--switch-interval S``: how soon a thread waiting for the GIL gets it (Python's default 5 ms);
-- ``--silent``:    answer nothing (Envoy's ``observability_mode`` expects no answers).
+- ``--silent``:    answer nothing (Envoy's ``observability_mode`` expects no answers);
+- ``--close-after PHASE``: end the stream once that message is answered (``gen`` only): Envoy
+  then goes on without the sidecar, so ``request_body`` makes it 2 messages a request, the
+  response's decided per request (Envoy's ext_proc protocol: a stream the server closes cleanly
+  is not consulted again).
 
 The address is a port (127.0.0.1), ``host:port`` or ``unix:PATH``.
 """
@@ -51,6 +55,7 @@ OPTIONS: dict[str, list[tuple[str, int | str]]] = {
 # ``--set-path``: the request body's answer rewrites :path (can a body answer carry header
 # mutations when Envoy skipped the request headers message?).
 _SET_PATH: list[str] = []
+_CLOSE_AFTER: list[str] = []  # ``--close-after``
 
 
 def answer(msg: pb.ProcessingRequest) -> pb.ProcessingResponse:
@@ -88,6 +93,8 @@ class Generator(pb_grpc.ExternalProcessorServicer):
                 _report_attributes(msg)
             if not self.silent:
                 yield answer(msg)
+            if _CLOSE_AFTER and msg.WhichOneof("request") == _CLOSE_AFTER[0]:
+                return
 
 
 class ReadWrite(pb_grpc.ExternalProcessorServicer):
@@ -156,9 +163,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--show-attributes", action="store_true")
     parser.add_argument("--switch-interval", type=float, help="sys.setswitchinterval (the GIL's hand-over)")
     parser.add_argument("--set-path", help="the request body's answer sets :path to this")
+    parser.add_argument("--close-after", choices=_PHASES, help="end the stream once this message is answered")
     args = parser.parse_args(argv)
     if args.set_path:
         _SET_PATH.append(args.set_path)
+    if args.close_after:
+        _CLOSE_AFTER.append(args.close_after)
     if args.switch_interval:
         sys.setswitchinterval(args.switch_interval)
     if args.serve == "sync":
