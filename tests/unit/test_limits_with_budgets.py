@@ -29,6 +29,7 @@ from extproc.telemetry import runtime
 from extproc.telemetry.prices import Price
 from extproc.translate.usage import Usage
 from tests.redis_server import RedisServer, start_redis
+from tests.unit.test_budgets import SlowStore  # decides at once, answers after a pause
 
 HI = {"model": "gpt-4o", "messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 100}
 ALICE = {"api_key_id": "k-alice", "user_id": "alice", "group_id": "marketing"}
@@ -204,19 +205,6 @@ def test_a_request_the_rate_limits_refuse_never_holds_dollars(
         return seen
 
     assert asyncio.run(run()) == [None, "rate_limit_exceeded", HELD, 2, 223]
-
-
-class SlowStore(MemoryStore):
-    """Decides at once, answers after a pause: a stream can end while decide waits."""
-
-    def reserve(self, counters: Any, now: float) -> Any:
-        got = self._reserve(counters, now)
-
-        async def later() -> Any:
-            await asyncio.sleep(0.05)
-            return got
-
-        return later()
 
 
 def test_a_stream_that_ends_while_the_rate_limits_wait_leaves_both_charged(tmp_path: Path) -> None:
