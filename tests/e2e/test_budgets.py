@@ -293,6 +293,11 @@ def test_a_request_the_rate_limits_refuse_is_charged_nothing_on_a_route_with_a_b
         # rate limit (2 a minute), so two requests still pass after it.
         dear = httpx.post(url, json={**HI, "max_tokens": 2000}, headers=auth(BURST), timeout=20)
         assert dear.status_code == 429 and dear.json()["error"]["code"] == "budget_exceeded", dear.text
+        # A model the price table does not know: refused by the budget, and not counted either.
+        unknown = httpx.post(url, json={**HI, "model": "no-such-model"}, headers=auth(BURST), timeout=20)
+        assert unknown.status_code == 403 and unknown.json()["error"]["code"] == "model_not_priced", (
+            unknown.text
+        )
         answers = [httpx.post(url, json=HI, headers=auth(BURST), timeout=20) for _ in range(3)]
         assert [a.status_code for a in answers] == [200, 200, 429], [a.text for a in answers]
         refused = answers[2].json()["error"]
@@ -309,7 +314,7 @@ def test_a_request_the_rate_limits_refuse_is_charged_nothing_on_a_route_with_a_b
         assert unpriced.status_code == 429 and unpriced.json()["error"]["code"] == "rate_limit_exceeded"
         client = redis.Redis.from_url(server.url)
         deadline = time.monotonic() + 5
-        while True:  # the refused request's budget reservation is given back off its path
+        while True:  # the answered requests' costs are settled off their path
             keys = client.keys(prefix + "budget:api_key_id=k-burst:month:*")
             counted = int(client.get(keys[0]) or 0) if keys else 0
             if counted == sum(costs) or time.monotonic() > deadline:

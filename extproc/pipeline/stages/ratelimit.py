@@ -185,8 +185,8 @@ class RateLimitStage(Stage):
                 if any(not q.fits for q in quotas):  # one of this stage's (enforced) limits
                     raise quota.refusal(quotas)
                 # The budgets' counters in the same call did not fit: nothing was taken, the
-                # budget stage refuses next, and the remote service is not asked.
-                ex.response_headers.update(quota.headers(quotas))
+                # budget stage refuses next (its 429 carries its own headers), and the remote
+                # service is not asked.
                 return
         if self.remote is not None:
             prompt = _prompt_tokens(ex)
