@@ -219,6 +219,7 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
         self, messages: AsyncIterator[pb.ProcessingRequest], trace_parent: str | None = None
     ) -> AsyncIterator[pb.ProcessingResponse]:
         proc = RouterProcessor(self.gateway, self.pipelines)
+        proc.complete_after_reply = True
         inbox = _Inbox(messages)
         try:
             while (msg := await inbox.next(proc.deadline())) is not None:
@@ -256,6 +257,9 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
                     log.exception("router phase failed")
                     reply = await proc.fail(_INTERNAL)
                 yield to_proto(kind or "", reply)
+                # Resumed once grpc has taken the reply: the stages that complete the exchange
+                # run now, off the answer's path (a stream cut first: proc.close runs them).
+                await proc.after_reply()
         finally:
             inbox.close()
             await proc.close()

@@ -13,7 +13,8 @@
 4. response body: back to the client's format, chunk by chunk when streaming; usage
    is read on the way.
 5. complete: every stage's ``on_complete`` runs once, whatever happened (``close``
-   covers a stream that ends early).
+   covers a stream that ends early). For an answer that ended well, once its last reply has
+   gone to Envoy (``after_reply``): the client never waits for settling and the usage record.
 
 Streams have deadlines of their own (``deadline``, ``timed_out``; README "Stream timeouts"):
 until the provider's headers, the route's request timeout; then silence between chunks
@@ -83,6 +84,10 @@ class RouterProcessor:
         self.clock = StreamClock()
         self.route_name = ""  # the Envoy route that matched: a stream's relay twin is named by it
         self.facts = _NO_ROUTE
+        # The server sets it: a whole answer's stages complete after its last reply is sent
+        # (after_reply), not before. Callers that drive the phases directly get them inline.
+        self.complete_after_reply = False
+        self._stages_due = False  # the exchange ended; its stages' on_complete have not run
 
     # 1 -------------------------------------------------------------------
 
@@ -293,8 +298,18 @@ class RouterProcessor:
             outcome = "ok" if ex.status < 400 else "provider_error"
             if reader.truncated:  # the client got an error event: the answer is not whole
                 outcome, ex.error = "stream_cut", TRUNCATED_RECORD
-            await self._finish(ex, ex.status, outcome)
+            if self.complete_after_reply:
+                self._end(ex, ex.status, outcome)  # the stages run once the reply is on its way
+            else:
+                await self._finish(ex, ex.status, outcome)
         return reply
+
+    async def after_reply(self) -> None:
+        """The answer's last reply went to Envoy: the stages' ``on_complete`` run now (server.py
+        calls this after each reply). Settling, the usage record, metrics, the log line and spans
+        are off the answer's path: the client does not wait for them."""
+        if self._stages_due:
+            await self._complete_stages(self._exchange())
 
     async def response_trailers(self) -> Reply:
         """The provider's trailers end its body (Envoy sends no end_of_stream chunk then). Nothing
@@ -357,6 +372,8 @@ class RouterProcessor:
     async def close(self) -> None:
         """The gRPC stream ended. An exchange still open was cut short (client gone or stream reset)."""
         ex = self.ex
+        if ex is not None and self._stages_due:  # answered; the stream ended before after_reply
+            await self._complete_stages(ex)
         if ex is not None and not ex.completed:
             if self.reader is not None:
                 self.reader.settle()
@@ -376,10 +393,19 @@ class RouterProcessor:
     async def _finish(self, ex: Exchange, status: int, outcome: str) -> None:
         if ex.completed:
             return
+        self._end(ex, status, outcome)
+        await self._complete_stages(ex)
+
+    def _end(self, ex: Exchange, status: int, outcome: str) -> None:
+        """The exchange's end as the client saw it; its stages' ``on_complete`` are due."""
         ex.completed = True
         ex.status, ex.outcome, ex.ended = status, outcome, time.monotonic()
         if ex.upstream is None:
             ex.upstream = self.facts.direct
+        self._stages_due = True
+
+    async def _complete_stages(self, ex: Exchange) -> None:
+        self._stages_due = False
         for stage in self.stages:
             try:
                 await stage.on_complete(ex)

@@ -50,7 +50,8 @@ class Stage:
         return data
 
     async def on_complete(self, ex: Exchange) -> None:
-        """Always runs once: success, provider error, gateway error, client disconnect, cut stream."""
+        """Always runs once: success, provider error, gateway error, client disconnect, cut stream.
+        After a whole answer, once its last reply has gone to Envoy (the client does not wait)."""
 
 
 async def request_side(stage: Stage, ex: Exchange) -> None:

@@ -397,6 +397,63 @@ def test_a_denying_stage_answers_at_once_and_on_complete_still_runs(gw: gateway.
     assert done.seen == [("gateway_error", 429)]
 
 
+class SlowComplete(Stage):
+    """An on_complete that takes as long as the test says (a slow settle, a busy log)."""
+
+    name = "slow_complete"
+    needs = Needs.RESPONSE_HEADERS | Needs.RESPONSE_BODY
+
+    def __init__(self) -> None:
+        self.go_on = asyncio.Event()
+        self.seen: list[tuple[str, int]] = []
+
+    async def on_complete(self, ex: Exchange) -> None:
+        await self.go_on.wait()
+        self.seen.append((ex.outcome, ex.status))
+
+
+async def _answered(conv: Conversation) -> pb.ProcessingResponse:
+    """An OpenAI exchange up to the answer's last reply."""
+    await conv.send(request_headers("/openai/v1/chat/completions", "openai"))
+    await conv.send(body_msg(json.dumps(CHAT).encode()))
+    await conv.send(provider_headers({":status": "200"}))
+    answer = {"model": "gpt-4o", "usage": {"prompt_tokens": 7, "completion_tokens": 3}}
+    return await asyncio.wait_for(conv.send(body_msg(json.dumps(answer).encode(), kind="response_body")), 2)
+
+
+def test_the_answers_last_reply_does_not_wait_for_on_complete(gw: gateway.Gateway) -> None:
+    slow = SlowComplete()
+    proc = ExternalProcessor(gw, {ROUTE_IDS["openai"]: [slow]})
+
+    async def go() -> None:
+        conv = Conversation(proc)
+        r = await _answered(conv)  # before: this waited for on_complete, and timed out
+        assert r.HasField("response_body") and slow.seen == []
+        slow.go_on.set()
+        await conv.end()
+        assert slow.seen == [("ok", 200)]
+
+    run(go())
+
+
+def test_on_complete_still_runs_once_with_the_answers_outcome_when_the_stream_is_closed_at_once(
+    gw: gateway.Gateway,
+) -> None:
+    slow = SlowComplete()
+    slow.go_on.set()
+    proc = ExternalProcessor(gw, {ROUTE_IDS["openai"]: [slow]})
+
+    async def go() -> None:
+        conv = Conversation(proc)
+        # The router phase's own generator, which grpc's Process delegates to.
+        conv.replies = proc._router(conv._messages())
+        await _answered(conv)
+        await conv.replies.aclose()  # the stream ends at the reply it took (a reset stream)
+        assert slow.seen == [("ok", 200)]  # not "stream_cut": the client had the whole answer
+
+    run(go())
+
+
 class AskThenDecide(Stage):
     """Sends its question in on_request and takes the answer in decide (a limit store's way)."""
 
