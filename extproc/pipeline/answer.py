@@ -59,6 +59,7 @@ class ResponseReader:
         # A stage may rewrite the answer (guardrails): it must see decoded bytes, and the
         # provider's content-length and content-encoding cannot stay.
         self.rewrites = False
+        self.body_read = b""  # a whole answer, decoded (on_body): what the stages read
         self.ended = False  # the client's stream has had its last event
         self.truncated = False  # the provider's body ended before its last event (an error event went out)
 
@@ -190,7 +191,7 @@ class ResponseReader:
     def on_body(self, body: bytes) -> tuple[bytes | None, dict[str, str]]:
         """A whole answer: the translated body (None: unchanged) and headers to set."""
         attempt = self.attempt
-        decoded = self._decoded(body, True)
+        decoded = self.body_read = self._decoded(body, True)
         if self.status == 200:
             parsed = _json(decoded, strict=self.translating)
             if parsed is not None:

@@ -229,7 +229,7 @@ class RouterProcessor:
     def _reader(self, ex: Exchange, up: Upstream, attempt: object) -> ResponseReader:
         wants = ex.llm.wants_usage_chunk if ex.llm is not None else False
         reader = ResponseReader(up, ex.api, attempt, wants)  # type: ignore[arg-type]
-        reader.rewrites = bool(self.pipeline.chunk_stages)  # stages may change the answer's bytes
+        reader.rewrites = self.pipeline.rewrites  # stages may change the answer's bytes
         return reader
 
     # 3 -------------------------------------------------------------------
@@ -287,7 +287,8 @@ class RouterProcessor:
             out, set_headers = reader.on_body(body)
             # Usage first: a stage that refuses the answer (a guardrail) still leaves it counted.
             ex.usage, ex.response_model = reader.usage, reader.response_model
-            staged = await self._chunk_stages(ex, body if out is None else out, out)
+            # The stages read the answer decoded (a gzip one too, when it goes out as it came).
+            staged = await self._chunk_stages(ex, reader.body_read if out is None else out, out)
             if staged is not out and staged is not None:
                 set_headers = {**set_headers, "content-length": str(len(staged))}
             reply.body = staged

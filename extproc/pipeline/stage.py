@@ -34,6 +34,9 @@ class Stage:
 
     name = "stage"
     needs = Needs.NONE
+    # A stage with on_response_chunk may change the answer's bytes: the answer then goes out
+    # decoded and without its content-length. False for one that only reads it (span notes).
+    changes_answer = True
 
     async def on_request(self, ex: Exchange) -> None:
         """Before the provider is called. May rewrite ``ex.llm`` or raise ``Denied``."""

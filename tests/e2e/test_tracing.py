@@ -192,6 +192,29 @@ def test_one_trace_envoy_chat_and_attempt_spans(traced: tuple[Gateway, Mock, Moc
     assert not any(secret in dumped for secret in SECRETS)
 
 
+@pytest.mark.parametrize("gzipped", [False, True], ids=["identity", "gzip"])
+def test_tracing_leaves_a_native_answer_as_the_provider_sent_it(
+    traced: tuple[Gateway, Mock, Mock], receiver: Receiver, gzipped: bool
+) -> None:
+    """The chat span's finish reasons are read from the answer; reading is not rewriting: the
+    client gets the provider's bytes and framing (before, tracing on dropped content-length and
+    sent a gzip answer decoded)."""
+    gw, _, _ = traced
+    trace = ("cd" if gzipped else "ab") * 16
+    extra = {"x-mock-gzip": "1"} if gzipped else {}
+    resp = post(
+        gw, "/openai/v1/chat/completions", CHAT,
+        traceparent=traceparent(trace=trace), authorization=f"Bearer {CLIENT_KEY}", **extra,
+    )  # fmt: skip
+    assert resp.status_code == 200, resp.text
+    assert "transfer-encoding" not in resp.headers
+    assert int(resp.headers["content-length"]) == resp.num_bytes_downloaded
+    assert resp.headers.get("content-encoding") == ("gzip" if gzipped else None)
+    (chat,) = by_name(wait_trace(receiver, trace, attempts=1), "chat")
+    assert chat.attributes["gen_ai.response.finish_reasons"] == [resp.json()["choices"][0]["finish_reason"]]
+    assert chat.attributes["gen_ai.response.id"] == resp.json()["id"]
+
+
 def test_failover_has_one_attempt_span_per_attempt(traced: tuple[Gateway, Mock, Mock], receiver: Receiver) -> None:
     gw, mock, down = traced
     mock.clear()

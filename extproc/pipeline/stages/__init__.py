@@ -52,6 +52,8 @@ class RoutePipeline:
     chunk_stages: list[Stage] = field(default_factory=list)
     # The stages that take an answer once every stage has asked (Stage.decide).
     deciding: list[Stage] = field(default_factory=list)
+    # A chunk stage may change the answer's bytes (Stage.changes_answer).
+    rewrites: bool = False
 
     @classmethod
     def of(cls, stages: list[Stage]) -> RoutePipeline:
@@ -60,7 +62,7 @@ class RoutePipeline:
             needs |= stage.needs
         chunk = [s for s in stages if type(s).on_response_chunk is not Stage.on_response_chunk]
         deciding = [s for s in stages if type(s).decide is not Stage.decide]
-        return cls(stages, needs, chunk, deciding)
+        return cls(stages, needs, chunk, deciding, any(s.changes_answer for s in chunk))
 
 
 EMPTY = RoutePipeline([])

@@ -22,6 +22,7 @@ _MAX_REASONS = 16  # one per choice (n > 1): bounded whatever a provider sends
 class SpanNotes(Stage):
     name = "span_notes"
     needs = Needs.RESPONSE_HEADERS | Needs.RESPONSE_BODY
+    changes_answer = False  # reads the answer: the client gets the provider's bytes and framing
 
     def on_response_chunk(self, ex: Exchange, data: bytes) -> bytes:
         tr = ex.trace
