@@ -7,6 +7,7 @@ import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
@@ -15,7 +16,10 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from extproc import gateway
 from extproc.config.loader import ConfigError, parse_text
 from extproc.config.telemetry import TracingConfig, otlp_target, tracing_of
+from extproc.pipeline.stage import Stage
+from extproc.pipeline.stages import RoutePipeline
 from extproc.pipeline.stages.span_notes import SpanNotes
+from extproc.pipeline.stages.usage_record import UsageRecord
 from extproc.ports import free_port
 from extproc.render import dump, render
 from extproc.supervisor import envoy_binary
@@ -193,6 +197,16 @@ def test_finish_reasons_split_between_chunks_count_once() -> None:
     for i in range(0, len(stream), 7):
         assert notes.on_response_chunk(ex, stream[i : i + 7]) == stream[i : i + 7]
     assert ex.trace.finish_reasons == ["length"] and ex.trace.response_id == "chatcmpl-9"
+
+
+def test_span_notes_read_the_answer_and_leave_its_bytes_to_the_provider() -> None:
+    class Rewriter(Stage):
+        def on_response_chunk(self, ex: Any, data: bytes) -> bytes:
+            return data.upper()
+
+    reading = RoutePipeline.of([SpanNotes(), UsageRecord()])
+    assert reading.chunk_stages and not reading.rewrites  # read, so content-length stays
+    assert RoutePipeline.of([SpanNotes(), Rewriter(), UsageRecord()]).rewrites
 
 
 # --- OTLP/HTTP --------------------------------------------------------------------------------------------
