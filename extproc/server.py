@@ -219,7 +219,7 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
         self, messages: AsyncIterator[pb.ProcessingRequest], trace_parent: str | None = None
     ) -> AsyncIterator[pb.ProcessingResponse]:
         proc = RouterProcessor(self.gateway, self.pipelines)
-        proc.complete_after_reply = True
+        proc.completion.after_reply = True
         inbox = _Inbox(messages)
         try:
             while (msg := await inbox.next(proc.deadline())) is not None:
@@ -259,7 +259,7 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
                 yield to_proto(kind or "", reply)
                 # Resumed once grpc has taken the reply: the stages that complete the exchange
                 # run now, off the answer's path (a stream cut first: proc.close runs them).
-                await proc.after_reply()
+                await proc.completion.run()
         finally:
             inbox.close()
             await proc.close()

@@ -14,7 +14,7 @@
    is read on the way.
 5. complete: every stage's ``on_complete`` runs once, whatever happened (``close``
    covers a stream that ends early). For an answer that ended well, once its last reply has
-   gone to Envoy (``after_reply``): the client never waits for settling and the usage record.
+   gone to Envoy (``completion.py``): the client never waits for settling and the usage record.
 
 Streams have deadlines of their own (``deadline``, ``timed_out``; README "Stream timeouts"):
 until the provider's headers, the route's request timeout; then silence between chunks
@@ -45,6 +45,7 @@ from extproc.pipeline import (
 )
 from extproc.pipeline.answer import ResponseReader
 from extproc.pipeline.attempts import attempts_of
+from extproc.pipeline.completion import Completion
 from extproc.pipeline.exchange import Exchange, new_request_id
 from extproc.pipeline.identity import caller_identity
 from extproc.pipeline.llm_request import LLMRequest
@@ -84,10 +85,7 @@ class RouterProcessor:
         self.clock = StreamClock()
         self.route_name = ""  # the Envoy route that matched: a stream's relay twin is named by it
         self.facts = _NO_ROUTE
-        # The server sets it: a whole answer's stages complete after its last reply is sent
-        # (after_reply), not before. Callers that drive the phases directly get them inline.
-        self.complete_after_reply = False
-        self._stages_due = False  # the exchange ended; its stages' on_complete have not run
+        self.completion = Completion()  # when the stages' on_complete run (completion.py)
 
     # 1 -------------------------------------------------------------------
 
@@ -299,18 +297,8 @@ class RouterProcessor:
             outcome = "ok" if ex.status < 400 else "provider_error"
             if reader.truncated:  # the client got an error event: the answer is not whole
                 outcome, ex.error = "stream_cut", TRUNCATED_RECORD
-            if self.complete_after_reply:
-                self._end(ex, ex.status, outcome)  # the stages run once the reply is on its way
-            else:
-                await self._finish(ex, ex.status, outcome)
+            await self._finish(ex, ex.status, outcome, answered=True)
         return reply
-
-    async def after_reply(self) -> None:
-        """The answer's last reply went to Envoy: the stages' ``on_complete`` run now (server.py
-        calls this after each reply). Settling, the usage record, metrics, the log line and spans
-        are off the answer's path: the client does not wait for them."""
-        if self._stages_due:
-            await self._complete_stages(self._exchange())
 
     async def response_trailers(self) -> Reply:
         """The provider's trailers end its body (Envoy sends no end_of_stream chunk then). Nothing
@@ -372,9 +360,8 @@ class RouterProcessor:
 
     async def close(self) -> None:
         """The gRPC stream ended. An exchange still open was cut short (client gone or stream reset)."""
+        await self.completion.run()  # an answer whose stages were left for after its reply
         ex = self.ex
-        if ex is not None and self._stages_due:  # answered; the stream ended before after_reply
-            await self._complete_stages(ex)
         if ex is not None and not ex.completed:
             if self.reader is not None:
                 self.reader.settle()
@@ -391,27 +378,16 @@ class RouterProcessor:
             outcome = "stream_cut" if ex.first_byte is not None else "client_disconnected"
             await self._finish(ex, ex.status or 499, outcome)
 
-    async def _finish(self, ex: Exchange, status: int, outcome: str) -> None:
+    async def _finish(self, ex: Exchange, status: int, outcome: str, answered: bool = False) -> None:
+        """The exchange's end as the client saw it, then its stages' ``on_complete`` (``answered``:
+        a whole answer, whose stages may wait until its last reply has gone)."""
         if ex.completed:
             return
-        self._end(ex, status, outcome)
-        await self._complete_stages(ex)
-
-    def _end(self, ex: Exchange, status: int, outcome: str) -> None:
-        """The exchange's end as the client saw it; its stages' ``on_complete`` are due."""
         ex.completed = True
         ex.status, ex.outcome, ex.ended = status, outcome, time.monotonic()
         if ex.upstream is None:
             ex.upstream = self.facts.direct
-        self._stages_due = True
-
-    async def _complete_stages(self, ex: Exchange) -> None:
-        self._stages_due = False
-        for stage in self.stages:
-            try:
-                await stage.on_complete(ex)
-            except Exception:  # one stage's failure must not skip the others
-                log.exception("stage %s failed in on_complete (request %s)", stage.name, ex.request_id)
+        await self.completion.end(ex, self.stages, answered)
 
     def _exchange(self) -> Exchange:
         if self.ex is None:
