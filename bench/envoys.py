@@ -215,9 +215,15 @@ def start_envoy(config: dict, workdir: Path, name: str, concurrency: int = 1) ->
 
 
 def gateway_stack(
-    config: dict, work: Path, envoy_concurrency: int, workers: int = 1, stack_type: type[Stack] = Stack
+    config: dict,
+    work: Path,
+    envoy_concurrency: int,
+    workers: int = 1,
+    stack_type: type[Stack] = Stack,
+    extproc_cpus: list[int] | None = None,
 ) -> Stack:
-    """The gateway (Envoy and both sidecars, no mock) for ``config``, not started yet."""
+    """The gateway (Envoy and both sidecars, no mock) for ``config``, not started yet;
+    ``extproc_cpus``: its workers kept on those CPUs (``gateway run --extproc-cpus``)."""
     cfg = work / "gateway.yaml"
     cfg.write_text(yaml.safe_dump(config))
     return stack_type(
@@ -228,6 +234,7 @@ def gateway_stack(
         mock_port=None,
         quiet=True,
         extproc_workers=workers,
+        extproc_cpus=extproc_cpus,
         envoy_concurrency=envoy_concurrency,
     )
 

@@ -20,6 +20,7 @@ cost of opening the gRPC stream, which every request pays.
     .venv/bin/python bench/phases.py --limits redis   # and the limit stage's cost, message by message
     .venv/bin/python bench/phases.py --limits redis --budgets   # and the budget stage's, and both
     .venv/bin/python bench/phases.py --limits redis-unix --budgets   # Redis over its Unix socket
+    .venv/bin/python bench/phases.py --limits redis --budgets --extproc-cpus auto   # worker pinned
 
 ``--budgets`` adds three routes that check bench/budgets.py's API key (every path's requests
 carry it): ``keyed`` (the key only), ``budgeted`` (its two budgets) and ``governed`` (the limits
@@ -44,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench import budgets, envoys, limits, measure  # noqa: E402
 from bench.run import _end, wait_ok  # noqa: E402
+from extproc import cpu_affinity  # noqa: E402
 from extproc.render.filters import EXT_PROC  # noqa: E402
 from extproc.supervisor import Stack  # noqa: E402
 from tests.redis_server import start_redis  # noqa: E402
@@ -121,14 +123,19 @@ def medians(rows: list[list[float | None]]) -> dict[str, float | None]:
 
 
 def start(
-    work: Path, stop: list[Callable[[], None]], store: str | None = None, with_budgets: bool = False
+    work: Path,
+    stop: list[Callable[[], None]],
+    store: str | None = None,
+    with_budgets: bool = False,
+    extproc_cpus: list[int] | None = None,
 ) -> tuple[dict[str, tuple[str, dict[str, int]]], Path]:
     """Envoy alone, the bare ext_proc and the gateway; each path's URL and processes (by name),
     and the gateway's phase log.
     ``store`` (``memory``, ``redis`` or ``redis-unix``): the gateway also has bench/limits.py's open
     and limited routes, the limits counted in process, in a real Redis on loopback, or in the same
     Redis over its Unix socket; ``with_budgets``: and the
-    keyed, budgeted and governed routes (module docstring), in the same store."""
+    keyed, budgeted and governed routes (module docstring), in the same store; ``extproc_cpus``:
+    the gateway's extproc worker kept on the first of those CPUs."""
     up_port = envoys.free_port()
     upstream = envoys.start_envoy(envoys.upstream_config(up_port, envoys.free_port()), work, "upstream")
     stop.append(lambda: _end(upstream))
@@ -173,7 +180,7 @@ def start(
         stop.append(redis.stop)
         url = redis.unix_url if store == "redis-unix" else redis.url
         config["config"]["rateLimitStore"] = {"redis": {"url": url, "keyPrefix": "bench:"}}
-    stack = envoys.gateway_stack(config, work, 1, stack_type=PhaseLoggedStack)
+    stack = envoys.gateway_stack(config, work, 1, stack_type=PhaseLoggedStack, extproc_cpus=extproc_cpus)
     stop.append(stack.stop)
     stack.start(timeout=30)
     pids = {name: proc.pid for name, proc in stack.procs.items()}
@@ -240,6 +247,11 @@ def main() -> None:
     p.add_argument(
         "--budgets", action="store_true", help="add the keyed, budgeted and governed routes (--limits' store)"
     )
+    p.add_argument(
+        "--extproc-cpus",
+        default="off",
+        help="the gateway's extproc worker kept on one CPU, as gateway run --extproc-cpus (off, auto, 0)",
+    )
     args = p.parse_args()
     if args.budgets and args.limits is None:
         args.limits = "memory"
@@ -248,7 +260,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-phases-") as tmp:
         work = Path(tmp)
         try:
-            urls, gateway_log = start(work, stop, args.limits, args.budgets)
+            cpus = cpu_affinity.parse(args.extproc_cpus)
+            urls, gateway_log = start(work, stop, args.limits, args.budgets, cpus)
             # With budgets every path's requests carry the API key (ignored where none is checked).
             script = budgets.wrk_script(work) if args.budgets else measure.wrk_script(envoys.REQUEST, work)
             for url, _ in urls.values():

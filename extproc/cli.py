@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -105,7 +106,14 @@ def _serve(args: argparse.Namespace, which: str) -> int:
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {which} %(levelname)s %(message)s")
     gw = gateway.build(_load_or_exit(args.config).config)
     if which == "extproc":
-        from extproc import schema, tokens, usage_log
+        from extproc import cpu_affinity, schema, tokens, usage_log
+
+        if args.cpu is not None:  # first: the threads started below inherit it
+            try:
+                cpu_affinity.pin(cpu_affinity.parse(str(args.cpu))[0])  # type: ignore[index]
+            except cpu_affinity.AffinityError as exc:
+                print(f"error: --cpu {exc}", file=sys.stderr)
+                return 2
 
         usage_log.start()
         tokens.warm_up()  # the tokenizer loads its encodings now, not on a request
@@ -227,12 +235,18 @@ def _start_telemetry(args: argparse.Namespace, gw: gateway.Gateway) -> bool:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from extproc import cpu_affinity
     from extproc.ports import PortInUse
     from extproc.supervisor import Stack
 
     # The supervisor's own lines (restarts, warnings) beside the children's output.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s supervisor %(levelname)s %(message)s")
     loaded = _load_or_exit(args.config)
+    try:
+        cpus = cpu_affinity.parse(args.extproc_cpus)
+    except cpu_affinity.AffinityError as exc:
+        print(f"gateway: --extproc-cpus {exc}", file=sys.stderr)
+        return 2
     stack = Stack(
         config_path=args.config,
         workdir=Path(args.workdir),
@@ -240,6 +254,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         authz_port=args.authz_port,
         mock_port=None if args.no_mock else args.mock_port,
         extproc_workers=args.extproc_workers,
+        extproc_cpus=cpus,
         metrics_port=args.extproc_metrics_port,
         relay_port=args.relay_port,
     )
@@ -282,6 +297,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--extproc-workers", type=int, default=1, help="extproc processes sharing a port (see supervisor.py)"
     )
+    p.add_argument(
+        "--extproc-cpus",
+        default=os.environ.get("GATEWAY_EXTPROC_CPUS", "off"),
+        help="keep each extproc worker on one CPU: off (default), auto, or a list such as 0,2-3 "
+        "(worker n gets the n-th; env GATEWAY_EXTPROC_CPUS; see extproc/cpu_affinity.py)",
+    )
     p.add_argument("--extproc-metrics-port", type=int, default=9464, help="the sidecar's /metrics port")
     p.add_argument("--relay-port", type=int, default=9003, help="the sidecar's stream relay port")
 
@@ -309,6 +330,7 @@ def main(argv: list[str] | None = None) -> None:
                 "--reuseport", action="store_true", help="share the port with other workers (SO_REUSEPORT)"
             )
             p.add_argument("--metrics-listen", default="127.0.0.1:9464", help="/metrics; '' for none")
+            p.add_argument("--cpu", type=int, help="run on this CPU only, every thread (cpu_affinity.py)")
             p.add_argument("--envoy-stats", help="Envoy's /stats/prometheus URL, appended to /metrics")
             p.add_argument(
                 "--relay-listen",

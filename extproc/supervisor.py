@@ -14,9 +14,9 @@ Several extproc workers (``extproc_workers > 1``): Envoy's connections are sprea
 across processes, and any request (or any stream of one request) may land on any
 worker. What a worker keeps in memory is that worker's alone: in-process stores
 (rate-limit and budget buckets, Prometheus counters) are per worker, so the
-in-process store is only allowed with one worker. Several workers need shared
-storage (Redis) for limits, which does not exist yet, so starting more than one worker
-logs a warning saying so. Metrics are exact with any number: the workers run in
+in-process store is only correct with one worker. Several workers need the shared
+store (``config.rateLimitStore.redis``) for limits and budgets, so starting more than one
+worker logs a warning saying so. Metrics are exact with any number: the workers run in
 prometheus-client's multiprocess mode (PROMETHEUS_MULTIPROC_DIR, one directory per run
 under the workdir, emptied at start).
 Per-request state is not affected: what the upstream phase needs travels in
@@ -44,7 +44,7 @@ from pathlib import Path
 
 import yaml
 
-from extproc import gateway, ports
+from extproc import cpu_affinity, gateway, ports
 from extproc import render as envoy_config
 from extproc.config.loader import load
 from extproc.restart import Backoff, Watchdog, describe_exit
@@ -53,8 +53,9 @@ log = logging.getLogger("gateway.supervisor")
 
 SEVERAL_WORKERS_WARNING = (
     "%d extproc workers: in-process state (limit buckets, counters, metrics) is per worker, so the "
-    "in-process store is only correct with one worker; several workers need shared storage (Redis), "
-    "which this gateway does not have yet (metrics are shared: prometheus-client's multiprocess mode)"
+    "in-process store is only correct with one worker; several workers need the shared Redis store "
+    "(config.rateLimitStore.redis) for limits and budgets (metrics are shared: prometheus-client's "
+    "multiprocess mode)"
 )
 
 
@@ -79,6 +80,8 @@ class Stack:
     # Processes sharing the extproc port (SO_REUSEPORT): the kernel spreads Envoy's connections.
     # More than one: see the module docstring (per-worker state).
     extproc_workers: int = 1
+    # Each worker kept on one CPU, worker n on the n-th of these (extproc/cpu_affinity.py); None: off.
+    extproc_cpus: list[int] | None = None
     metrics_port: int | None = None  # extproc's /metrics (Envoy's :15020 routes to it); None: a free port
     relay_port: int | None = None  # extproc's stream relay (extproc/stream_relay.py); None: a free port
     envoy_concurrency: int | None = None  # Envoy worker threads; None = one per core
@@ -171,9 +174,11 @@ class Stack:
         extproc += ["--data-dir", str(self.workdir.resolve())]  # the default ledger.db goes there
         for n in range(workers):
             # Worker 0 serves config.adminApi (extproc/admin/server.py): one port, one process.
-            self._spawn(
-                "extproc" if n == 0 else f"extproc-{n}", extproc + (["--no-admin-api"] if n else []), env
-            )
+            argv = extproc + (["--no-admin-api"] if n else [])
+            cpu = cpu_affinity.for_worker(self.extproc_cpus, n)
+            if cpu is not None:
+                argv = [*argv, "--cpu", str(cpu)]
+            self._spawn("extproc" if n == 0 else f"extproc-{n}", argv, env)
         self._spawn(
             "authz", [*py, "authz", "--config", self.config_path, "--listen", f"127.0.0.1:{self.authz_port}"]
         )
