@@ -8,7 +8,9 @@ is sent again after a Redis restart), on the one connection every request of the
 is the caller's, passed in: replicas need synchronized clocks (NTP) for windows to agree on their
 starts.
 
-Keys: ``keyPrefix`` + the caller's key. Windows expire a minute after they end; a bucket expires
+Keys: ``keyPrefix`` + the caller's key. Windows expire a minute after they end (a relative
+expiry from the caller's now: Redis's own clock is never asked, so a skew between the hosts
+cannot delete a window early or keep it late); a bucket expires
 once it would be full again (a missing bucket is a full one); override records never expire
 (an operator set them, and clears them). All keys of one call go to one
 Redis: a Redis Cluster would need them in one hash slot, which this store does not arrange.
@@ -143,8 +145,10 @@ if fits then
       redis.call('HSET', KEYS[i], 'l', tostring(left), 't', ARGV[1])
       redis.call('EXPIRE', KEYS[i], math.ceil((limits[i] - left) / rate) + 60)
     elseif redis.call('INCRBY', KEYS[i], cost) == cost and redis.call('PTTL', KEYS[i]) < 0 then
-      -- a new window: it is forgotten a minute after it ends
-      redis.call('PEXPIREAT', KEYS[i], tonumber(ends[i]) + 60000)
+      -- a new window: it is forgotten a minute after it ends, counted from the caller's now
+      -- (not Redis's clock, which may disagree with the gateway's)
+      local left = math.max(0, math.ceil(tonumber(ends[i]) - tonumber(ARGV[1]) * 1000))
+      redis.call('PEXPIRE', KEYS[i], left + 60000)
     end
   end
 end

@@ -319,6 +319,29 @@ def test_redis_a_new_window_expires_a_minute_after_it_ends_and_keeps_that_expiry
     asyncio.run(main())
 
 
+@pytest.mark.parametrize("skew", [-3600.0, 3600.0])
+def test_redis_a_window_lasts_its_length_by_the_gateways_clock_not_redis_s(
+    redis_server: RedisServer, skew: float
+) -> None:
+    """The gateway's clock and Redis's may disagree (another host; the tests' offset clock): a
+    window's key lives for what is left of the window plus a minute, counted from the gateway's
+    now. With the end written as an absolute time for Redis's clock, a gateway an hour behind had
+    its counters deleted as soon as they were written, and enforced no limit at all."""
+
+    async def main() -> None:
+        s = RedisStore(redis_server.url, key_prefix="skew:")
+        await s.client.flushdb()
+        try:
+            now = time.time() + skew
+            w = window("w", limit=2, end=now + 30)
+            assert [(await s.reserve([w], now)).taken for _ in range(3)] == [True, True, False]
+            assert abs(await s.client.pttl("skew:w") - 90_000) < 5000  # 30 s left + 60 s
+        finally:
+            await s.close()
+
+    asyncio.run(main())
+
+
 def test_redis_all_or_nothing_holds_across_windows_buckets_overrides_and_shadows(
     redis_server: RedisServer,
 ) -> None:
