@@ -110,7 +110,7 @@ def _serve(args: argparse.Namespace, which: str) -> int:
 
         if args.cpu is not None:  # first: the threads started below inherit it
             try:
-                cpu_affinity.pin(cpu_affinity.parse(str(args.cpu))[0])  # type: ignore[index]
+                cpu_affinity.pin(args.cpu)
             except cpu_affinity.AffinityError as exc:
                 print(f"error: --cpu {exc}", file=sys.stderr)
                 return 2

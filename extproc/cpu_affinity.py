@@ -72,6 +72,7 @@ def pin(cpu: int) -> None:
     set_affinity = getattr(os, "sched_setaffinity", None)
     if set_affinity is None:
         raise AffinityError("pinning to a CPU needs Linux (os.sched_setaffinity)")
+    parse(str(cpu))  # one this process may use, or the same error as --extproc-cpus gives
     try:
         tids = [int(t) for t in os.listdir("/proc/self/task")]
     except OSError:
