@@ -3,8 +3,9 @@
 The SDK's encoder builds a protobuf object per attribute and hashes the resource (a JSON dump)
 per span: about 80 us a span, on the extproc sidecar's one core. This writes the same wire bytes
 directly, and a repeated attribute (most are: operation, provider, model, route) from a cache,
-for about half the CPU. It covers what this gateway's spans hold: one resource and scope for
-all, string, bool, int, float and string-list attributes, a status, no events or links.
+for about half the CPU. It reads the gateway's ``SpanRecord`` s (tracing.py) and covers what
+they hold: one resource and scope for all, client spans, string, bool, int, float and
+string-list attributes, a status, no events or links.
 The gRPC exporter sends these bytes as they are (tracing.exporter_for); ``request`` parses them
 into the generated message for whoever needs the object.
 
@@ -15,12 +16,14 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+if TYPE_CHECKING:
+    from extproc.telemetry.tracing import SpanRecord
 
 _DOUBLE = struct.Struct("<d")
 _FIXED64 = struct.Struct("<Q")
@@ -28,7 +31,8 @@ _FIXED32 = struct.Struct("<I")
 # Span.flags: whether the parent is remote is known (0x100), and it is (0x200); as the SDK's encoder.
 _FLAGS_LOCAL_PARENT = _FIXED32.pack(0x100)
 _FLAGS_REMOTE_PARENT = _FIXED32.pack(0x300)
-_KIND = {0: 1, 1: 2, 2: 3, 3: 4, 4: 5}  # SDK SpanKind value -> OTLP SPAN_KIND_*
+_KIND_CLIENT = b"\x30\x03"  # Span.kind = SPAN_KIND_CLIENT, the kind of every span the gateway sends
+_STATUS_ERROR = 2  # Status.code = STATUS_CODE_ERROR
 
 
 def _varint(n: int) -> bytes:
@@ -93,31 +97,30 @@ def attributes(field_number: int, attrs: Any) -> bytes:
     return b"".join(tag + _varint(len(kv)) + kv for kv in out)
 
 
-def _span(s: ReadableSpan) -> bytes:
-    ctx, parent = s.context, s.parent
-    assert ctx is not None
+def _span(s: SpanRecord) -> bytes:
     out = [
-        b"\x0a\x10" + ctx.trace_id.to_bytes(16, "big"),
-        b"\x12\x08" + ctx.span_id.to_bytes(8, "big"),
+        b"\x0a\x10" + s.trace_id.to_bytes(16, "big"),
+        b"\x12\x08" + s.span_id.to_bytes(8, "big"),
     ]
-    if ctx.trace_state:
-        out.append(_field(3, ctx.trace_state.to_header().encode()))
-    if parent is not None:
-        out.append(b"\x22\x08" + parent.span_id.to_bytes(8, "big"))
+    if s.tracestate:
+        state = s.trace_state()
+        if state:
+            out.append(_field(3, state.encode()))
+    if s.parent_id:
+        out.append(b"\x22\x08" + s.parent_id.to_bytes(8, "big"))
     out += [
         _field(5, s.name.encode()),
-        b"\x30" + _varint(_KIND[s.kind.value]),
-        b"\x39" + _FIXED64.pack(s.start_time or 0),
-        b"\x41" + _FIXED64.pack(s.end_time or 0),
-        attributes(9, s.attributes or {}),
+        _KIND_CLIENT,
+        b"\x39" + _FIXED64.pack(s.start_ns),
+        b"\x41" + _FIXED64.pack(s.end_ns),
+        attributes(9, s.attributes),
     ]
-    code = s.status.status_code.value
-    if code:
-        out.append(_field(15, _field(2, (s.status.description or "").encode()) + b"\x18" + _varint(code)))
+    if s.error:
+        out.append(_field(15, _field(2, s.error.encode()) + b"\x18" + _varint(_STATUS_ERROR)))
     else:
         out.append(b"\x7a\x00")  # an empty status, as the SDK writes it
-    remote = parent is not None and parent.is_remote
-    out.append(b"\x85\x01" + (_FLAGS_REMOTE_PARENT if remote else _FLAGS_LOCAL_PARENT))
+    # A parent (Envoy's span; the chat span, for an attempt) is recorded apart: flagged remote.
+    out.append(b"\x85\x01" + (_FLAGS_REMOTE_PARENT if s.parent_id else _FLAGS_LOCAL_PARENT))
     return b"".join(out)
 
 
@@ -129,9 +132,9 @@ class Encoder:
         version = _field(2, scope.version.encode()) if scope.version else b""
         self.scope = _field(1, _field(1, scope.name.encode()) + version)
 
-    def encode(self, spans: Sequence[ReadableSpan]) -> bytes:
+    def encode(self, spans: Sequence[SpanRecord]) -> bytes:
         scope_spans = self.scope + b"".join(_field(2, _span(s)) for s in spans)
         return _field(1, self.resource + _field(2, scope_spans))
 
-    def request(self, spans: Sequence[ReadableSpan]) -> ExportTraceServiceRequest:
+    def request(self, spans: Sequence[SpanRecord]) -> ExportTraceServiceRequest:
         return ExportTraceServiceRequest.FromString(self.encode(spans))

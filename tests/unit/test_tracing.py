@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
@@ -323,12 +324,46 @@ def test_the_wire_encoder_writes_what_the_sdks_encoder_writes() -> None:
 
     from extproc.telemetry import otlp_wire
 
-    t, sink = tracer()
+    t, _ = tracer()
     attrs = {"s": "x", "b": True, "one": 1, "neg": -5, "f": 0.25, "list": ["a", "b"], "big": 2**40}
-    t.emit("chat gpt-4o", TRACE_ID, 5, 7, attrs, 1, 2, tracestate="vendor=1")
-    t.emit("attempt 1 openai", TRACE_ID, 8, 5, {"s": "x", "one": True}, 3, 4, error="the provider answered 503")
-    t.emit("root", TRACE_ID, 9, 0, {}, 5, 6)
-    t.processor.force_flush()
+    records = [
+        tracing.SpanRecord("chat gpt-4o", TRACE_ID, 5, 7, attrs, 1, 2, None, "vendor=1,other=2"),
+        tracing.SpanRecord("attempt 1 openai", TRACE_ID, 8, 5, {"s": "x", "one": True}, 3, 4, "the provider answered 503", ""),
+        tracing.SpanRecord("root", TRACE_ID, 9, 0, {}, 5, 6, None, ""),
+        tracing.SpanRecord("bad state", TRACE_ID, 10, 0, {}, 5, 6, None, "bad key=x"),
+    ]  # fmt: skip
     encoder = otlp_wire.Encoder(t.resource, tracing.SCOPE)
     for _ in range(2):  # the second time from the cache
-        assert encoder.request(sink.spans) == encode_spans(sink.spans)
+        assert encoder.request(records) == encode_spans([r.readable(t.resource) for r in records])
+    sent = encoder.request(records).resource_spans[0].scope_spans[0].spans
+    assert sent[0].trace_state == "vendor=1,other=2" and sent[3].trace_state == ""  # malformed: dropped, as the SDK
+
+
+def test_a_span_is_recorded_as_given_and_built_for_the_sdk_only_in_the_export_thread() -> None:
+    """The gRPC exporter (otlp_wire) reads records; any other exporter gets SDK spans, built by
+    the export thread, so a request never builds one."""
+    got: list[tuple[str, list[Any]]] = []
+
+    class Records(Collect):
+        takes_records = True
+
+        def export(self, spans: Any) -> Any:
+            got.append((threading.current_thread().name, list(spans)))
+            return super().export(spans)
+
+    cfg = TracingConfig.model_validate({"otlpEndpoint": "http://127.0.0.1:4317"})
+    raw = tracing.Tracer(cfg, Records(), schedule_delay_ms=10)
+    raw.emit("chat gpt-4o", TRACE_ID, 5, 7, {"a": 1, "gone": None}, 10, 4, error="")
+    deadline = time.monotonic() + 5
+    while not got and time.monotonic() < deadline:  # the export thread's next turn (10 ms)
+        time.sleep(0.01)
+    (thread, (record,)), *_ = got
+    assert thread != threading.main_thread().name and isinstance(record, tracing.SpanRecord)
+    assert record.attributes == {"a": 1} and (record.start_ns, record.end_ns) == (10, 10)
+    sdk, sink = tracer()
+    sdk.emit("chat gpt-4o", TRACE_ID, 5, 7, {"a": 1}, 10, 20, error="boom")
+    sdk.emit("attempt", TRACE_ID, 6, 5, {}, 10, 20, error="")
+    sdk.processor.force_flush()
+    failed, unset = sink.spans
+    assert failed.status.status_code.name == "ERROR" and failed.status.description == "boom"
+    assert unset.status.status_code.name == "UNSET" and failed.context.trace_flags.sampled
