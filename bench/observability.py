@@ -1,7 +1,7 @@
 """What observability costs: the same gateway and upstream with metrics, logs and traces on
 (every request sampled, CEL fields on each) against all of them off, in one run.
 
-Three gateways on one fast upstream (bench/envoys.py), measured in alternating windows (A B C A B
+Six gateways on one fast upstream (bench/envoys.py), measured in alternating windows (A B C A B
 C ...) so a change in the machine's load falls on all of them alike:
 
 - ``off``:     no usage record (no metrics, no log line), no tracing: the extproc sidecar runs
@@ -12,6 +12,9 @@ C ...) so a change in the machine's load falls on all of them alike:
   no spans (a benchmark-only wrapper, ``_USAGE_ONLY``). What observability itself costs is
   ``default`` and the rest against this one; against ``off`` it includes reading the answer;
 - ``default``: what every gateway does: metrics and a JSON log line per request, no fields;
+- ``logged``:  ``default`` with ``limits.answersFromAccessLog``: the answer's usage comes by
+  Envoy's access log, and the answer never reaches the sidecar (README "Answers from Envoy's
+  access log");
 - ``traced``:  ``default`` and tracing with ``randomSampling: true`` to a local OTLP sink
   (Envoy's spans and the gateway's);
 - ``full``:    ``traced`` with CEL fields on metrics, log lines and spans (the seed's kind).
@@ -44,7 +47,7 @@ sys.path.insert(0, str(ROOT))
 from bench import envoys, measure  # noqa: E402
 from extproc.supervisor import Stack  # noqa: E402
 
-PATHS = ("off", "usage", "default", "traced", "full")
+PATHS = ("off", "usage", "default", "logged", "traced", "full")
 # The usage-record stage out of every route: no metrics, no log line (and so no spans either).
 _WITHOUT_USAGE = """
 import sys
@@ -121,6 +124,8 @@ def gateway(name: str, up: str, sink: Sink, work: Path) -> tuple[Stack, str]:
     route = envoys.provider_route("openai", {"openAI": {}}, up)
     port = envoys.free_port()
     config = envoys.gateway_config(port, [route])
+    if name == "logged":
+        config["config"]["limits"] = {"answersFromAccessLog": True}
     if name in ("traced", "full"):
         config["config"]["tracing"] = {"otlpEndpoint": f"http://127.0.0.1:{sink.port}", "randomSampling": True}
     if name == "full":

@@ -125,6 +125,9 @@ def _serve(args: argparse.Namespace, which: str) -> int:
     from extproc import grpc_serve
 
     grpc_serve.share_port(getattr(args, "reuseport", False))
+    from extproc.pipeline.answer_log import PARKED
+
+    PARKED.one_worker = not getattr(args, "reuseport", False)  # log entries reach any worker
     try:
         with contextlib.suppress(KeyboardInterrupt):
             config_dir = Path(args.config).resolve().parent  # policy files are relative to it

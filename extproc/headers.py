@@ -15,6 +15,31 @@ PATH = "path"  # the client's path after urlRewrite
 REQUEST_ID = "request_id"  # the gateway-made request id (access log, upstream phase)
 CLIENT_ID = "client_request_id"  # the client's own x-request-id, as it sent it (access log)
 
+# Whole answers accounted from Envoy's access log (config.limits.answersFromAccessLog; README
+# "Answers from Envoy's access log"): Envoy's json_to_metadata reads the request's ``stream``
+# into REQUEST_FACTS (forwarded to the router phase with the request headers) and the answer's
+# usage into ANSWER_FACTS; the router phase marks such a request with ANSWER_LOGGED.
+REQUEST_FACTS = "io.llm_gateway.request"
+ANSWER_FACTS = "io.llm_gateway.answer"
+STREAM_FLAG = "stream"
+ANSWER_LOGGED = "answer_logged"
+
+# The answer's fields, as metadata key -> JSON path; what usage.from_openai, from_anthropic and
+# the embeddings reader read (the sidecar rebuilds the body's shape from them).
+ANSWER_FIELDS: dict[str, tuple[str, ...]] = {
+    "model": ("model",),
+    "prompt_tokens": ("usage", "prompt_tokens"),
+    "completion_tokens": ("usage", "completion_tokens"),
+    "total_tokens": ("usage", "total_tokens"),
+    "cached_tokens": ("usage", "prompt_tokens_details", "cached_tokens"),
+    "cache_write_tokens": ("usage", "prompt_tokens_details", "cache_write_tokens"),
+    "reasoning_tokens": ("usage", "completion_tokens_details", "reasoning_tokens"),
+    "input_tokens": ("usage", "input_tokens"),
+    "output_tokens": ("usage", "output_tokens"),
+    "cache_read_input_tokens": ("usage", "cache_read_input_tokens"),
+    "cache_creation_input_tokens": ("usage", "cache_creation_input_tokens"),
+}
+
 # ext_authz's dynamic metadata lands in the filter's own namespace; the identity rides in it
 # under extproc.contracts.IDENTITY_KEY. The check names its gateway route in this context key.
 AUTHZ_NAMESPACE = "envoy.filters.http.ext_authz"

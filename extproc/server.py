@@ -28,7 +28,7 @@ from extproc.errors import GatewayError
 from extproc.gateway import Gateway
 from extproc.grpc_serve import serve_grpc
 from extproc.guardrails import http as guard_http
-from extproc.headers import AUTHZ_NAMESPACE, METADATA_NAMESPACE
+from extproc.headers import AUTHZ_NAMESPACE, METADATA_NAMESPACE, REQUEST_FACTS, STREAM_FLAG
 from extproc.limits.context import LimitsContext
 from extproc.pipeline import stages
 from extproc.pipeline.reply import Reply, error_reply
@@ -107,6 +107,14 @@ def _identity(req: pb.ProcessingRequest) -> str | None:
     ns = req.metadata_context.filter_metadata.get(AUTHZ_NAMESPACE)
     value = ns.fields.get(IDENTITY_KEY) if ns is not None else None
     return value.string_value if value is not None else None
+
+
+def _stream_flag(req: pb.ProcessingRequest) -> bool | None:
+    """The body's ``stream`` as Envoy read it before this message (render/answer_log.py): True or
+    False, None when Envoy did not say or it is not a boolean."""
+    ns = req.metadata_context.filter_metadata.get(REQUEST_FACTS)
+    value = ns.fields.get(STREAM_FLAG) if ns is not None else None
+    return value.bool_value if value is not None and value.WhichOneof("kind") == "bool_value" else None
 
 
 def _common(resp: pb.ProcessingResponse, kind: str) -> pb.CommonResponse:
@@ -239,6 +247,7 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
                             attrs.get("xds.route_name", ""),
                             _identity(msg),
                             trace_parent,
+                            _stream_flag(msg),
                         )
                     elif kind == "request_body":
                         reply = await proc.request_body(msg.request_body.body)

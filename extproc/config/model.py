@@ -129,6 +129,10 @@ class Limits(Strict):
     # connection cut after the headers (FIN, RST) ends the client's stream with an error event
     # instead of a reset (README, "When a provider cuts a stream").
     stream_relay: bool = Field(True, alias="streamRelay")
+    # Whole (not streamed) answers on routes that only observe them skip the sidecar: Envoy reads
+    # their usage and sends it with its access log, and the usage record is written from that
+    # (README "Answers from Envoy's access log"). One extproc worker only.
+    answers_from_access_log: bool = Field(False, alias="answersFromAccessLog")
 
 
 # Limits that are durations: each must parse (semantic_problems).

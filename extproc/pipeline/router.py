@@ -35,6 +35,7 @@ from extproc import headers as h
 from extproc.errors import GatewayError
 from extproc.gateway import Gateway, Upstream
 from extproc.pipeline import (
+    answer_log,
     client_request,
     encoding,
     outbound,
@@ -86,6 +87,7 @@ class RouterProcessor:
         self.route_name = ""  # the Envoy route that matched: a stream's relay twin is named by it
         self.facts = _NO_ROUTE
         self.completion = Completion()  # when the stages' on_complete run (completion.py)
+        self.logged_format: str | None = None  # a whole answer left to Envoy's access log
 
     # 1 -------------------------------------------------------------------
 
@@ -96,6 +98,7 @@ class RouterProcessor:
         route_name: str,
         identity: str | None = None,
         trace_parent: str | None = None,
+        stream_flag: bool | None = None,
     ) -> Reply:
         path = headers.get(":path", "/")
         self.route_name = route_name
@@ -131,7 +134,10 @@ class RouterProcessor:
             self.codings = encoding.codings(headers.get("content-encoding"))
             if self.codings and facts.needs_authz:
                 raise encoding.not_on_checked_routes(self.codings)
-        return Reply(response_header_mode="SEND" if self._wants_response() else None)
+        # Envoy said the answer will not stream (stream_flag): maybe its access log can carry it.
+        self.logged_format = answer_log.format_for(self.gw, self.pipeline, facts, ex, stream_flag)
+        wants = self._wants_response() and self.logged_format is None
+        return Reply(response_header_mode="SEND" if wants else None)
 
     def _wants_response(self) -> bool:
         if self.pipeline.needs & _RESPONSE_NEEDS:
@@ -170,6 +176,8 @@ class RouterProcessor:
             parsed = client_request.parse_body(ex.route, ex.api, body)
             ex.llm = LLMRequest(ex.api, parsed)
             ex.stream = ex.llm.stream
+            if ex.stream and self.logged_format is not None:  # Envoy read the body otherwise
+                raise answer_log.disagreement()
         for stage in self.stages:  # passthrough requests too: ex.llm is None there
             await stage.on_request(ex)
         # A stage rewrote the request: serialized once, after every stage has run.
@@ -194,6 +202,8 @@ class RouterProcessor:
             self._start_stream_clock(ex, reply)
             if self.gw.limits.stream_relay:
                 stream_route.via_relay(reply, self.route_name, direct)
+        elif self.logged_format is not None:  # its answer's facts come by Envoy's access log
+            answer_log.park(reply, ex, self.stages, self.logged_format, self.gw.request_timeout)
         return reply
 
     def _start_stream_clock(self, ex: Exchange, reply: Reply) -> None:
@@ -362,6 +372,8 @@ class RouterProcessor:
         """The gRPC stream ended. An exchange still open was cut short (client gone or stream reset)."""
         await self.completion.run()  # an answer whose stages were left for after its reply
         ex = self.ex
+        if ex is not None and ex.request_id in answer_log.PARKED:
+            return  # Envoy's access log entry completes it
         if ex is not None and not ex.completed:
             if self.reader is not None:
                 self.reader.settle()

@@ -8,8 +8,14 @@ from __future__ import annotations
 from typing import Any
 
 from extproc.gateway import Gateway, ResolvedRoute
-from extproc.headers import AUTHZ_NAMESPACE, AUTHZ_ROUTE_KEY, CLIENT_REQUEST_ID, METADATA_NAMESPACE
-from extproc.render import tracing
+from extproc.headers import (
+    AUTHZ_NAMESPACE,
+    AUTHZ_ROUTE_KEY,
+    CLIENT_REQUEST_ID,
+    METADATA_NAMESPACE,
+    REQUEST_FACTS,
+)
+from extproc.render import answer_log, tracing
 from extproc.render.common import AUTHZ_CLUSTER, EXTPROC_CLUSTER, Json, seconds, typed
 
 EXT_PROC = "envoy.filters.http.ext_proc"
@@ -76,7 +82,10 @@ def router_ext_proc(gw: Gateway) -> Json:
         # The identity authz established reaches the router phase in authz's own namespace.
         metadata_options={
             "receiving_namespaces": {"untyped": [METADATA_NAMESPACE]},
-            "forwarding_namespaces": {"untyped": [AUTHZ_NAMESPACE]},
+            # With answersFromAccessLog, the request's stream flag too (render/answer_log.py).
+            "forwarding_namespaces": {
+                "untyped": [AUTHZ_NAMESPACE, *([REQUEST_FACTS] if answer_log.used(gw) else [])]
+            },
         },
         # On single-provider routes this phase also sets :path and credentials, and on streams
         # x-envoy-upstream-rq-timeout-ms (their route timeout: streamMaxDuration). Clients cannot
@@ -175,7 +184,8 @@ def gateway_chain(gw: Gateway) -> list[Json]:
     from extproc.render import ratelimit
 
     limit = [ratelimit.chain_filter()] if ratelimit.used(gw) else []
-    return [cors(), body_limit(gw), ext_authz(gw), *limit, router_ext_proc(gw), router()]
+    facts = [answer_log.facts_filter()] if answer_log.used(gw) else []
+    return [cors(), body_limit(gw), ext_authz(gw), *limit, *facts, router_ext_proc(gw), router()]
 
 
 def early_header_mutations() -> list[Json]:

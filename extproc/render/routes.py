@@ -5,7 +5,7 @@ from __future__ import annotations
 from extproc.config.model import Cors, RouteMatch, parse_duration
 from extproc.gateway import Gateway, ResolvedRoute
 from extproc.headers import RELAY
-from extproc.render import ratelimit
+from extproc.render import answer_log, ratelimit
 from extproc.render.common import Json, relay_cluster_name, seconds, typed
 from extproc.render.filters import CORS, EXT_AUTHZ, authz_per_route
 
@@ -197,6 +197,8 @@ def virtual_hosts(gw: Gateway, port: int, stat_prefix: str) -> list[Json]:
             # Envoy's own note of the client address (use_remote_address): for Envoy, not for
             # providers. The sidecars cannot remove an x-envoy- header (Envoy's mutation rules).
             "request_headers_to_remove": ["x-envoy-external-address"],
+            # Answers left to the access log never reach the sidecar, which sets it on the others.
+            **({"response_headers_to_add": [answer_log.request_id_header()]} if answer_log.used(gw) else {}),
         }
         for domain, routes in hosts.items()
     ]

@@ -12,6 +12,7 @@ import re
 
 from extproc.gateway import Gateway
 from extproc.headers import METADATA_NAMESPACE, REQUEST_ID
+from extproc.render import answer_log
 from extproc.render.common import ADMIN_CLUSTER, EXTPROC_CLUSTER, Json, socket_address, split_hostport, typed
 
 METRICS_CLUSTER = "gw_metrics"
@@ -86,8 +87,11 @@ def rejected_access_log(gw: Gateway) -> Json:
     headers = _logged_headers(gw)
     if headers:
         config["additional_request_headers_to_log"] = headers
+    chosen: Json = {"and_filter": {"filters": [refused, never_seen]}}
+    if answer_log.used(gw):  # and the answers the router phase left to this log
+        chosen = {"or_filter": {"filters": [chosen, answer_log.logged_filter()]}}
     return {
         "name": "envoy.access_loggers.http_grpc",
-        "filter": {"and_filter": {"filters": [refused, never_seen]}},
+        "filter": chosen,
         "typed_config": typed("envoy.extensions.access_loggers.grpc.v3.HttpGrpcAccessLogConfig", **config),
     }

@@ -9,6 +9,10 @@ reply, so every request with a usage record of its own has one), to this sidecar
 the same JSON line the pipeline writes (``outcome: "rejected"``) and counts them in
 ``requests_total``. One place writes every line, with one set of field names.
 
+The same log carries, with ``limits.answersFromAccessLog``, the requests whose whole answer the
+router phase left to it (marked in the metadata): those complete their parked exchange
+(extproc/pipeline/answer_log.py) and are not refused ones.
+
 Their ``request_id`` is made here (the pipeline never made one); ``client_request_id`` is the
 x-request-id Envoy's own access log prints as ``client_id``, which joins the two lines.
 If this sidecar is down, Envoy's access log is the only record (the gRPC log cannot reach it).
@@ -30,8 +34,9 @@ from extproc import usage_log
 from extproc.contracts import IDENTITY_KEY
 from extproc.errors import GatewayError
 from extproc.gateway import Gateway
-from extproc.headers import AUTHZ_NAMESPACE
+from extproc.headers import ANSWER_LOGGED, AUTHZ_NAMESPACE, METADATA_NAMESPACE, REQUEST_ID
 from extproc.ledger import runtime as ledger
+from extproc.pipeline import answer_log
 from extproc.pipeline.client_request import api_of_path
 from extproc.pipeline.exchange import new_request_id
 from extproc.pipeline.identity import caller_identity
@@ -140,6 +145,16 @@ def handle(gw: Gateway, entry: accesslog_pb2.HTTPAccessLogEntry) -> None:
     t.metrics.observe_rejected(record["route"] or "", record["api"], record["http_status_code"], extras)
 
 
+def _answer_logged(entry: accesslog_pb2.HTTPAccessLogEntry) -> bool:
+    ns = entry.common_properties.metadata.filter_metadata.get(METADATA_NAMESPACE)
+    return ns is not None and ANSWER_LOGGED in ns.fields
+
+
+def _id(entry: accesslog_pb2.HTTPAccessLogEntry) -> str:
+    ns = entry.common_properties.metadata.filter_metadata[METADATA_NAMESPACE]
+    return ns.fields[REQUEST_ID].string_value if REQUEST_ID in ns.fields else "a request"
+
+
 class RejectedLog(als_pb2_grpc.AccessLogServiceServicer):
     def __init__(self, gw: Gateway) -> None:
         self.gw = gw
@@ -152,6 +167,10 @@ class RejectedLog(als_pb2_grpc.AccessLogServiceServicer):
         async for message in request_iterator:
             for entry in message.http_logs.log_entry:
                 try:
+                    if _answer_logged(entry):  # a whole answer the router phase left to this log
+                        if not await answer_log.PARKED.on_entry(entry):
+                            log.warning("an access log entry for %s found no exchange waiting", _id(entry))
+                        continue
                     handle(self.gw, entry)
                 except Exception:  # one bad entry must not end the stream (Envoy would drop the rest)
                     log.exception("could not record a refused request")

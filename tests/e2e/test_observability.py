@@ -79,11 +79,16 @@ def observed_routes(host: str, down_host: str) -> list[dict]:
     ]
 
 
-@pytest.fixture(scope="module")
-def obs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+# Every test of this module runs twice: whole answers read by the sidecar, and whole answers on
+# routes that only observe them accounted from Envoy's access log (limits.answersFromAccessLog):
+# the same numbers, fields and secrets either way.
+@pytest.fixture(scope="module", params=[False, True], ids=["answers_read", "answers_from_access_log"])
+def obs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     mock, down = start_mock(), start_mock("--force-status", "503")
     config = listener_config(
-        observed_routes(f"127.0.0.1:{mock.port}", f"127.0.0.1:{down.port}"), maxRequestBytes=LIMIT
+        observed_routes(f"127.0.0.1:{mock.port}", f"127.0.0.1:{down.port}"),
+        maxRequestBytes=LIMIT,
+        answersFromAccessLog=request.param,
     )
     config["config"].update(OBS_CONFIG)
     with running([mock, down], lambda: launch(tmp_path_factory.mktemp("obs"), config, mock)) as gw:
@@ -211,6 +216,37 @@ def test_metrics_are_exact_after_known_traffic(obs: Gateway, traffic: dict) -> N
     # Every answer a provider gave, whatever its status; not the refusals.
     assert samples(text, p + "gen_ai_server_request_duration_count") == 8
     assert samples(text, p + "requests_total", outcome="rejected", route="entitled", status="403") == 1
+
+
+def _ext_proc_messages(gw: Gateway) -> int:
+    """What Envoy has sent the extproc sidecar so far, every ext_proc filter's messages."""
+    url = f"http://127.0.0.1:{gw.config['config']['adminPort']}/stats?filter=ext_proc.stream_msgs_sent"
+    text = httpx.get(url, timeout=10).text
+    return sum(int(line.rsplit(": ", 1)[1]) for line in text.splitlines() if line.endswith(tuple("0123456789")))
+
+
+def test_a_whole_answer_left_to_the_access_log_never_reaches_the_sidecar(obs: Gateway, traffic: dict) -> None:
+    """With answersFromAccessLog, a whole answer on a route that only observes it costs the
+    sidecar the request's two messages, not four; a stream still sends its answer. The record
+    (and the x-gateway-request-id that finds it) is there either way."""
+    logged = obs.config["config"]["limits"]["answersFromAccessLog"]
+    records(obs, len(traffic))
+    before = _ext_proc_messages(obs)
+    whole = post(obs, "/openai/v1/chat/completions", CHAT)
+    assert whole.status_code == 200, whole.text
+    after_whole = _ext_proc_messages(obs)
+    streamed = post(obs, "/openai/v1/chat/completions", {**CHAT, "stream": True})
+    assert streamed.status_code == 200 and "data: [DONE]" in streamed.text
+    assert after_whole - before == (2 if logged else 4)
+    assert _ext_proc_messages(obs) - after_whole >= 4  # and the answer's headers and body
+    lines = records(obs, len(traffic) + 2)
+    line = next(x for x in lines if x["request_id"] == whole.headers["x-gateway-request-id"])
+    assert (line["input_tokens"], line["output_tokens"]) == (
+        whole.json()["usage"]["prompt_tokens"],
+        whole.json()["usage"]["completion_tokens"],
+    )
+    assert line["outcome"] == "ok" and line["cost_status"] == "priced" and line["attempt_count"] == 1
+    assert line["duration_ms"] >= line["time_to_first_byte_ms"] > 0
 
 
 def test_metrics_port_serves_envoys_stats_too(obs: Gateway, traffic: dict) -> None:

@@ -54,6 +54,9 @@ class RoutePipeline:
     deciding: list[Stage] = field(default_factory=list)
     # A chunk stage may change the answer's bytes (Stage.changes_answer).
     rewrites: bool = False
+    # Of the stages that read the answer, none but the usage record and the span notes: a whole
+    # answer's usage from Envoy's access log serves them (pipeline/answer_log.py).
+    observes_only: bool = False
 
     @classmethod
     def of(cls, stages: list[Stage]) -> RoutePipeline:
@@ -62,7 +65,10 @@ class RoutePipeline:
             needs |= stage.needs
         chunk = [s for s in stages if type(s).on_response_chunk is not Stage.on_response_chunk]
         deciding = [s for s in stages if type(s).decide is not Stage.decide]
-        return cls(stages, needs, chunk, deciding, any(s.changes_answer for s in chunk))
+        answer = Needs.RESPONSE_HEADERS | Needs.RESPONSE_BODY
+        readers = [s for s in stages if s.needs & answer]
+        observes = bool(readers) and all(isinstance(s, UsageRecord | SpanNotes) for s in readers)
+        return cls(stages, needs, chunk, deciding, any(s.changes_answer for s in chunk), observes)
 
 
 EMPTY = RoutePipeline([])
