@@ -11,8 +11,9 @@ C ...) so a change in the machine's load falls on all of them alike:
   tokens and cost worked out, the ledger's row kept) observed nowhere: no metrics, no log line,
   no spans (a benchmark-only wrapper, ``_USAGE_ONLY``). What observability itself costs is
   ``default`` and the rest against this one; against ``off`` it includes reading the answer;
-- ``default``: what every gateway does: metrics and a JSON log line per request, no fields;
-- ``logged``:  ``default`` with ``limits.answersFromAccessLog``: the answer's usage comes by
+- ``default``: metrics and a JSON log line per request, no fields, every answer through the
+  sidecar (``limits.answersFromAccessLog: false``);
+- ``logged``:  ``default`` with ``limits.answersFromAccessLog`` (the default): the answer's usage comes by
   Envoy's access log, and the answer never reaches the sidecar (README "Answers from Envoy's
   access log");
 - ``traced``:  ``default`` and tracing with ``randomSampling: true`` to a local OTLP sink
@@ -124,8 +125,8 @@ def gateway(name: str, up: str, sink: Sink, work: Path) -> tuple[Stack, str]:
     route = envoys.provider_route("openai", {"openAI": {}}, up)
     port = envoys.free_port()
     config = envoys.gateway_config(port, [route])
-    if name == "logged":
-        config["config"]["limits"] = {"answersFromAccessLog": True}
+    # Every gateway but ``logged`` reads each answer in the sidecar (its traced ones would anyway).
+    config["config"]["limits"] = {"answersFromAccessLog": name == "logged"}
     if name in ("traced", "full"):
         config["config"]["tracing"] = {"otlpEndpoint": f"http://127.0.0.1:{sink.port}", "randomSampling": True}
     if name == "full":

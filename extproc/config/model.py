@@ -131,8 +131,8 @@ class Limits(Strict):
     stream_relay: bool = Field(True, alias="streamRelay")
     # Whole (not streamed) answers on routes that only observe them skip the sidecar: Envoy reads
     # their usage and sends it with its access log, and the usage record is written from that
-    # (README "Answers from Envoy's access log"). One extproc worker only.
-    answers_from_access_log: bool = Field(False, alias="answersFromAccessLog")
+    # (README "Answers from Envoy's access log"). One extproc worker only; on by default.
+    answers_from_access_log: bool = Field(True, alias="answersFromAccessLog")
 
 
 # Limits that are durations: each must parse (semantic_problems).

@@ -119,4 +119,6 @@ def test_moderation_passes_clean_text(gw: Gateway) -> None:
     resp = send(gw, "chat", "seedmod-openai", "How do I bake bread?")
     assert resp.status_code == 200
     assert [r["path"] for r in gw.mock.requests()] == ["/v1/moderations", "/v1/chat/completions"]
+    # Counted with its usage record, which may come after the answer (Envoy's access log).
+    assert record_of(gw, resp)["guardrails"][0]["action"] == "allow"
     assert metric(gw, "agentgateway_guardrail_checks_total", guard="openAIModeration", action="allow") >= 1
