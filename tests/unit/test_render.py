@@ -68,6 +68,7 @@ def test_seed_failover_route_retries_to_another_endpoint() -> None:
         "envoy.filters.http.cors",
         "envoy.filters.http.buffer",  # maxRequestBytes, before authz can stall a chunked upload
         "envoy.filters.http.ext_authz",
+        "envoy.filters.http.json_to_metadata",  # the stream flag first (limits.answersFromAccessLog)
         "envoy.filters.http.ext_proc",
         "envoy.filters.http.router",
     ]

@@ -27,7 +27,8 @@ def test_the_blog_config_is_enforced_by_envoy_after_authz_before_the_sidecar(tmp
     rendered = render(gateway.build(load(CONFIGS / "blog-rate-limit.yaml").config))
     names = [f["name"] for f in hcm(rendered)["http_filters"]]
     assert names.index(LOCAL_RATELIMIT) == names.index("envoy.filters.http.ext_authz") + 1
-    assert names[names.index(LOCAL_RATELIMIT) + 1] == "envoy.filters.http.ext_proc"
+    # then the sidecar (after json_to_metadata, which reads the stream flag for it)
+    assert names[names.index(LOCAL_RATELIMIT) + 1 :][:2] == ["envoy.filters.http.json_to_metadata", "envoy.filters.http.ext_proc"]
     routes = hcm(rendered)["route_config"]["virtual_hosts"][0]["routes"]
     twin, route = routes  # the stream relay's twin first (render/routes.py): the same per-route config
     assert twin["typed_per_filter_config"] == route["typed_per_filter_config"]
