@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -116,17 +115,12 @@ class AccessLogStack(observability.WrappedStack):
     def render(self) -> Path:
         path = super().render()
         config = yaml.safe_load(path.read_text())
-        for listener in config["static_resources"]["listeners"]:
-            for chain in listener.get("filter_chains", []):
-                for net in chain["filters"]:
-                    hcm = net.get("typed_config", {})
-                    if "http_filters" not in hcm:
-                        continue
-                    for logger in hcm.get("access_log", []):
-                        if logger["name"] == "envoy.access_loggers.http_grpc":
-                            logger.pop("filter", None)  # every request, not only refused ones
-                    names = [f["name"] for f in hcm["http_filters"]]
-                    hcm["http_filters"].insert(names.index("envoy.filters.http.router"), JSON_TO_METADATA)
+        for hcm in envoys.http_managers(config):
+            for logger in hcm.get("access_log", []):
+                if logger["name"] == "envoy.access_loggers.http_grpc":
+                    logger.pop("filter", None)  # every request, not only refused ones
+            names = [f["name"] for f in hcm["http_filters"]]
+            hcm["http_filters"].insert(names.index("envoy.filters.http.router"), JSON_TO_METADATA)
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         return path
 
@@ -153,48 +147,12 @@ def _records(work: Path, name: str) -> list[dict[str, Any]]:
 
 
 def measure_all(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    script = measure.wrk_script(envoys.REQUEST, work)
-    up_port = envoys.free_port()
-    upstream = envoys.start_envoy(envoys.upstream_config(up_port, envoys.free_port()), work, "upstream")
-    sink = observability.Sink()
-    stacks: dict[str, tuple[Stack, str]] = {}
-    windows: dict[str, list[dict[str, float]]] = {p: [] for p in PATHS}
-    try:
-        for name in PATHS:
-            stacks[name] = gateway(name, f"127.0.0.1:{up_port}", sink, work)
-        for _, url in stacks.values():
-            measure.wrk(url, 4, 1, script)  # warm connections and caches
-        for _ in range(args.rounds):
-            for name, (stack, url) in stacks.items():
-                procs = {n: [p.pid] for n, p in stack.procs.items()}
-                ticks0 = {n: measure.cpu_ticks(pids) for n, pids in procs.items()}
-                figures = measure.wrk(url, args.connections, args.duration, script)
-                done = max(figures["requests"], 1)
-                per = {n: measure.ticks_to_ms(measure.cpu_ticks(p) - ticks0[n]) / done for n, p in procs.items()}
-                figures["cpu_ms_per_req"] = sum(per.values())
-                windows[name].append(figures)
-        # The experiment's records are the real ones: tokens and status read from the log entry.
-        answered = [r for r in _records(work, "accesslog") if r["http_status_code"] == 200]
-        check = {"records": len(answered), "with_tokens": sum(r["input_tokens"] is not None for r in answered)}
-    finally:
-        for stack, _ in stacks.values():
-            stack.stop()
-        upstream.terminate()
-        upstream.wait(timeout=5)
-        sink.server.stop(grace=0)
-    summary = {
-        name: {
-            "rps": round(statistics.median(w["rps"] for w in ws), 1),
-            "cpu_ms_per_req": round(statistics.median(w["cpu_ms_per_req"] for w in ws), 3),
-            "rps_windows": [round(w["rps"]) for w in ws],
-        }
-        for name, ws in windows.items()
-    }
-    off = summary["off"]
-    for s in summary.values():
-        s["rps_vs_off_pct"] = round(100 * (s["rps"] - off["rps"]) / off["rps"], 1)
-        s["cpu_added_vs_off_ms"] = round(s["cpu_ms_per_req"] - off["cpu_ms_per_req"], 3)
-    return {"summary": summary, "accesslog_records": check}
+    """bench/observability.py's alternating windows on these four gateways, then a look at the
+    experiment's records: the real ones, tokens and status read from the log entry."""
+    figures = observability.measure_all(args, work, PATHS, gateway)
+    answered = [r for r in _records(work, "accesslog") if r["http_status_code"] == 200]
+    check = {"records": len(answered), "with_tokens": sum(r["input_tokens"] is not None for r in answered)}
+    return {"summary": figures["summary"], "accesslog_records": check}
 
 
 def main() -> int:

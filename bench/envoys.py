@@ -206,6 +206,17 @@ def gateway_config(port: int, routes: list[dict]) -> dict:
     }
 
 
+def http_managers(config: dict) -> list[dict]:
+    """The HttpConnectionManager configs of a rendered bootstrap, for benches that patch them."""
+    return [
+        net["typed_config"]
+        for listener in config["static_resources"]["listeners"]
+        for chain in listener.get("filter_chains", [])
+        for net in chain["filters"]
+        if "http_filters" in net.get("typed_config", {})
+    ]
+
+
 def start_envoy(config: dict, workdir: Path, name: str, concurrency: int = 1) -> subprocess.Popen[bytes]:
     path = workdir / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))

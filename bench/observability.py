@@ -35,6 +35,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent import futures
 from pathlib import Path
 from typing import Any
@@ -145,16 +146,23 @@ def gateway(name: str, up: str, sink: Sink, work: Path) -> tuple[Stack, str]:
     return stack, f"http://127.0.0.1:{port}/openai/v1/chat/completions"
 
 
-def measure_all(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+Factory = Callable[[str, str, "Sink", Path], tuple[Stack, str]]
+
+
+def measure_all(
+    args: argparse.Namespace, work: Path, paths: tuple[str, ...] = PATHS, make: Factory | None = None
+) -> dict[str, Any]:
+    """Alternating windows on the gateways ``paths`` names, each made by ``make`` (``gateway``)."""
+    make = make or gateway
     script = measure.wrk_script(envoys.REQUEST, work)
     up_port = envoys.free_port()
     upstream = envoys.start_envoy(envoys.upstream_config(up_port, envoys.free_port()), work, "upstream")
     sink = Sink()
     stacks: dict[str, tuple[Stack, str]] = {}
-    windows: dict[str, list[dict[str, float]]] = {p: [] for p in PATHS}
+    windows: dict[str, list[dict[str, float]]] = {p: [] for p in paths}
     try:
-        for name in PATHS:
-            stacks[name] = gateway(name, f"127.0.0.1:{up_port}", sink, work)
+        for name in paths:
+            stacks[name] = make(name, f"127.0.0.1:{up_port}", sink, work)
         for _, url in stacks.values():
             measure.wrk(url, 4, 1, script)  # warm connections and caches
         for _ in range(args.rounds):

@@ -74,17 +74,15 @@ class ProbeStack(observability.WrappedStack):
     def render(self) -> Path:
         path = super().render()
         config = yaml.safe_load(path.read_text())
-        for listener in config["static_resources"]["listeners"]:
-            for chain in listener.get("filter_chains", []):
-                for net in chain["filters"]:
-                    filters = net.get("typed_config", {}).get("http_filters", [])
-                    names = [f["name"] for f in filters]
-                    if EXT_PROC not in names:
-                        continue
-                    at = names.index(EXT_PROC)
-                    options: Any = filters[at]["typed_config"]["metadata_options"]
-                    options["forwarding_namespaces"]["untyped"].append(NAMESPACE)
-                    filters.insert(at, STREAM_FLAG)
+        for hcm in envoys.http_managers(config):
+            filters = hcm["http_filters"]
+            names = [f["name"] for f in filters]
+            if EXT_PROC not in names:
+                continue
+            at = names.index(EXT_PROC)
+            options: Any = filters[at]["typed_config"]["metadata_options"]
+            options["forwarding_namespaces"]["untyped"].append(NAMESPACE)
+            filters.insert(at, STREAM_FLAG)
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         return path
 

@@ -28,6 +28,7 @@ from extproc.gateway import Gateway
 from extproc.headers import ANSWER_FACTS, ANSWER_FIELDS, ANSWER_LOGGED, METADATA_NAMESPACE, REQUEST_ID
 from extproc.pipeline.answer import usage_format
 from extproc.pipeline.attempts import attempts_of
+from extproc.pipeline.completion import Completion
 from extproc.pipeline.exchange import Exchange
 from extproc.pipeline.reply import Reply
 from extproc.pipeline.stage import Stage
@@ -68,7 +69,10 @@ def format_for(
 
 
 def park(reply: Reply, ex: Exchange, stages: list[Stage], fmt: str, timeout: float) -> None:
-    """The request goes on marked for the access log, its exchange parked until the entry comes."""
+    """The request goes on marked for the access log, its exchange parked until the entry comes.
+    A body the sidecar parsed as a stream, where Envoy read it would not, is refused instead."""
+    if ex.stream:
+        raise disagreement()
     reply.metadata = {**(reply.metadata or {}), ANSWER_LOGGED: "1"}  # Envoy logs it to the sidecar
     PARKED.park(ex, stages, fmt, ex.route.timeout_seconds(timeout))
 
@@ -112,7 +116,7 @@ class AnswerLog:
         if parked is None:
             return False
         complete_from_entry(parked.ex, parked.fmt, entry)
-        await _run(parked.ex, parked.stages)
+        await Completion().end(parked.ex, parked.stages)
         await self.sweep()
         return True
 
@@ -128,7 +132,7 @@ class AnswerLog:
             log.error("request %s: %s; recorded without its answer", request_id, LOST)
             ex.completed, ex.error = True, LOST
             ex.status, ex.outcome, ex.ended = ex.status or 502, "gateway_error", now
-            await _run(ex, oldest.stages)
+            await Completion().end(ex, oldest.stages)
 
 
 def _seconds(d: Any) -> float:
@@ -192,14 +196,6 @@ def _plain(value: Any) -> Any:
     if kind == "bool_value":
         return value.bool_value
     return None
-
-
-async def _run(ex: Exchange, stages: list[Stage]) -> None:
-    for stage in stages:
-        try:
-            await stage.on_complete(ex)
-        except Exception:  # one stage's failure must not skip the others
-            log.exception("stage %s failed in on_complete (request %s)", stage.name, ex.request_id)
 
 
 PARKED = AnswerLog()

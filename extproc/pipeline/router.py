@@ -176,8 +176,6 @@ class RouterProcessor:
             parsed = client_request.parse_body(ex.route, ex.api, body)
             ex.llm = LLMRequest(ex.api, parsed)
             ex.stream = ex.llm.stream
-            if ex.stream and self.logged_format is not None:  # Envoy read the body otherwise
-                raise answer_log.disagreement()
         for stage in self.stages:  # passthrough requests too: ex.llm is None there
             await stage.on_request(ex)
         # A stage rewrote the request: serialized once, after every stage has run.
@@ -198,12 +196,12 @@ class RouterProcessor:
             reply.set_headers["content-length"] = str(len(sent))
             if decoded:  # (the egress allowlist drops it on single-provider routes)
                 reply.remove_headers.append("content-encoding")
-        if ex.stream:
+        if self.logged_format is not None:  # its answer's facts come by Envoy's access log
+            answer_log.park(reply, ex, self.stages, self.logged_format, self.gw.request_timeout)
+        elif ex.stream:
             self._start_stream_clock(ex, reply)
             if self.gw.limits.stream_relay:
                 stream_route.via_relay(reply, self.route_name, direct)
-        elif self.logged_format is not None:  # its answer's facts come by Envoy's access log
-            answer_log.park(reply, ex, self.stages, self.logged_format, self.gw.request_timeout)
         return reply
 
     def _start_stream_clock(self, ex: Exchange, reply: Reply) -> None:
